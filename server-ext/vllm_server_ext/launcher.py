@@ -1,0 +1,187 @@
+"""The launcher: vLLM's own building blocks, composed around the early server.
+
+This module (with `engine_plugin`, which runs in the engine process) holds every import of vLLM
+internals; their paths move between releases, so they are pinned to `SUPPORTED_VLLM`. The
+sequence is vLLM's `run_server` with three hooks: the socket was bound and served long before
+(`cli`), our routes and counters are attached between `init_app_state` and `serve_http`, and the
+early server stops right before vLLM's uvicorn takes over the same socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from argparse import Namespace
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+import uvloop
+import vllm.envs as envs
+from prometheus_client import REGISTRY
+from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+from vllm.entrypoints.launchers.app import build_app
+from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+from vllm.entrypoints.launchers.launcher import serve_http, validate_api_server_args
+from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
+from vllm.entrypoints.serve import create_error_response
+from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
+from vllm.logger import configure_logging_from_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.utils.system_utils import set_ulimit
+from vllm.v1.engine.output_processor import OutputProcessor
+
+from .early import EarlyServer
+from .logs import log
+from .lora import lora_rank_error
+from .routes import InstanceIdMiddleware, attach_lifecycle_routes
+from .state import Phase, ServerState, StateCollector
+from .token_load import TokenLoad, TokenLoadCollector
+
+PROG = "vllm-ext-serve"
+
+
+def parse_vllm_args(argv: Sequence[str]) -> Namespace:
+    """Parse `vllm serve` arguments with vLLM's own parser and checks."""
+    cli_env_setup()
+    parser = make_arg_parser(FlexibleArgumentParser(prog=PROG))
+    args = parser.parse_args(list(argv))
+    configure_logging_from_args(args)
+    validate_parsed_serve_args(args)
+    if (args.api_server_count or 1) > 1 or args.headless:
+        parser.error("--api-server-count > 1 and --headless are not supported by vllm-ext-serve")
+    if args.enable_lora and "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in os.environ:
+        # The point of serving LoRA on Kubernetes is loading adapters at run time (the
+        # operator does it); vLLM hides these routes behind this variable.
+        os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    return args
+
+
+class TokenCountingOutputProcessor(OutputProcessor):
+    """vLLM's OutputProcessor plus `TokenLoad` bookkeeping at the points where vLLM already
+    touches one request: arrival, each output (inside vLLM's single loop over outputs),
+    finish and abort. Installed by swapping the class of the engine's instance."""
+
+    token_load: TokenLoad
+
+    def add_request(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().add_request(request, *args, **kwargs)
+        state = self.request_states.get(request.request_id)
+        if state is not None:
+            self.token_load.added(request.request_id, state.prompt_len or 0)
+
+    def _update_stats_from_output(self, req_state: Any, engine_core_output: Any, *args: Any):
+        if engine_core_output.new_token_ids:
+            self.token_load.generated(req_state.request_id, len(engine_core_output.new_token_ids))
+        return super()._update_stats_from_output(req_state, engine_core_output, *args)
+
+    def _finish_request(self, req_state: Any) -> None:
+        self.token_load.finished(req_state.request_id)
+        super()._finish_request(req_state)
+
+    def abort_requests(self, request_ids: Any, internal: bool) -> list[str]:
+        aborted = super().abort_requests(request_ids, internal)
+        for request_id in aborted:
+            self.token_load.finished(request_id)
+        return aborted
+
+
+def install_token_load(engine_client: Any) -> TokenLoad:
+    processor = engine_client.output_processor
+    if type(processor) is not OutputProcessor:
+        raise RuntimeError(f"unexpected output processor {type(processor).__name__}")
+    load = TokenLoad()
+    for request_id, request_state in processor.request_states.items():
+        load.added(request_id, request_state.prompt_len or 0)
+    processor.token_load = load
+    processor.__class__ = TokenCountingOutputProcessor
+    return load
+
+
+def guard_lora_rank(serving_models: Any, max_lora_rank: int) -> None:
+    """Refuse, with a 400 naming both ranks, an adapter above `--max-lora-rank` (vLLM answers
+    500 for it), before the engine is asked to load it."""
+    load = serving_models.load_lora_adapter
+
+    async def load_lora_adapter(request: Any, base_model_name: str | None = None) -> Any:
+        error = lora_rank_error(request.lora_name, request.lora_path, max_lora_rank)
+        if error is not None:
+            return create_error_response(error, "BadRequestError", HTTPStatus.BAD_REQUEST)
+        return await load(request, base_model_name)
+
+    serving_models.load_lora_adapter = load_lora_adapter
+
+
+def mark_draining_on_shutdown(engine_client: Any, state: ServerState) -> None:
+    """vLLM's SIGTERM handler drains through `engine_client.shutdown`; readiness drops first."""
+    shutdown = engine_client.shutdown
+
+    def shutdown_and_drain(*args: Any, **kwargs: Any) -> None:
+        state.enter(Phase.DRAINING)
+        log.info("draining", extra={"timeout": kwargs.get("timeout")})
+        shutdown(*args, **kwargs)
+
+    engine_client.shutdown = shutdown_and_drain
+
+
+async def serve(args: Namespace, sock: socket.socket, state: ServerState, early: EarlyServer):
+    validate_api_server_args(args)
+    set_ulimit()
+    state.model = args.served_model_name[0] if args.served_model_name else args.model
+    state.enter(Phase.LOADING_MODEL)
+    log.info("building the engine", extra={"model": args.model})
+    async with build_async_engine_client(args) as engine_client:
+        state.enter(Phase.STARTING_API)
+        supported_tasks = await engine_client.get_supported_tasks()
+        model_config = engine_client.model_config
+        # The app is built with its middleware; ours joins vLLM's --middleware list.
+        middleware = f"{InstanceIdMiddleware.__module__}.{InstanceIdMiddleware.__name__}"
+        args.middleware = [*args.middleware, middleware]
+        app = build_app(args, supported_tasks, model_config)
+        attach_lifecycle_routes(
+            app, state, can_sleep=bool(engine_client.vllm_config.model_config.enable_sleep_mode)
+        )
+        await init_app_state(engine_client, app.state, args, supported_tasks)
+
+        REGISTRY.register(StateCollector(state))  # type: ignore[arg-type]
+        load = install_token_load(engine_client)
+        REGISTRY.register(TokenLoadCollector(load, model_name=state.model))  # type: ignore[arg-type]
+        if args.enable_lora:
+            guard_lora_rank(app.state.openai_serving_models, args.max_lora_rank)
+        mark_draining_on_shutdown(engine_client, state)
+
+        uvicorn_kwargs: dict[str, Any] = {}
+        if (log_config := get_uvicorn_log_config(args)) is not None:
+            uvicorn_kwargs["log_config"] = log_config
+        early.stop()
+        state.enter(Phase.READY)
+        log.info("ready", extra={"startup_seconds": state.startup_seconds()})
+        # As vLLM's build_and_serve does, with our app.
+        shutdown_task = await serve_http(
+            app,
+            sock=sock,
+            enable_ssl_refresh=args.enable_ssl_refresh,
+            host=args.host,
+            port=args.port,
+            log_level=args.uvicorn_log_level,
+            access_log=not args.disable_uvicorn_access_log,
+            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            ssl_keyfile=args.ssl_keyfile,
+            ssl_certfile=args.ssl_certfile,
+            ssl_ca_certs=args.ssl_ca_certs,
+            ssl_cert_reqs=args.ssl_cert_reqs,
+            ssl_ciphers=args.ssl_ciphers,
+            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+            h11_max_header_count=args.h11_max_header_count,
+            **uvicorn_kwargs,
+        )
+    try:
+        await shutdown_task
+    finally:
+        sock.close()
+
+
+def run(vllm_argv: Sequence[str], *, sock: socket.socket, state: ServerState, early: EarlyServer):
+    args = parse_vllm_args(vllm_argv)
+    uvloop.run(serve(args, sock, state, early))
