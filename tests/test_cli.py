@@ -1,0 +1,69 @@
+"""Command-line handling, all before vLLM is imported."""
+
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from vllm_server_ext import cli
+
+
+def test_positional_model_and_our_flags_are_split_from_vllms():
+    inv = cli.parse_command_line(
+        ["/models/m", "--log-format", "json", "--max-model-len", "512", "--port", "9001"]
+    )
+    assert inv.options.log_format == "json"
+    assert inv.vllm_argv == ["--model", "/models/m", "--max-model-len", "512", "--port", "9001"]
+    assert (inv.host, inv.port, inv.uds) == ("", 9001, None)
+
+
+def test_defaults_match_vllm_serve():
+    inv = cli.parse_command_line(["--model", "m", "--host=127.0.0.1", "--log_format=text"])
+    assert (inv.host, inv.port) == ("127.0.0.1", 8000)
+    assert inv.vllm_argv == ["--model", "m", "--host=127.0.0.1"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_server_ext", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_value_of_our_flag_is_one_line_naming_flag_and_choices():
+    result = run_cli("m", "--log-format", "xml")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "--log-format" in lines[0]
+    assert "'text', 'json'" in lines[0]
+    assert result.stdout == ""
+
+
+def test_port_in_use_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("m", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"vllm-ext-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_unsupported_vllm_version_is_refused(monkeypatch):
+    monkeypatch.setattr(cli, "installed_vllm_version", lambda: "0.31.2")
+    expected = "found vLLM 0.31.2; this server supports vLLM 0.32.x"
+    with pytest.raises(SystemExit, match=re.escape(expected)):
+        cli.check_vllm_version()
+
+
+def test_installed_vllm_is_the_supported_one():
+    version = cli.installed_vllm_version()
+    assert version is not None
+    assert version.startswith(cli.SUPPORTED_VLLM + ".")
