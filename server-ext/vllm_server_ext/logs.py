@@ -47,7 +47,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in self._RESERVED)
+        # vLLM's record factory adds vllm_* attributes: noise in a line that names its logger.
+        extra = " ".join(
+            f"{k}={v}"
+            for k, v in vars(record).items()
+            if k not in self._RESERVED and not k.startswith("vllm_")
+        )
         return f"{line} {extra}" if extra else line
 
 

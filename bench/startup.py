@@ -1,0 +1,214 @@
+"""Startup and liveness: stock vLLM vs `vllm-ext-serve`, same tiny model, interleaved runs.
+
+    python bench/startup.py [--runs 3] [--health-probes 300]
+
+Per run, from exec: time to the first `/health` 200, time to ready (stock: the first `/health`
+200, since that is when it serves; ours: the first `/ready` 200) and peak RSS of the process tree
+(API server + engine core + worker). Then, on one server of each kind, `/health` latency while
+the engine is saturated (more concurrent long requests than `--max-num-seqs`). Prints one JSON
+document with the medians and the ratios the targets are stated in:
+
+- liveness: ours <= 1 s, and >= 20x sooner than stock's first 200;
+- ready: ours <= 105 % of stock's;
+- /health p99 under saturation <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from vllm_server_ext.tiny_model import generate_model
+
+CPU_ARGS = [
+    "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+    "--kv-cache-memory-bytes", "16777216", "--max-num-seqs", "8",
+]  # fmt: skip
+STOCK = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model"]
+EXT = [sys.executable, "-m", "vllm_server_ext"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, kind: str, model: Path, log_dir: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [*(STOCK if kind == "stock" else EXT), str(model), *CPU_ARGS]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        self.log = (log_dir / f"{kind}-{self.port}.log").open("wb")
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.peak_rss = 0
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
+        self._sampler.start()
+
+    def _sample_rss(self) -> None:
+        root = psutil.Process(self.proc.pid)
+        while self._sampling:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs if p.is_running())
+                self.peak_rss = max(self.peak_rss, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def measure_startup(self, timeout: float = 300) -> dict[str, float]:
+        first_health = None
+        ready_path = "/health" if self.kind == "stock" else "/ready"
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() - self.t0 < timeout:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} server exited; see {self.log.name}")
+                try:
+                    if first_health is None and client.get(f"{self.url}/health").status_code == 200:
+                        first_health = time.monotonic() - self.t0
+                    ready_url = f"{self.url}{ready_path}"
+                    if first_health is not None and client.get(ready_url).status_code == 200:
+                        ready = time.monotonic() - self.t0
+                        return {"first_health_s": first_health, "ready_s": ready}
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.01)
+        raise RuntimeError(f"{self.kind} server not ready after {timeout} s")
+
+    def stop(self) -> None:
+        self._sampling = False
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+async def health_under_saturation(url: str, probes: int, model: str) -> dict[str, float]:
+    """/health latency while 16 closed-loop clients keep the 8 engine slots full and 8 waiting."""
+    request = {
+        "model": model, "prompt": "the quick brown fox " * 8, "max_tokens": 200,
+        "ignore_eos": True, "temperature": 0,
+    }  # fmt: skip
+    stop = asyncio.Event()
+    completed = 0
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal completed
+        while not stop.is_set():
+            response = await client.post("/v1/completions", json=request)
+            assert response.status_code == 200
+            completed += 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        load = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+        await asyncio.sleep(2.0)  # let the engine fill up
+        latencies = []
+        async with httpx.AsyncClient(base_url=url, timeout=10) as prober:
+            metrics = (await prober.get("/metrics")).text
+            running = re.search(r"^vllm:num_requests_running\{.*\} (\S+)$", metrics, re.M)
+            for _ in range(probes):
+                start = time.perf_counter()
+                response = await prober.get("/health")
+                latencies.append((time.perf_counter() - start) * 1000)
+                assert response.status_code == 200
+                await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.gather(*load)
+    latencies.sort()
+    return {
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "max_ms": latencies[-1],
+        "probes": len(latencies),
+        "requests_running_at_start": float(running.group(1)) if running else None,
+        "requests_completed": completed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--health-probes", type=int, default=300)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    model = generate_model(work / "tiny-llama")
+    runs: dict[str, list[dict[str, float]]] = {"stock": [], "ext": []}
+    for i in range(args.runs):
+        for kind in ("stock", "ext"):  # interleaved: machine noise hits both alike
+            server = Server(kind, model, work)
+            try:
+                result = server.measure_startup()
+            finally:
+                server.stop()
+            result["peak_rss_mib"] = server.peak_rss / 2**20
+            runs[kind].append(result)
+            print(f"run {i + 1}/{args.runs} {kind}: {json.dumps(result)}", file=sys.stderr)
+
+    saturation = {}
+    for kind in ("stock", "ext"):
+        server = Server(kind, model, work)
+        try:
+            server.measure_startup()
+            saturation[kind] = asyncio.run(
+                health_under_saturation(server.url, args.health_probes, str(model))
+            )
+        finally:
+            server.stop()
+        print(f"saturation {kind}: {json.dumps(saturation[kind])}", file=sys.stderr)
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    summary = {kind: {key: round(median(kind, key), 3) for key in runs[kind][0]} for kind in runs}
+    ratios = {
+        "liveness_speedup": median("stock", "first_health_s") / median("ext", "first_health_s"),
+        "ready_ratio": median("ext", "ready_s") / median("stock", "ready_s"),
+        "peak_rss_ratio": median("ext", "peak_rss_mib") / median("stock", "peak_rss_mib"),
+        "health_p99_ratio": saturation["ext"]["p99_ms"] / saturation["stock"]["p99_ms"],
+    }
+    targets = {
+        "liveness_le_1s": summary["ext"]["first_health_s"] <= 1.0,
+        "liveness_speedup_ge_20x": ratios["liveness_speedup"] >= 20,
+        "ready_le_105pct_of_stock": ratios["ready_ratio"] <= 1.05,
+        "health_p99_le_50ms": saturation["ext"]["p99_ms"] <= 50,
+    }
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "median": summary,
+                "health_under_saturation": saturation,
+                "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                "targets_met": targets,
+                "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
