@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vllm_servers import ext_server
+from vllm_servers import ext_server, free_port
 
 from vllm_server_ext.tiny_model import generate_lora, generate_model
 
@@ -27,11 +27,20 @@ def tiny_lora_r16(tiny_model: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The session's shared server: multiprocess engine (vLLM's default), LoRA on."""
+    """The session's shared server: multiprocess engine (vLLM's default), LoRA and every ORCA
+    form on."""
     log = tmp_path_factory.mktemp("logs") / "session-server.log"
+    grpc_port = free_port()
     proc = ext_server(
-        tiny_model, log, "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8"
-    ).start()
+        tiny_model,
+        log,
+        "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8",
+        "--orca-formats", "TEXT,JSON", "bin",
+        "--orca-grpc-port", str(grpc_port),
+        "--orca-oob-min-interval", "0.2",
+    )  # fmt: skip
+    proc.grpc_port = grpc_port
+    proc.start()
     try:
         yield proc.wait_ready()
     finally:

@@ -44,6 +44,39 @@ def test_bad_value_of_our_flag_is_one_line_naming_flag_and_choices():
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--orca-formats", "TEXT,XML"],
+            "argument --orca-formats/--orca_formats: invalid choice: 'XML' "
+            "(choose from TEXT, JSON, BIN)",
+        ),
+        (
+            ["--orca_grpc_port", "70000"],
+            "argument --orca-grpc-port/--orca_grpc_port: invalid port: '70000' "
+            "(choose from 1 to 65535)",
+        ),
+        (
+            ["--orca-oob-min-interval", "0"],
+            "argument --orca-oob-min-interval/--orca_oob_min_interval: invalid interval: '0' "
+            "(seconds, above 0)",
+        ),
+    ],
+)
+def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
+    result = run_cli("m", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
+
+
+def test_orca_formats_spaces_commas_and_case():
+    inv = cli.parse_command_line(["m", "--orca-formats", "json,Text", "BIN", "--max-num-seqs", "4"])
+    assert inv.options.orca_formats == ("JSON", "TEXT", "BIN")
+    assert inv.vllm_argv == ["--model", "m", "--max-num-seqs", "4"]
+    assert cli.parse_command_line(["m"]).options.orca_formats == ()
+
+
 def test_port_in_use_is_one_line():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

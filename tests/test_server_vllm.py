@@ -294,6 +294,9 @@ def test_drain_on_sigterm_restart_and_engine_death(tiny_model, tmp_path):
     try:
         second.wait_ready()
         assert httpx.get(f"{second.url}/ready").json()["instance_id"] != instance
+        plain = httpx.post(f"{second.url}/v1/completions", json=completion(), timeout=60)
+        assert "endpoint-load-metrics" not in plain.headers  # ORCA is off by default
+        assert httpx.get(f"{second.url}/orca").status_code == 404
 
         engine_core_process(second).kill()
         deadline = time.monotonic() + 15

@@ -51,6 +51,7 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    grpc_port: int | None = None
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     timeline: list[Probe] = field(default_factory=list)

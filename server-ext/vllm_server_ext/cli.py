@@ -18,6 +18,7 @@ from importlib import metadata
 from . import SUPPORTED_VLLM
 from .logs import configure as configure_logging
 from .logs import log
+from .orca import parse_formats
 from .state import INSTANCE_ID_ENV, Phase, ServerState
 
 PROG = "vllm-ext-serve"
@@ -38,7 +39,57 @@ def _extension_parser() -> argparse.ArgumentParser:
         default="text",
         help="format of the server's log lines (json reaches vLLM's loggers too)",
     )
+    orca = parser.add_argument_group("ORCA load reports")
+    orca.add_argument(
+        "--orca-formats",
+        "--orca_formats",
+        nargs="+",
+        type=_orca_formats,
+        default=[],
+        metavar="FORMAT",
+        help="add an ORCA load report to every OpenAI API response, in these formats "
+        "(TEXT, JSON, BIN; space- or comma-separated; the first is the default); default: off",
+    )
+    orca.add_argument(
+        "--orca-grpc-port",
+        "--orca_grpc_port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve xds.service.orca.v3.OpenRcaService (out-of-band reports) on this port",
+    )
+    orca.add_argument(
+        "--orca-oob-min-interval",
+        "--orca_oob_min_interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="shortest interval between out-of-band reports a client may ask for (default: 1)",
+    )
     return parser
+
+
+def _orca_formats(value: str) -> tuple[str, ...]:
+    try:
+        return parse_formats([value])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"invalid port: {value!r} (choose from 1 to 65535)")
+    return int(value)
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400:
+        raise argparse.ArgumentTypeError(f"invalid interval: {value!r} (seconds, above 0)")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -62,6 +113,8 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     if argv and not argv[0].startswith("-"):
         argv = ["--model", argv[0], *argv[1:]]
     options, vllm_argv = _extension_parser().parse_known_args(argv)
+    # One tuple per word given ("TEXT,JSON BIN"): flatten, keeping the first of duplicates.
+    options.orca_formats = parse_formats(f for word in options.orca_formats for f in word)
     # Peek at where vLLM will listen (it parses these again, with the same defaults).
     peek = _OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
     peek.add_argument("--host", default=None)
@@ -140,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         from .launcher import run
 
-        run(invocation.vllm_argv, sock=sock, state=state, early=early)
+        run(invocation.vllm_argv, invocation.options, sock=sock, state=state, early=early)
     except KeyboardInterrupt:
         log.info("interrupted", extra={"phase": state.phase.value})
     except SystemExit:

@@ -13,6 +13,7 @@ import os
 import socket
 from argparse import Namespace
 from collections.abc import Sequence
+from contextlib import ExitStack
 from http import HTTPStatus
 from typing import Any
 
@@ -31,19 +32,23 @@ from vllm.logger import configure_logging_from_args
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.utils.system_utils import set_ulimit
 from vllm.v1.engine.output_processor import OutputProcessor
+from vllm.v1.metrics.loggers import AggregateStatLoggerBase
 
 from .early import EarlyServer
+from .load import EngineLoad, LoadTracker, ProcessSampler
 from .logs import log
 from .lora import lora_rank_error
-from .routes import InstanceIdMiddleware, attach_lifecycle_routes
+from .orca_grpc import OrcaGrpcServer
+from .routes import ServerExtension, ServerExtMiddleware, attach_routes
 from .state import Phase, ServerState, StateCollector
 from .token_load import TokenLoad, TokenLoadCollector
 
 PROG = "vllm-ext-serve"
 
 
-def parse_vllm_args(argv: Sequence[str]) -> Namespace:
-    """Parse `vllm serve` arguments with vLLM's own parser and checks."""
+def parse_vllm_args(argv: Sequence[str], options: Namespace) -> Namespace:
+    """Parse `vllm serve` arguments with vLLM's own parser and checks, and check ours against
+    them."""
     cli_env_setup()
     parser = make_arg_parser(FlexibleArgumentParser(prog=PROG))
     args = parser.parse_args(list(argv))
@@ -51,6 +56,8 @@ def parse_vllm_args(argv: Sequence[str]) -> Namespace:
     validate_parsed_serve_args(args)
     if (args.api_server_count or 1) > 1 or args.headless:
         parser.error("--api-server-count > 1 and --headless are not supported by vllm-ext-serve")
+    if (options.orca_formats or options.orca_grpc_port) and args.disable_log_stats:
+        parser.error("ORCA load reports need the engine's stats: drop --disable-log-stats")
     if args.enable_lora and "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in os.environ:
         # The point of serving LoRA on Kubernetes is loading adapters at run time (the
         # operator does it); vLLM hides these routes behind this variable.
@@ -113,6 +120,38 @@ def guard_lora_rank(serving_models: Any, max_lora_rank: int) -> None:
     serving_models.load_lora_adapter = load_lora_adapter
 
 
+class OrcaStatLogger(AggregateStatLoggerBase):
+    """Feeds each engine step's scheduler stats into the load tracker (O(1) per step)."""
+
+    def __init__(self, tracker: LoadTracker) -> None:  # not vLLM's factory signature: we add it
+        self.tracker = tracker
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):  # type: ignore[no-untyped-def]
+        if scheduler_stats is None:
+            return
+        self.tracker.record_engine(
+            engine_idx,
+            EngineLoad(
+                num_requests_running=scheduler_stats.num_running_reqs,
+                num_requests_waiting=scheduler_stats.num_waiting_reqs,
+                kv_cache_usage=scheduler_stats.kv_cache_usage,
+                num_lora_adapters_running=len(scheduler_stats.running_lora_adapters),
+                num_lora_adapters_waiting=len(scheduler_stats.waiting_lora_adapters),
+            ),
+        )
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def record_admission_rejection(self, reason: str) -> None:
+        pass
+
+
+def track_engine_load(engine_client: Any, tracker: LoadTracker) -> None:
+    manager = engine_client.logger_manager  # None only with --disable-log-stats (refused)
+    manager.stat_loggers.append(OrcaStatLogger(tracker))
+
+
 def mark_draining_on_shutdown(engine_client: Any, state: ServerState) -> None:
     """vLLM's SIGTERM handler drains through `engine_client.shutdown`; readiness drops first."""
     shutdown = engine_client.shutdown
@@ -125,63 +164,104 @@ def mark_draining_on_shutdown(engine_client: Any, state: ServerState) -> None:
     engine_client.shutdown = shutdown_and_drain
 
 
-async def serve(args: Namespace, sock: socket.socket, state: ServerState, early: EarlyServer):
+def start_load_reporting(
+    engine_client: Any, tracker: LoadTracker, args: Namespace, options: Namespace, stack: ExitStack
+) -> None:
+    """ORCA's inputs (engine stats, process CPU/memory) and the gRPC service, if asked for;
+    everything started here is stopped when `stack` closes."""
+    if not (options.orca_formats or options.orca_grpc_port):
+        return
+    track_engine_load(engine_client, tracker)
+    stack.callback(ProcessSampler(tracker).start().stop)
+    if options.orca_grpc_port:
+        grpc_server = OrcaGrpcServer(
+            tracker,
+            host=args.host or "",
+            port=options.orca_grpc_port,
+            min_interval=options.orca_oob_min_interval,
+        )
+        stack.callback(grpc_server.start().stop)
+
+
+async def serve(
+    args: Namespace,
+    options: Namespace,
+    sock: socket.socket,
+    state: ServerState,
+    early: EarlyServer,
+) -> None:
     validate_api_server_args(args)
     set_ulimit()
     state.model = args.served_model_name[0] if args.served_model_name else args.model
     state.enter(Phase.LOADING_MODEL)
     log.info("building the engine", extra={"model": args.model})
-    async with build_async_engine_client(args) as engine_client:
-        state.enter(Phase.STARTING_API)
-        supported_tasks = await engine_client.get_supported_tasks()
-        model_config = engine_client.model_config
-        # The app is built with its middleware; ours joins vLLM's --middleware list.
-        middleware = f"{InstanceIdMiddleware.__module__}.{InstanceIdMiddleware.__name__}"
-        args.middleware = [*args.middleware, middleware]
-        app = build_app(args, supported_tasks, model_config)
-        attach_lifecycle_routes(
-            app, state, can_sleep=bool(engine_client.vllm_config.model_config.enable_sleep_mode)
-        )
-        await init_app_state(engine_client, app.state, args, supported_tasks)
+    with ExitStack() as stack:
+        async with build_async_engine_client(args) as engine_client:
+            state.enter(Phase.STARTING_API)
+            config = engine_client.vllm_config
+            supported_tasks = await engine_client.get_supported_tasks()
+            # The app is built with its middleware; ours joins vLLM's --middleware list.
+            middleware = f"{ServerExtMiddleware.__module__}.{ServerExtMiddleware.__name__}"
+            args.middleware = [*args.middleware, middleware]
+            app = build_app(args, supported_tasks, engine_client.model_config)
+            token_load = install_token_load(engine_client)
+            tracker = LoadTracker(
+                token_load=token_load, max_num_seqs=config.scheduler_config.max_num_seqs
+            )
+            ext = ServerExtension(
+                state=state,
+                tracker=tracker,
+                orca_formats=options.orca_formats,
+                can_sleep=bool(config.model_config.enable_sleep_mode),
+            )
+            attach_routes(app, ext)
+            await init_app_state(engine_client, app.state, args, supported_tasks)
+            if args.enable_lora:
+                guard_lora_rank(app.state.openai_serving_models, args.max_lora_rank)
+            REGISTRY.register(StateCollector(state))  # type: ignore[arg-type]
+            token_collector = TokenLoadCollector(token_load, model_name=state.model)
+            REGISTRY.register(token_collector)  # type: ignore[arg-type]
+            start_load_reporting(engine_client, tracker, args, options, stack)
+            mark_draining_on_shutdown(engine_client, state)
 
-        REGISTRY.register(StateCollector(state))  # type: ignore[arg-type]
-        load = install_token_load(engine_client)
-        REGISTRY.register(TokenLoadCollector(load, model_name=state.model))  # type: ignore[arg-type]
-        if args.enable_lora:
-            guard_lora_rank(app.state.openai_serving_models, args.max_lora_rank)
-        mark_draining_on_shutdown(engine_client, state)
-
-        uvicorn_kwargs: dict[str, Any] = {}
-        if (log_config := get_uvicorn_log_config(args)) is not None:
-            uvicorn_kwargs["log_config"] = log_config
-        early.stop()
-        state.enter(Phase.READY)
-        log.info("ready", extra={"startup_seconds": state.startup_seconds()})
-        # As vLLM's build_and_serve does, with our app.
-        shutdown_task = await serve_http(
-            app,
-            sock=sock,
-            enable_ssl_refresh=args.enable_ssl_refresh,
-            host=args.host,
-            port=args.port,
-            log_level=args.uvicorn_log_level,
-            access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
-            ssl_keyfile=args.ssl_keyfile,
-            ssl_certfile=args.ssl_certfile,
-            ssl_ca_certs=args.ssl_ca_certs,
-            ssl_cert_reqs=args.ssl_cert_reqs,
-            ssl_ciphers=args.ssl_ciphers,
-            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-            h11_max_header_count=args.h11_max_header_count,
-            **uvicorn_kwargs,
-        )
-    try:
-        await shutdown_task
-    finally:
-        sock.close()
+            uvicorn_kwargs: dict[str, Any] = {}
+            if (log_config := get_uvicorn_log_config(args)) is not None:
+                uvicorn_kwargs["log_config"] = log_config
+            early.stop()
+            state.enter(Phase.READY)
+            log.info("ready", extra={"startup_seconds": state.startup_seconds()})
+            # As vLLM's build_and_serve does, with our app.
+            shutdown_task = await serve_http(
+                app,
+                sock=sock,
+                enable_ssl_refresh=args.enable_ssl_refresh,
+                host=args.host,
+                port=args.port,
+                log_level=args.uvicorn_log_level,
+                access_log=not args.disable_uvicorn_access_log,
+                timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+                ssl_keyfile=args.ssl_keyfile,
+                ssl_certfile=args.ssl_certfile,
+                ssl_ca_certs=args.ssl_ca_certs,
+                ssl_cert_reqs=args.ssl_cert_reqs,
+                ssl_ciphers=args.ssl_ciphers,
+                h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+                h11_max_header_count=args.h11_max_header_count,
+                **uvicorn_kwargs,
+            )
+        try:
+            await shutdown_task
+        finally:
+            sock.close()
 
 
-def run(vllm_argv: Sequence[str], *, sock: socket.socket, state: ServerState, early: EarlyServer):
-    args = parse_vllm_args(vllm_argv)
-    uvloop.run(serve(args, sock, state, early))
+def run(
+    vllm_argv: Sequence[str],
+    options: Namespace,
+    *,
+    sock: socket.socket,
+    state: ServerState,
+    early: EarlyServer,
+) -> None:
+    args = parse_vllm_args(vllm_argv, options)
+    uvloop.run(serve(args, options, sock, state, early))

@@ -2,56 +2,114 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from .early import INSTANCE_HEADER
-from .state import INSTANCE_ID_ENV, Phase, ServerState
+from .load import LoadTracker
+from .orca import FORMAT_REQUEST_HEADER, HEADER, choose_format
+from .state import Phase, ServerState
+
+_FORMAT_REQUEST_HEADER = FORMAT_REQUEST_HEADER.encode()
+_ORCA_HEADER = HEADER.encode()
+# The OpenAI API surface: its responses carry ORCA reports and count towards the request rate.
+API_PREFIX = "/v1/"
 
 
-class InstanceIdMiddleware:
-    """Pure ASGI: adds the instance id header to every HTTP response, streaming ones too.
+@dataclass(frozen=True)
+class ServerExtension:
+    """What the middleware and routes need, kept on `app.state.server_ext`."""
+
+    state: ServerState
+    tracker: LoadTracker
+    orca_formats: tuple[str, ...]
+    can_sleep: bool
+
+    @property
+    def instance_header(self) -> tuple[bytes, bytes]:
+        return (INSTANCE_HEADER.encode(), self.state.instance_id.encode())
+
+
+class ServerExtMiddleware:
+    """Pure ASGI, so streaming responses pass through untouched. On every HTTP response: the
+    instance id header; on OpenAI API responses, with ORCA on, one `endpoint-load-metrics`
+    report (built from the shared snapshot) and the request counted for `rps_fractional`/`eps`.
 
     Added through vLLM's `--middleware` list (the app refuses middleware once built), which
-    constructs it with no arguments: the id comes from the environment the launcher set."""
+    constructs it with the app alone; the rest comes from `app.state` at request time.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.header = (INSTANCE_HEADER.encode(), os.environ[INSTANCE_ID_ENV].encode())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        ext: ServerExtension = scope["app"].state.server_ext
+        extra = [ext.instance_header]
+        api = ext.orca_formats and scope["path"].startswith(API_PREFIX)
+        if api:
+            requested = next(
+                (v for k, v in scope["headers"] if k == _FORMAT_REQUEST_HEADER), b""
+            ).decode("latin-1")
+            fmt = choose_format(ext.orca_formats, requested)
+        status = 0
 
-        async def send_with_header(message: Any) -> None:
+        async def send_with_headers(message: Any) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), self.header]
+                status = message["status"]
+                headers = [*message.get("headers", ()), *extra]
+                if api:
+                    # vLLM adds its own two-metric report when the request names a format:
+                    # exactly one report goes out, ours.
+                    headers = [h for h in headers if h[0].lower() != _ORCA_HEADER]
+                    headers.append((_ORCA_HEADER, ext.tracker.header(fmt)))
+                message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_header)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            if api:
+                ext.tracker.request_finished(status)
 
 
-async def current_phase(state: ServerState, engine_client: Any, can_sleep: bool) -> Phase:
+async def current_phase(ext: ServerExtension, engine_client: Any) -> Phase:
     """The live phase of a built server: draining and dead are final, sleeping comes and goes."""
+    state = ext.state
     if state.phase in (Phase.DRAINING, Phase.DEAD):
         return state.phase
     if engine_client.errored:
         state.fail("the engine is dead")
         return Phase.DEAD
-    if can_sleep:
+    if ext.can_sleep:
         state.enter(Phase.SLEEPING if await engine_client.is_sleeping() else Phase.READY)
     return state.phase
 
 
-def attach_lifecycle_routes(app: FastAPI, state: ServerState, *, can_sleep: bool) -> None:
-    """`GET /ready`: 200 when requests can be served, else 503; the body names the phase."""
+def attach_routes(app: FastAPI, ext: ServerExtension) -> None:
+    """`GET /ready` (200 when requests can be served, else 503; the body names the phase) and,
+    with ORCA on, `GET|HEAD /orca` (ORCA's HTTP out-of-band form: the report in the header)."""
+    app.state.server_ext = ext
 
     async def ready(request: Request) -> JSONResponse:
-        phase = await current_phase(state, request.app.state.engine_client, can_sleep)
-        body = state.describe() | {"phase": phase.value, "ready": phase == Phase.READY}
+        phase = await current_phase(ext, request.app.state.engine_client)
+        body = ext.state.describe() | {"phase": phase.value, "ready": phase == Phase.READY}
         return JSONResponse(body, status_code=200 if phase == Phase.READY else 503)
 
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"], include_in_schema=False)
+
+    if ext.orca_formats:
+
+        async def orca(request: Request) -> Response:
+            fmt = choose_format(ext.orca_formats, request.headers.get(FORMAT_REQUEST_HEADER))
+            return Response(headers={HEADER: ext.tracker.header(fmt).decode("ascii")})
+
+        app.add_api_route("/orca", orca, methods=["GET", "HEAD"], include_in_schema=False)

@@ -1,0 +1,121 @@
+"""ORCA load reports: pure functions from a load snapshot to `endpoint-load-metrics` values.
+
+The three forms are exactly what Envoy's parser (`source/common/orca/orca_parser.cc`) accepts:
+
+- ``TEXT k=v,k=v``: only the keys Envoy knows, no duplicates, finite non-negative numbers, `=`
+  as separator (Envoy <= 1.32 used `:`; every current release takes `=`);
+- ``JSON {...}``: proto3 JSON of `xds.data.orca.v3.OrcaLoadReport`, snake_case field names;
+- ``BIN <base64>``: the serialized message, padded standard base64 (older Envoys need padding).
+
+Envoy's client-side weighted round robin computes a weight as
+``rps_fractional / (application_utilization + eps / rps_fractional * penalty)`` and ignores a
+report without a positive `rps_fractional` and utilization, which is why both are always sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+HEADER = "endpoint-load-metrics"
+FORMAT_REQUEST_HEADER = "endpoint-load-metrics-format"
+FORMATS = ("TEXT", "JSON", "BIN")
+
+# ORCA's top-level fields; everything else goes into named_metrics.
+TOP_LEVEL = (
+    "cpu_utilization",
+    "mem_utilization",
+    "application_utilization",
+    "rps_fractional",
+    "eps",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """The server's load at one moment, in ORCA's terms (see the README for each field)."""
+
+    application_utilization: float
+    rps_fractional: float
+    eps: float
+    cpu_utilization: float
+    mem_utilization: float
+    num_requests_running: float
+    num_requests_waiting: float
+    num_tokens_running: float
+    num_tokens_waiting: float
+    kv_cache_usage_perc: float
+    num_lora_adapters_running: float = 0.0
+    num_lora_adapters_waiting: float = 0.0
+
+    def fields(self) -> dict[str, float]:
+        """Every value, made finite and non-negative (a bad value would void the whole report)."""
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+def _clean(value: float) -> float:
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def encode_text(snapshot: LoadSnapshot) -> str:
+    values = snapshot.fields()
+    parts = [f"{k}={_number(values[k])}" for k in TOP_LEVEL]
+    parts += [f"named_metrics.{k}={_number(v)}" for k, v in values.items() if k not in TOP_LEVEL]
+    return "TEXT " + ",".join(parts)
+
+
+def to_report(snapshot: LoadSnapshot):  # -> orca_load_report_pb2.OrcaLoadReport
+    from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
+
+    values = snapshot.fields()
+    return OrcaLoadReport(
+        **{k: values[k] for k in TOP_LEVEL},
+        named_metrics={k: v for k, v in values.items() if k not in TOP_LEVEL},
+    )
+
+
+def encode_json(snapshot: LoadSnapshot) -> str:
+    from google.protobuf import json_format
+
+    report = json_format.MessageToJson(
+        to_report(snapshot), preserving_proto_field_name=True, indent=None
+    )
+    return "JSON " + report
+
+
+def encode_bin(snapshot: LoadSnapshot) -> str:
+    return "BIN " + base64.b64encode(to_report(snapshot).SerializeToString()).decode("ascii")
+
+
+ENCODERS = {"TEXT": encode_text, "JSON": encode_json, "BIN": encode_bin}
+
+
+def parse_formats(values: Iterable[str]) -> tuple[str, ...]:
+    """`["text,json", "BIN"]` -> `("TEXT", "JSON", "BIN")`; raises ValueError naming a bad one."""
+    out: list[str] = []
+    for value in values:
+        for item in value.replace(",", " ").split():
+            name = item.upper()
+            if name not in FORMATS:
+                raise ValueError(f"invalid choice: {item!r} (choose from {', '.join(FORMATS)})")
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def choose_format(enabled: tuple[str, ...], requested: str | None) -> str:
+    """The request's `endpoint-load-metrics-format` if enabled (any case), else the first
+    enabled format: asking for a disabled format is not an error."""
+    if requested:
+        name = requested.strip().upper()
+        if name in enabled:
+            return name
+    return enabled[0]
