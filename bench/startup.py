@@ -49,11 +49,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, kind: str, model: Path, log_dir: Path) -> None:
+    """A stock vLLM or vllm-ext-serve process on a free port, its peak tree RSS sampled."""
+
+    def __init__(self, kind: str, model: Path, log_dir: Path, *extra: str) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [*(STOCK if kind == "stock" else EXT), str(model), *CPU_ARGS]
+        argv = [*(STOCK if kind == "stock" else EXT), str(model), *CPU_ARGS, *extra]
         argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
         self.log = (log_dir / f"{kind}-{self.port}.log").open("wb")

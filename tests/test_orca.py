@@ -10,7 +10,7 @@ import pytest
 from envoy_orca import OrcaParseError, parse, weight
 from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 
-from vllm_server_ext.load import LoadTracker, RateWindow, application_utilization
+from vllm_server_ext.load import EngineLoad, LoadTracker, RateWindow, application_utilization
 from vllm_server_ext.orca import (
     LoadSnapshot,
     choose_format,
@@ -212,6 +212,8 @@ def test_tracker_encodes_once_per_snapshot_and_refreshes_on_change():
     tracker.request_finished(200)
     tracker.request_finished(503)
     clock.now += 0.5
+    assert tracker.header("TEXT") is first  # requests alone do not force a new snapshot
+    tracker.record_engine(0, EngineLoad(num_requests_running=1))  # an engine step does
     second = tracker.header("TEXT")
     assert second is not first
     report = parse(second.decode())

@@ -3,7 +3,7 @@
 Inputs arrive as events, each O(1): the engine's scheduler stats once per engine step (a stat
 logger), a finished API request (the middleware), the token totals (`TokenLoad`), and process
 CPU/memory sampled once a second by a background thread. A snapshot is built at most once per
-change (and at least once a second, so request rates decay while idle), and each ORCA format is
+engine step (and at least once a second, so request rates decay while idle), and each ORCA format is
 encoded at most once per snapshot; a response only looks the encoded header up.
 
 Written from vLLM's event loop, read there and from the gRPC thread: snapshots are immutable and
@@ -106,11 +106,12 @@ class LoadTracker:
         self._version += 1
 
     def request_finished(self, status: int) -> None:
-        """An API request ended; 5xx responses count as errors too."""
+        """An API request ended; 5xx responses count as errors too. The rates reach the next
+        snapshot (next engine step, or within `max_age`): a new snapshot per response would
+        mean encoding every report again."""
         self.requests.add()
         if status >= 500:
             self.errors.add()
-        self._version += 1
 
     # --- reads ----------------------------------------------------------------------------
 

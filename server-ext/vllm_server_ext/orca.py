@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 HEADER = "endpoint-load-metrics"
 FORMAT_REQUEST_HEADER = "endpoint-load-metrics-format"
@@ -52,7 +52,10 @@ class LoadSnapshot:
 
     def fields(self) -> dict[str, float]:
         """Every value, made finite and non-negative (a bad value would void the whole report)."""
-        return {k: _clean(v) for k, v in asdict(self).items()}
+        return {name: _clean(getattr(self, name)) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(LoadSnapshot))
 
 
 def _clean(value: float) -> float:
