@@ -44,4 +44,5 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     try:
         yield proc.wait_ready()
     finally:
-        proc.stop()
+        # SIGTERM ends the server cleanly, its gRPC service and load sampler included.
+        assert proc.stop() == 0, proc.log()[-3000:]
