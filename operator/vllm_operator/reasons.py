@@ -1,0 +1,19 @@
+"""Condition and event reasons (CamelCase), in one place."""
+
+# VLLMDeployment conditions
+MINIMUM_REPLICAS_READY = "MinimumReplicasReady"
+NO_REPLICA_READY = "NoReplicaReady"
+SCALED_TO_ZERO = "ScaledToZero"
+ROLLING_OUT = "RollingOut"
+ROLLOUT_COMPLETE = "RolloutComplete"
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+REPLICA_FAILURE = "ReplicaFailure"
+AS_EXPECTED = "AsExpected"
+
+# Problems found while reconciling (Degraded=True, Warning events)
+INVALID_SPEC = "InvalidSpec"
+SECRET_NOT_FOUND = "SecretNotFound"
+APPLY_FAILED = "ApplyFailed"
+
+# Events
+APPLIED = "Applied"

@@ -1,0 +1,158 @@
+"""Level-based reconciliation of a VLLMDeployment: read, build, apply, prune, write status.
+
+Called for every event that may change the outcome (the CR itself, its Deployment, a timer);
+it computes the whole desired state each time, so running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from . import MANAGER, reasons
+from .builders import build_all, selector_labels, service_url
+from .k8s import ApiError, Kube
+from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
+from .status import Condition, deployment_status, transitions
+
+log = logging.getLogger(__name__)
+
+# Kinds the operator creates and removes again when the spec stops wanting them. The model
+# cache claim is left out on purpose: turning the cache off must not delete downloaded models
+# (it goes with the VLLMDeployment, through its owner reference).
+PRUNABLE = ("Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor")
+MONITORING = ("ServiceMonitor", "PodMonitor")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    images: Images
+    namespace: str  # where the operator runs (its pods are let through NetworkPolicies)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# One reconcile at a time per VLLMDeployment: the CR's handlers, its Deployment's events and
+# the timer may fire together.
+_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+async def missing_secrets(kube: Kube, spec: DeploymentSpec) -> list[str]:
+    missing = []
+    for ref in spec.secrets:
+        secret = await kube.get_or_none("Secret", spec.namespace, ref.name)
+        if secret is None:
+            missing.append(f"Secret {ref.name!r} not found")
+        elif ref.key not in (secret.get("data") or {}) | (secret.get("stringData") or {}):
+            missing.append(f"Secret {ref.name!r} has no key {ref.key!r}")
+    return missing
+
+
+async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) -> list[str]:
+    """Delete objects this VLLMDeployment owns but no longer wants; returns what went."""
+    keep = {(o["kind"], o["metadata"]["name"]) for o in wanted}
+    labels = {**selector_labels(spec.name), "app.kubernetes.io/managed-by": MANAGER}
+    removed = []
+    for kind in PRUNABLE:
+        if kind in MONITORING and not await kube.serves(kind):
+            continue
+        for obj in await kube.list(kind, spec.namespace, labels):
+            name = obj["metadata"]["name"]
+            # The label selector narrows the list; ownership decides (labels can be copied).
+            if (kind, name) not in keep and owned_by(obj, spec.uid):
+                await kube.delete(kind, spec.namespace, name)
+                removed.append(f"{kind}/{name}")
+    return removed
+
+
+async def reconcile_deployment(
+    kube: Kube, body: Mapping[str, Any], config: OperatorConfig
+) -> dict[str, Any]:
+    """Bring the cluster to what `body` (a VLLMDeployment) asks for and write its status.
+    Raises kopf.PermanentError for a spec that cannot work, kopf.TemporaryError where waiting
+    helps (a missing Secret); both after the status and an event say why."""
+    meta = body["metadata"]
+    async with _locks[meta["namespace"], meta["name"]]:
+        return await _reconcile(kube, body, config)
+
+
+async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig):
+    meta = body["metadata"]
+    try:
+        spec = parse_deployment(body, config.images)
+    except (InvalidSpec, KeyError, TypeError) as e:
+        message = f"invalid spec: {e}"
+        await _write_status(
+            kube, body, None, Condition("Degraded", True, reasons.INVALID_SPEC, message)
+        )
+        raise kopf.PermanentError(message) from e
+
+    problem = None
+    if missing := await missing_secrets(kube, spec):
+        problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "; ".join(missing))
+    else:
+        wanted = build_all(
+            spec,
+            monitoring_available=await kube.serves("ServiceMonitor"),
+            operator_namespace=config.namespace,
+        )
+        try:
+            for obj in wanted:
+                await kube.apply(obj)
+            removed = await prune(kube, spec, wanted)
+            if removed:
+                log.info("pruned %s", ", ".join(removed), extra={"deployment": meta["name"]})
+        except ApiError as e:
+            problem = Condition("Degraded", True, reasons.APPLY_FAILED, str(e))
+
+    status = await _write_status(kube, body, spec, problem)
+    if problem is not None and problem.reason == reasons.SECRET_NOT_FOUND:
+        raise kopf.TemporaryError(problem.message, delay=30)
+    if problem is not None:
+        raise kopf.TemporaryError(problem.message, delay=15)
+    return status
+
+
+async def _write_status(
+    kube: Kube, body: Mapping[str, Any], spec: DeploymentSpec | None, problem: Condition | None
+) -> dict[str, Any]:
+    meta = body["metadata"]
+    previous = body.get("status") or {}
+    name, namespace = meta["name"], meta["namespace"]
+    deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
+    desired = spec.replicas if spec else (body.get("spec") or {}).get("replicas", 0)
+    status = deployment_status(
+        previous=previous,
+        desired=desired,
+        deployment=deployment,
+        problem=problem,
+        selector=",".join(f"{k}={v}" for k, v in selector_labels(name).items()),
+        url=service_url(spec) if spec else "",
+        generation=meta.get("generation"),
+        now=now(),
+    )
+    if status != {k: previous.get(k) for k in status}:
+        await kube.patch_status("VLLMDeployment", namespace, name, status)
+    for cond in transitions(previous.get("conditions") or [], status["conditions"]):
+        healthy = cond["status"] == ("False" if cond["type"] == "Degraded" else "True")
+        kopf.event(
+            dict(body),
+            type="Normal" if healthy else "Warning",
+            reason=cond["reason"],
+            message=f"{cond['type']}={cond['status']}: {cond['message']}".rstrip(": "),
+        )
+    return status

@@ -1,0 +1,187 @@
+"""The CRDs (charts/vllm/crds, the single source): valid CRDs, structural schemas described
+field by field, and sample objects accepted or rejected as the API server would: the OpenAPI
+schema checked with jsonschema, the CEL rules evaluated with cel-python."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import celpy
+import jsonschema
+import kubernetes_validate
+import pytest
+from operator_samples import GOOD, vllmd
+
+from vllm_operator.schema import crd, openapi_schema, with_defaults
+
+KINDS = ("VLLMDeployment", "LoraAdapter")
+
+
+def lora(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.vllm.ai/v1alpha1",
+        "kind": "LoraAdapter",
+        "metadata": {"name": "a", "namespace": "models"},
+        "spec": spec,
+    }
+
+
+# --- the API server's view ----------------------------------------------------------------------
+
+
+def _as_jsonschema(schema: Any) -> Any:
+    """OpenAPI v3.0 (as CRDs use it) -> JSON Schema draft 4: drop Kubernetes extensions,
+    int-or-string is already spelled out with anyOf in our CRDs."""
+    if isinstance(schema, dict):
+        return {k: _as_jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if isinstance(schema, list):
+        return [_as_jsonschema(v) for v in schema]
+    return schema
+
+
+def _cel_rules(schema: dict[str, Any], value: Any, old: Any, path: str):
+    """(path, rule, message, self, oldSelf) for every CEL rule whose field is present."""
+    for rule in schema.get("x-kubernetes-validations") or []:
+        yield path, rule, value, old
+    if isinstance(value, dict):
+        for name, prop in (schema.get("properties") or {}).items():
+            if name in value:
+                child_old = old.get(name) if isinstance(old, dict) else None
+                yield from _cel_rules(prop, value[name], child_old, f"{path}.{name}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            yield from _cel_rules(schema["items"], item, None, f"{path}[{i}]")
+
+
+def admit(kind: str, obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """The API server's verdict on creating (or updating from `old`) `obj`: [] if admitted,
+    else the messages. Defaults are applied first, as the API server does."""
+    obj = with_defaults(kind, obj)
+    schema = openapi_schema(kind)
+    validator = jsonschema.Draft4Validator(_as_jsonschema(schema))
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+    if errors:
+        return errors
+    env = celpy.Environment()
+    for path, rule, value, old_value in _cel_rules(schema, obj, old, ""):
+        if "oldSelf" in rule["rule"] and old_value is None:
+            continue  # transition rules apply to updates only
+        activation = {"self": celpy.json_to_cel(value)}
+        if old_value is not None:
+            activation["oldSelf"] = celpy.json_to_cel(old_value)
+        result = env.program(env.compile(rule["rule"])).evaluate(activation)
+        assert isinstance(result, celpy.celtypes.BoolType), f"{path}: {rule['rule']} -> {result!r}"
+        if not result:
+            errors.append(f"{path}: {rule['message']}")
+    return errors
+
+
+# --- the CRDs themselves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_crd_is_a_valid_kubernetes_object(kind: str):
+    kubernetes_validate.validate(crd(kind), "1.34", strict=True)
+
+
+def _undescribed(schema: dict[str, Any], path: str) -> list[str]:
+    missing = [] if "description" in schema or path.endswith(".metadata") else [path]
+    for name, prop in (schema.get("properties") or {}).items():
+        missing += _undescribed(prop, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict) and schema["items"].get("properties"):
+        missing += _undescribed(schema["items"], f"{path}[]")
+    return missing
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_field_is_described_for_kubectl_explain(kind: str):
+    assert _undescribed(openapi_schema(kind), kind) == []
+
+
+def test_vllmdeployment_names_subresources_and_columns():
+    spec = crd("VLLMDeployment")["spec"]
+    assert spec["names"]["shortNames"] == ["vllmd"]
+    assert "vllm" in spec["names"]["categories"]
+    (version,) = spec["versions"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    assert "status" in version["subresources"]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert {"Model", "Ready", "Age"} <= columns.keys()
+    assert columns["URL"]["priority"] == 1
+
+
+def test_loraadapter_names():
+    spec = crd("LoraAdapter")["spec"]
+    assert spec["names"]["shortNames"] == ["lora"]
+    (version,) = spec["versions"]
+    assert "status" in version["subresources"]
+
+
+# --- objects -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_samples_are_admitted(name: str):
+    assert admit("VLLMDeployment", GOOD[name]) == []
+
+
+BAD = {
+    "no model": ({}, "model"),
+    "unknown scheme": ({"model": {"uri": "s3://bucket/m"}}, "must start with hf://, pvc:// or /"),
+    "hf without org": ({"model": {"uri": "hf://llama"}}, "an hf:// model URI is hf://ORG/NAME"),
+    "pvc without claim": ({"model": {"uri": "pvc:///m"}}, "needs a claim name"),
+    "bad served name": ({"model": {"uri": "/m", "servedName": "a b"}}, "does not match"),
+    "negative replicas": ({"model": {"uri": "/m"}, "replicas": -1}, "less than the minimum"),
+    "cpu with gpus": (
+        {"model": {"uri": "/m"}, "accelerator": "CPU", "gpusPerReplica": 1},
+        "accelerator CPU runs without GPUs",
+    ),
+    "gpu without gpus": (
+        {"model": {"uri": "/m"}, "gpusPerReplica": 0},
+        "accelerator GPU needs gpusPerReplica of at least 1",
+    ),
+    "tensor parallel above gpus": (
+        {"model": {"uri": "/m"}, "gpusPerReplica": 2, "engine": {"tensorParallelSize": 4}},
+        "tensorParallelSize cannot exceed gpusPerReplica",
+    ),
+    "lora rank not supported by vLLM": (
+        {"model": {"uri": "/m"}, "lora": {"enabled": True, "maxRank": 24}},
+        "is not one of",
+    ),
+    "orca port clash": (
+        {"model": {"uri": "/m"}, "orca": {"grpcPort": 8000}},
+        "orca.grpcPort must differ from port",
+    ),
+    "unknown orca format": ({"model": {"uri": "/m"}, "orca": {"formats": ["XML"]}}, "not one of"),
+    "gpu memory above 1": (
+        {"model": {"uri": "/m"}, "engine": {"gpuMemoryUtilization": 1.5}},
+        "greater than the maximum",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_vllmdeployments_are_rejected_with_a_clear_message(case: str):
+    spec, expected = BAD[case]
+    errors = admit("VLLMDeployment", vllmd("m", spec))
+    assert any(expected in e for e in errors), errors
+
+
+def test_loraadapter_rules():
+    good = {"deploymentRef": {"name": "llama"}, "source": {"uri": "/adapters/sql"}}
+    assert admit("LoraAdapter", lora(good)) == []
+    hub = {**good, "source": {"uri": "hf://org/adapter"}}
+    assert admit("LoraAdapter", lora(hub)) == []
+    relative = {**good, "source": {"uri": "adapters/sql"}}
+    assert any("absolute path or hf://" in e for e in admit("LoraAdapter", lora(relative)))
+    escape = {**good, "source": {"uri": "/adapters/../etc"}}
+    assert any("must not contain '..'" in e for e in admit("LoraAdapter", lora(escape)))
+    moved = copy.deepcopy(good)
+    moved["deploymentRef"]["name"] = "other"
+    errors = admit("LoraAdapter", lora(moved), old=with_defaults("LoraAdapter", lora(good)))
+    assert any("deploymentRef.name is immutable" in e for e in errors)

@@ -1,0 +1,136 @@
+"""Pure status logic and spec parsing of the operator."""
+
+from __future__ import annotations
+
+import pytest
+from operator_samples import IMAGES, vllmd
+
+from vllm_operator import reasons
+from vllm_operator.spec import InvalidSpec, parse_deployment
+from vllm_operator.status import (
+    Condition,
+    deployment_conditions,
+    deployment_status,
+    set_condition,
+    transitions,
+)
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def test_set_condition_moves_the_transition_time_only_on_a_flip():
+    first = set_condition(
+        [], Condition("Available", False, "NoReplicaReady", "0/1"), now=T0, generation=1
+    )
+    same = set_condition(
+        first, Condition("Available", False, "NoReplicaReady", "still"), now=T1, generation=2
+    )
+    assert same[0]["lastTransitionTime"] == T0
+    assert same[0]["message"] == "still"
+    assert same[0]["observedGeneration"] == 2
+    flipped = set_condition(
+        same, Condition("Available", True, "MinimumReplicasReady", "1/1"), now=T1, generation=2
+    )
+    assert flipped[0]["lastTransitionTime"] == T1
+    assert flipped[0]["status"] == "True"
+
+
+def test_set_condition_keeps_other_types_and_their_order():
+    conditions = [
+        {"type": "A", "status": "True", "reason": "X", "message": "", "lastTransitionTime": T0},
+        {"type": "B", "status": "True", "reason": "X", "message": "", "lastTransitionTime": T0},
+    ]
+    out = set_condition(conditions, Condition("A", False, "Y", "m"), now=T1, generation=None)
+    assert [c["type"] for c in out] == ["A", "B"]
+    assert out[1] == conditions[1]
+    assert "observedGeneration" not in out[0]
+
+
+def deployment(ready: int, updated: int, *conditions: dict) -> dict:
+    return {"status": {"replicas": 2, "readyReplicas": ready, "updatedReplicas": updated,
+                       "conditions": list(conditions)}}  # fmt: skip
+
+
+def by_type(conditions: list[Condition]) -> dict[str, Condition]:
+    return {c.type: c for c in conditions}
+
+
+def test_conditions_while_rolling_out_and_when_complete():
+    rolling = by_type(deployment_conditions(2, deployment(0, 1), None))
+    assert (rolling["Available"].status, rolling["Available"].reason) == (
+        False,
+        reasons.NO_REPLICA_READY,
+    )
+    assert rolling["Progressing"].reason == reasons.ROLLING_OUT
+    assert rolling["Degraded"].status is False
+    done = by_type(deployment_conditions(2, deployment(2, 2), None))
+    assert done["Available"].status is True
+    assert (done["Progressing"].status, done["Progressing"].reason) == (
+        True,
+        reasons.ROLLOUT_COMPLETE,
+    )
+
+
+def test_conditions_when_stuck_or_failing_or_scaled_to_zero():
+    stuck = deployment(0, 0, {"type": "Progressing", "status": "False",
+                              "reason": "ProgressDeadlineExceeded", "message": "too slow"})  # fmt: skip
+    got = by_type(deployment_conditions(2, stuck, None))
+    assert got["Progressing"].status is False
+    assert (got["Degraded"].status, got["Degraded"].reason) == (
+        True,
+        reasons.PROGRESS_DEADLINE_EXCEEDED,
+    )
+    failing = deployment(1, 2, {"type": "ReplicaFailure", "status": "True", "message": "quota"})
+    assert by_type(deployment_conditions(2, failing, None))["Degraded"].message == "quota"
+    zero = by_type(deployment_conditions(0, deployment(0, 0), None))
+    assert zero["Available"].reason == reasons.SCALED_TO_ZERO
+
+
+def test_a_problem_wins_degraded():
+    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    assert by_type(deployment_conditions(1, None, problem))["Degraded"] == problem
+
+
+def test_status_has_scale_fields_and_transitions_are_found():
+    status = deployment_status(
+        previous={}, desired=2, deployment=deployment(1, 2), problem=None,
+        selector="a=b", url="http://x", generation=3, now=T0,
+    )  # fmt: skip
+    assert status["replicas"] == 2
+    assert status["readyReplicas"] == 1
+    assert status["readyText"] == "1/2"
+    assert status["selector"] == "a=b"
+    assert status["observedGeneration"] == 3
+    assert {c["type"] for c in transitions([], status["conditions"])} == {
+        "Available", "Progressing", "Degraded",
+    }  # fmt: skip
+    again = deployment_status(
+        previous=status, desired=2, deployment=deployment(1, 2), problem=None,
+        selector="a=b", url="http://x", generation=3, now=T1,
+    )  # fmt: skip
+    assert transitions(status["conditions"], again["conditions"]) == []
+    assert again == status  # nothing changed: nothing to write
+
+
+def test_spec_defaults():
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "hf://org/name"}}), IMAGES)
+    assert (spec.replicas, spec.accelerator, spec.gpus, spec.port) == (1, "GPU", 1, 8000)
+    assert spec.model.served_name == "org/name"
+    assert spec.lora.enabled is False
+    assert spec.lora.max_rank == 16
+    assert spec.pdb_enabled is True
+    cpu = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "accelerator": "CPU"}), IMAGES)
+    assert cpu.gpus == 0
+    assert cpu.model.served_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"accelerator": "CPU", "gpusPerReplica": 2}, "runs without GPUs"),
+        ({"resources": {"limits": {"nvidia.com/gpu": 1}}}, "request GPUs with spec.gpusPerReplica"),
+    ],
+)
+def test_what_the_schema_lets_through_is_still_refused(spec: dict, message: str):
+    with pytest.raises(InvalidSpec, match=message):
+        parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **spec}), IMAGES)
