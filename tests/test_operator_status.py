@@ -101,9 +101,16 @@ def test_status_has_scale_fields_and_transitions_are_found():
     assert status["readyText"] == "1/2"
     assert status["selector"] == "a=b"
     assert status["observedGeneration"] == 3
-    assert {c["type"] for c in transitions([], status["conditions"])} == {
-        "Available", "Progressing", "Degraded",
-    }  # fmt: skip
+    assert transitions([], status["conditions"]) == []  # a first status is no news
+    degraded = set_condition(
+        [], Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "x"), now=T0, generation=1
+    )
+    assert transitions([], degraded) == degraded  # unless it is a problem
+    down = set_condition(
+        status["conditions"], Condition("Available", False, "NoReplicaReady", "0/2"),
+        now=T1, generation=3,
+    )  # fmt: skip
+    assert [c["type"] for c in transitions(status["conditions"], down)] == ["Available"]
     again = deployment_status(
         previous=status, desired=2, deployment=deployment(1, 2), problem=None,
         selector="a=b", url="http://x", generation=3, now=T1,

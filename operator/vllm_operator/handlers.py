@@ -11,31 +11,16 @@ import kopf
 
 from . import GROUP, MANAGER, VERSION
 from .k8s import Kube
-from .reconcile import OperatorConfig, reconcile_deployment
+from .reconcile import OperatorConfig, Reconciler
 from .spec import Images
 
 VLLMD = (GROUP, VERSION, "vllmdeployments")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 DRIFT_CHECK_SECONDS = 60.0
 
-# Set at startup: one API client and one configuration for the operator's life.
-_kube: Kube | None = None
-_config: OperatorConfig | None = None
-
-
-def kube() -> Kube:
-    assert _kube is not None, "the operator has not started"
-    return _kube
-
-
-def config() -> OperatorConfig:
-    assert _config is not None, "the operator has not started"
-    return _config
-
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _kube, _config
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's bookkeeping lives in annotations with our prefix; status is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -43,54 +28,45 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # only our own events, and Kopf's warnings
     settings.watching.server_timeout = 300
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120]  # backoff, capped
-    _kube = Kube.connect()
-    _config = OperatorConfig(
+    config = OperatorConfig(
         images=Images(
             gpu=os.environ.get("VLLM_SERVER_IMAGE_GPU", "ghcr.io/vllm-k8s/vllm-server:0.1.0"),
             cpu=os.environ.get("VLLM_SERVER_IMAGE_CPU", "ghcr.io/vllm-k8s/vllm-server:0.1.0-cpu"),
         ),
         namespace=os.environ.get("POD_NAMESPACE", "vllm-system"),
     )
+    memo.reconciler = Reconciler(Kube.connect(), config)
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if _kube is not None:
-        await _kube.close()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.kube.close()
 
 
 @kopf.on.resume(*VLLMD)
 @kopf.on.create(*VLLMD)
 @kopf.on.update(*VLLMD)
-async def vllm_deployment_changed(body: kopf.Body, **_: Any) -> dict[str, Any]:
-    await reconcile_deployment(kube(), body, config())
-    return {}  # nothing for Kopf to store: the status is written by the reconciler
+async def vllm_deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    # Returns nothing: Kopf would store a result in the status, which is the reconciler's.
+    await memo.reconciler.deployment(body.metadata.namespace, body.metadata.name, retry=retry)
 
 
 @kopf.timer(*VLLMD, interval=DRIFT_CHECK_SECONDS, initial_delay=DRIFT_CHECK_SECONDS, idle=30)
-async def vllm_deployment_drift(body: kopf.Body, **_: Any) -> None:
+async def vllm_deployment_drift(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Objects deleted or edited behind our back come back within a minute."""
-    await reconcile_deployment(kube(), body, config())
+    await memo.reconciler.deployment(body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def owned_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A Deployment of ours changed (pods became ready, a rollout progressed, someone edited or
-    deleted it): reconcile its VLLMDeployment, which refreshes the status and repairs drift."""
-    owner = next(
-        (
-            r
-            for r in body.metadata.get("ownerReferences") or []
-            if r.get("kind") == "VLLMDeployment"
-        ),
-        None,
-    )
+@kopf.on.event("v1", "services", labels=MANAGED)
+async def owned_object_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment or Service of ours changed (pods became ready, a rollout progressed, someone
+    edited or deleted it): reconcile its VLLMDeployment, which refreshes the status and repairs
+    drift. Other children are checked by the timer."""
+    refs = body.metadata.get("ownerReferences") or []
+    owner = next((r for r in refs if r.get("kind") == "VLLMDeployment"), None)
     if owner is None or type is None:
-        return
-    cr = await kube().get_or_none("VLLMDeployment", body.metadata.namespace, owner["name"])
-    if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
         return
     # Problems are already in the status and events; the CR's own handlers retry.
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-        await reconcile_deployment(kube(), cr, config())
+        await memo.reconciler.deployment(body.metadata.namespace, owner["name"])

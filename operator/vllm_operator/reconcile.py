@@ -41,9 +41,33 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# One reconcile at a time per VLLMDeployment: the CR's handlers, its Deployment's events and
-# the timer may fire together.
-_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+def drifted(wanted: Any, actual: Any) -> bool:
+    """Whether `actual` lacks something of `wanted`. The API server adds defaults (also inside
+    list items), so `actual` may hold more; lists must match item by item."""
+    if isinstance(wanted, Mapping):
+        return not isinstance(actual, Mapping) or any(
+            k not in actual or drifted(v, actual[k]) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            not isinstance(actual, list)
+            or len(wanted) != len(actual)
+            or any(drifted(w, a) for w, a in zip(wanted, actual, strict=True))
+        )
+    return wanted != actual
+
+
+async def apply_drifted(kube: Kube, wanted: list[dict[str, Any]]) -> list[str]:
+    """Apply the objects that are missing or differ from what we want; returns what changed.
+    An unchanged object costs a read, not a write (and no watch event echoing back to us)."""
+    applied = []
+    for obj in wanted:
+        meta = obj["metadata"]
+        actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
+        if actual is None or drifted({k: v for k, v in obj.items() if k != "apiVersion"}, actual):
+            await kube.apply(obj)
+            applied.append(f"{obj['kind']}/{meta['name']}")
+    return applied
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -79,18 +103,35 @@ async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) 
     return removed
 
 
-async def reconcile_deployment(
-    kube: Kube, body: Mapping[str, Any], config: OperatorConfig
-) -> dict[str, Any]:
-    """Bring the cluster to what `body` (a VLLMDeployment) asks for and write its status.
-    Raises kopf.PermanentError for a spec that cannot work, kopf.TemporaryError where waiting
-    helps (a missing Secret); both after the status and an event say why."""
-    meta = body["metadata"]
-    async with _locks[meta["namespace"], meta["name"]]:
-        return await _reconcile(kube, body, config)
+class Reconciler:
+    """The operator's state for its life: the API client, the configuration, and one lock per
+    VLLMDeployment (the CR's handlers, its children's events and the timer may fire together)."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def deployment(self, namespace: str, name: str, retry: int = 0) -> None:
+        """Bring the cluster to what the VLLMDeployment asks for and write its status.
+        Raises kopf.PermanentError for a spec that cannot work, kopf.TemporaryError (with a
+        delay growing with `retry`) where waiting helps; both after the status and an event
+        say why."""
+        async with self._locks[namespace, name]:
+            # Read it here, under the lock: a reconcile that just ran may have changed the
+            # status, and conditions (and their events) must build on the latest one.
+            body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            await _reconcile(self.kube, body, self.config, retry)
 
 
-async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig):
+def backoff(retry: int) -> float:
+    """Seconds before retry number `retry + 1`: 5, 10, 20, ... capped at 5 minutes."""
+    return float(min(300, 5 * 2**retry))
+
+
+async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig, retry: int):
     meta = body["metadata"]
     try:
         spec = parse_deployment(body, config.images)
@@ -111,19 +152,19 @@ async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig
             operator_namespace=config.namespace,
         )
         try:
-            for obj in wanted:
-                await kube.apply(obj)
+            applied = await apply_drifted(kube, wanted)
             removed = await prune(kube, spec, wanted)
-            if removed:
-                log.info("pruned %s", ", ".join(removed), extra={"deployment": meta["name"]})
+            if applied or removed:
+                log.info(
+                    "reconciled %s: applied %s, pruned %s",
+                    meta["name"], applied or "nothing", removed or "nothing",
+                )  # fmt: skip
         except ApiError as e:
             problem = Condition("Degraded", True, reasons.APPLY_FAILED, str(e))
 
     status = await _write_status(kube, body, spec, problem)
-    if problem is not None and problem.reason == reasons.SECRET_NOT_FOUND:
-        raise kopf.TemporaryError(problem.message, delay=30)
     if problem is not None:
-        raise kopf.TemporaryError(problem.message, delay=15)
+        raise kopf.TemporaryError(problem.message, delay=backoff(retry))
     return status
 
 

@@ -173,7 +173,9 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
     requests = {k: quantity(v) for k, v in (resources.get("requests") or {}).items()}
     limits = {k: quantity(v) for k, v in (resources.get("limits") or {}).items()}
     if "nvidia.com/gpu" in requests or "nvidia.com/gpu" in limits:
-        raise InvalidSpec("request GPUs with spec.gpusPerReplica, not in spec.resources")
+        raise InvalidSpec(
+            "request GPUs with spec.gpusPerReplica, not as nvidia.com/gpu in spec.resources"
+        )
     engine, lora, orca, cache = spec["engine"], spec["lora"], spec["orca"], spec["modelCache"]
     monitoring, pdb = spec["monitoring"], spec["podDisruptionBudget"]
     network = spec["networkPolicy"]

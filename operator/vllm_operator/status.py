@@ -146,7 +146,12 @@ def deployment_status(
 def transitions(
     before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
-    """Conditions of `after` whose status differs from `before` (new ones included): the
-    notable transitions that deserve an event."""
+    """The notable transitions, which deserve an event: conditions of `after` whose status
+    flipped since `before`, and a new Degraded=True (a first status is otherwise no news)."""
     old = {c.get("type"): c.get("status") for c in before}
-    return [c for c in after if old.get(c.get("type")) != c.get("status")]
+    return [
+        c
+        for c in after
+        if (c.get("type") in old and old[c.get("type")] != c.get("status"))
+        or (c.get("type") not in old and c.get("type") == "Degraded" and c.get("status") == "True")
+    ]

@@ -1,0 +1,103 @@
+"""A Kubernetes API for operator tests: kmock's in-memory emulator, served over real HTTP, plus
+the little a real API server does that kmock 0.8 does not and the operator relies on.
+
+What kmock does not emulate, and what these tests therefore do not show (the kind e2e suite
+does): resourceVersion/uid/generation bookkeeping, label selectors on lists and watches (the
+operator filters by owner itself), owner-reference garbage collection, RBAC, admission (schema,
+CEL, defaulting), server-side apply's field ownership (an apply is a merge here), and
+subresources as separate endpoints (/status and /scale patch the whole object).
+
+Added here, as a real API server behaves (named so, in `KubeEmulator`):
+- `metadata.generateName` names the object (Kopf's Events use it);
+- server-side apply of a missing object creates it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import kmock
+
+VERBS = ["create", "get", "list", "watch", "patch", "update", "delete"]
+RESOURCES: dict[str, dict[str, Any]] = {
+    "v1/namespaces": {"kind": "Namespace", "namespaced": False, "verbs": ["get", "list", "watch"]},
+    "v1/pods": {"kind": "Pod", "subresources": ["status"]},
+    "v1/services": {"kind": "Service"},
+    "v1/events": {"kind": "Event"},
+    "v1/secrets": {"kind": "Secret"},
+    "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim"},
+    "apps/v1/deployments": {"kind": "Deployment", "subresources": ["status", "scale"]},
+    "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget"},
+    "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy"},
+    "serving.vllm.ai/v1alpha1/vllmdeployments": {
+        "kind": "VLLMDeployment",
+        "singular": "vllmdeployment",
+        "subresources": ["status", "scale"],
+    },
+    "serving.vllm.ai/v1alpha1/loraadapters": {
+        "kind": "LoraAdapter",
+        "singular": "loraadapter",
+        "subresources": ["status"],
+    },
+}
+MONITORING = {
+    "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
+    "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor"},
+}
+APPLY = "application/apply-patch+yaml"
+
+
+class KubeEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator with generateName and create-on-apply, as a real API server has."""
+
+    async def _handle(self, request):  # kmock's only hook before storage (private API)
+        data = request.data if isinstance(request.data, dict) else None
+        if request.action == kmock.action.CREATE and data is not None:
+            meta = data.setdefault("metadata", {})
+            if meta.get("generateName") and not meta.get("name"):
+                meta["name"] = meta["generateName"] + secrets.token_hex(3)
+        content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
+        key = (request.resource, request.namespace, request.name)
+        if (
+            request.action == kmock.action.UPDATE
+            and content_type.startswith(APPLY)
+            and request.subresource is None
+            and (key not in self.objects or self.objects[key].deleted)
+        ):
+            # Store it first; the apply below then merges into it (and notifies watchers).
+            stub = {"metadata": {"name": request.name, "namespace": request.namespace}}
+            if key in self.objects:
+                self.objects[key].create(stub)  # kmock keeps deleted objects' history
+            else:
+                self.objects[key] = stub
+        return await super()._handle(request)
+
+
+def declare(emulator: kmock.KubernetesEmulator, *, monitoring: bool = False) -> None:
+    for name, spec in {**RESOURCES, **(MONITORING if monitoring else {})}.items():
+        emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}
+
+
+def api_calls(emulator: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
+    """(verb, group, resource[/subresource]) of every request that did not come from the test
+    itself (kmock's own client) and was not API discovery."""
+    verbs = {
+        kmock.action.LIST: "list",
+        kmock.action.WATCH: "watch",
+        kmock.action.FETCH: "get",
+        kmock.action.CREATE: "create",
+        kmock.action.DELETE: "delete",
+    }
+    calls = set()
+    for r in emulator:
+        agent = {k.lower(): v for k, v in r.headers.items()}.get("user-agent", "")
+        if agent.startswith("kmock") or r.resource is None or not r.resource.plural:
+            continue
+        if r.action == kmock.action.UPDATE:
+            verb = "update" if r.method.value == "PUT" else "patch"
+        else:
+            verb = verbs[r.action]
+        plural = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
+        calls.add((verb, r.resource.group or "", plural))
+    return calls
