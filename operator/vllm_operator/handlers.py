@@ -58,15 +58,26 @@ async def vllm_deployment_drift(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def owned_deployment_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """A Deployment of ours changed (pods became ready, a rollout progressed, someone edited or
+    deleted it): reconcile its VLLMDeployment, which refreshes the status and repairs drift."""
+    await _reconcile_owner(body, type, memo)
+
+
 @kopf.on.event("v1", "services", labels=MANAGED)
-async def owned_object_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A Deployment or Service of ours changed (pods became ready, a rollout progressed, someone
-    edited or deleted it): reconcile its VLLMDeployment, which refreshes the status and repairs
-    drift. Other children are checked by the timer."""
+async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A Service of ours was deleted: put it back at once (edits wait for the drift timer)."""
+    if type == "DELETED":
+        await _reconcile_owner(body, type, memo)
+
+
+async def _reconcile_owner(body: kopf.Body, type: str | None, memo: kopf.Memo) -> None:
     refs = body.metadata.get("ownerReferences") or []
     owner = next((r for r in refs if r.get("kind") == "VLLMDeployment"), None)
     if owner is None or type is None:
         return
     # Problems are already in the status and events; the CR's own handlers retry.
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-        await memo.reconciler.deployment(body.metadata.namespace, owner["name"])
+        await memo.reconciler.deployment(body.metadata.namespace, owner["name"], prune=False)

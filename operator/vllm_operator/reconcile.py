@@ -112,18 +112,21 @@ class Reconciler:
         self.config = config
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    async def deployment(self, namespace: str, name: str, retry: int = 0) -> None:
+    async def deployment(
+        self, namespace: str, name: str, *, retry: int = 0, prune: bool = True
+    ) -> None:
         """Bring the cluster to what the VLLMDeployment asks for and write its status.
         Raises kopf.PermanentError for a spec that cannot work, kopf.TemporaryError (with a
         delay growing with `retry`) where waiting helps; both after the status and an event
-        say why."""
+        say why. `prune=False` skips looking for objects the spec no longer wants (only a spec
+        change can make one unwanted), for reconciles caused by a child's event."""
         async with self._locks[namespace, name]:
             # Read it here, under the lock: a reconcile that just ran may have changed the
             # status, and conditions (and their events) must build on the latest one.
             body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            await _reconcile(self.kube, body, self.config, retry)
+            await _reconcile(self.kube, body, self.config, retry, prune)
 
 
 def backoff(retry: int) -> float:
@@ -131,7 +134,9 @@ def backoff(retry: int) -> float:
     return float(min(300, 5 * 2**retry))
 
 
-async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig, retry: int):
+async def _reconcile(
+    kube: Kube, body: Mapping[str, Any], config: OperatorConfig, retry: int, prune_children: bool
+):
     meta = body["metadata"]
     try:
         spec = parse_deployment(body, config.images)
@@ -153,7 +158,7 @@ async def _reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig
         )
         try:
             applied = await apply_drifted(kube, wanted)
-            removed = await prune(kube, spec, wanted)
+            removed = await prune(kube, spec, wanted) if prune_children else []
             if applied or removed:
                 log.info(
                     "reconciled %s: applied %s, pruned %s",
