@@ -22,7 +22,7 @@ from kopf.testing import KopfRunner
 from kube_emulator import KubeEmulator, api_calls, declare
 from operator_samples import GOOD, IMAGES, vllmd
 
-from vllm_operator.builders import build_deployment, build_service
+from vllm_operator.builders import ADAPTERS_LOADED, build_deployment, build_service
 from vllm_operator.spec import parse_deployment
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
@@ -35,6 +35,7 @@ PDB = kmock.resource("policy/v1/poddisruptionbudgets")
 NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
 SERVICE_MONITOR = kmock.resource("monitoring.coreos.com/v1/servicemonitors")
 EVENT = kmock.resource("v1/events")
+POD = kmock.resource("v1/pods")
 CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -280,3 +281,50 @@ async def test_restart_resumes_without_writing_anything_new(kmock, kubeconfig):
         await asyncio.sleep(1.5)  # resume handlers run
     assert cr(kmock, "keep")["status"] == status  # same status, same transition times
     assert len([r for r in kmock if r.method.value in ("POST", "DELETE")]) == writes
+
+
+async def test_pods_with_no_adapters_pass_the_readiness_gate(kmock, kubeconfig):
+    declare(kmock)
+    spec = {"model": {"uri": "/m"}, "lora": {"enabled": True}}
+    async with running_operator(kmock):
+        await create(kmock, vllmd("lora", spec, NS))
+        await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "lora")))
+        template = kmock.objects[DEPLOYMENT, NS, "lora"].raw["spec"]["template"]
+        assert template["spec"]["readinessGates"] == [{"conditionType": ADAPTERS_LOADED}]
+        # Standing in for the ReplicaSet controller: a pod from the template.
+        pod = {
+            "metadata": {"name": "lora-abc", "namespace": NS, **template["metadata"]},
+            "spec": template["spec"],
+        }
+        response = await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
+        assert response.status == 200
+        await wait_for(
+            lambda: (
+                kmock.objects[POD, NS, "lora-abc"]["status"]["conditions"][0]["status"] == "True"
+            ),
+            what="the readiness gate",
+        )
+    gate = kmock.objects[POD, NS, "lora-abc"]["status"]["conditions"][0]
+    assert gate["type"] == ADAPTERS_LOADED
+    assert gate["reason"] == "NoAdapters"
+
+
+async def test_delete_leaves_cleanup_to_garbage_collection(kmock, kubeconfig):
+    declare(kmock)
+    async with running_operator(kmock):
+        await create(kmock, vllmd("gone", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: "conditions" in cr(kmock, "gone")["status"])
+        await asyncio.sleep(0.5)  # let the first reconcile's echoes settle
+        before = len(list(kmock))
+        assert (await kmock.delete(f"{CR_PATH}/gone")).status == 200
+        await asyncio.sleep(1.0)
+        after = [r for r in list(kmock)[before:] if r.method.value != "GET"]
+    # The children carry a controller owner reference: the API server's garbage collector
+    # (which kmock lacks) deletes them. The operator neither recreates nor touches them.
+    assert kmock.objects[DEPLOYMENT, NS, "gone"]["metadata"]["ownerReferences"][0]["uid"] == (
+        "uid-gone"
+    )
+    # The reconciler's own client (not Kopf's bookkeeping, not the test's) wrote nothing.
+    agents = ("kmock", "kopf")
+    ours = [r for r in after if not r.headers.get("User-Agent", "").startswith(agents)]
+    assert [(r.method.value, r.url.path) for r in ours] == []

@@ -141,3 +141,20 @@ def test_spec_defaults():
 def test_what_the_schema_lets_through_is_still_refused(spec: dict, message: str):
     with pytest.raises(InvalidSpec, match=message):
         parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **spec}), IMAGES)
+
+
+def test_pod_gate_condition_only_for_gated_pods_and_only_on_change():
+    from vllm_operator.builders import ADAPTERS_LOADED
+    from vllm_operator.status import pod_gate_condition
+
+    gated = {"spec": {"readinessGates": [{"conditionType": ADAPTERS_LOADED}]}, "status": {}}
+    args = {"passing": True, "reason": "NoAdapters", "message": "", "now": T0}
+    condition = pod_gate_condition(gated, ADAPTERS_LOADED, **args)
+    assert condition is not None
+    assert (condition["type"], condition["status"]) == (ADAPTERS_LOADED, "True")
+    assert pod_gate_condition({"spec": {}}, ADAPTERS_LOADED, **args) is None
+    passed = {**gated, "status": {"conditions": [condition]}}
+    assert pod_gate_condition(passed, ADAPTERS_LOADED, **args) is None
+    failing = pod_gate_condition(passed, ADAPTERS_LOADED, **{**args, "passing": False})
+    assert failing is not None
+    assert failing["status"] == "False"

@@ -73,6 +73,13 @@ async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo
         await _reconcile_owner(body, type, memo)
 
 
+@kopf.on.event("v1", "pods", labels=MANAGED)
+async def owned_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Pods of LoRA-serving deployments carry the adapters-loaded readiness gate."""
+    if type in ("ADDED", "MODIFIED", None):
+        await memo.reconciler.pod(body)
+
+
 async def _reconcile_owner(body: kopf.Body, type: str | None, memo: kopf.Memo) -> None:
     refs = body.metadata.get("ownerReferences") or []
     owner = next((r for r in refs if r.get("kind") == "VLLMDeployment"), None)

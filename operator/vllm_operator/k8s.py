@@ -173,6 +173,16 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    async def set_pod_condition(self, namespace: str, name: str, condition: Any) -> None:
+        """Set one condition of a pod's status (a strategic merge keyed by type, so the
+        kubelet's own conditions stay as they are)."""
+        await self.request(
+            "PATCH",
+            KINDS["Pod"].path(namespace, name) + "/status",
+            body={"status": {"conditions": [condition]}},
+            content_type="application/strategic-merge-patch+json",
+        )
+
     async def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` (e.g. the Prometheus Operator's CRDs)."""
         k = KINDS[kind]

@@ -17,3 +17,6 @@ APPLY_FAILED = "ApplyFailed"
 
 # Events
 APPLIED = "Applied"
+
+# The LoRA readiness gate on pods
+NO_ADAPTERS = "NoAdapters"

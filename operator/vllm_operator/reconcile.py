@@ -17,10 +17,10 @@ from typing import Any
 import kopf
 
 from . import MANAGER, reasons
-from .builders import build_all, selector_labels, service_url
+from .builders import ADAPTERS_LOADED, build_all, selector_labels, service_url
 from .k8s import ApiError, Kube
 from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
-from .status import Condition, deployment_status, transitions
+from .status import Condition, deployment_status, pod_gate_condition, transitions
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,21 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def pod(self, pod: Mapping[str, Any]) -> None:
+        """Pass the adapters-loaded readiness gate of a pod that is meant to hold no adapter.
+        (LoraAdapters, which make a pod wait for its adapters, are reconciled elsewhere.)"""
+        condition = pod_gate_condition(
+            pod,
+            ADAPTERS_LOADED,
+            passing=True,
+            reason=reasons.NO_ADAPTERS,
+            message="no LoRA adapter is meant for this pod",
+            now=now(),
+        )
+        if condition is not None:
+            meta = pod["metadata"]
+            await self.kube.set_pod_condition(meta["namespace"], meta["name"], condition)
 
     async def deployment(
         self, namespace: str, name: str, *, retry: int = 0, prune: bool = True

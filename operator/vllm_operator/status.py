@@ -56,6 +56,27 @@ def _condition(new: Condition, status: str, when: str, generation: int | None) -
     return cond
 
 
+def pod_gate_condition(
+    pod: Mapping[str, Any], gate: str, *, passing: bool, reason: str, message: str, now: str
+) -> dict[str, Any] | None:
+    """The readiness-gate condition to write on `pod`, or None if the pod does not carry the
+    gate or already has the condition with this status."""
+    gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
+    if gate not in gates:
+        return None
+    current = get_condition((pod.get("status") or {}).get("conditions") or [], gate)
+    status = "True" if passing else "False"
+    if current is not None and current.get("status") == status:
+        return None
+    return {
+        "type": gate,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+
+
 def get_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type_), None)
 
