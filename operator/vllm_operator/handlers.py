@@ -10,11 +10,14 @@ from typing import Any
 import kopf
 
 from . import GROUP, MANAGER, VERSION
+from .builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
 from .k8s import Kube
 from .reconcile import OperatorConfig, Reconciler
+from .servers import Servers
 from .spec import Images
 
 VLLMD = (GROUP, VERSION, "vllmdeployments")
+LORA = (GROUP, VERSION, "loraadapters")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 DRIFT_CHECK_SECONDS = 60.0
 
@@ -35,12 +38,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ),
         namespace=os.environ.get("POD_NAMESPACE", "vllm-system"),
     )
-    memo.reconciler = Reconciler(Kube.connect(), config)
+    memo.reconciler = Reconciler(Kube.connect(), config, Servers())
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.kube.close()
+    await memo.reconciler.close()
 
 
 @kopf.on.resume(*VLLMD)
@@ -49,12 +52,15 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def vllm_deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     # Returns nothing: Kopf would store a result in the status, which is the reconciler's.
     await memo.reconciler.deployment(body.metadata.namespace, body.metadata.name, retry=retry)
+    await _adapters_quietly(memo, body.metadata.namespace, body.metadata.name)
 
 
 @kopf.timer(*VLLMD, interval=DRIFT_CHECK_SECONDS, initial_delay=DRIFT_CHECK_SECONDS, idle=30)
 async def vllm_deployment_drift(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Objects deleted or edited behind our back come back within a minute."""
+    """Objects deleted or edited behind our back come back within a minute; so do adapters a
+    server lost without the operator seeing it (checked against each server's /v1/models)."""
     await memo.reconciler.deployment(body.metadata.namespace, body.metadata.name)
+    await _adapters_quietly(memo, body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -75,9 +81,36 @@ async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
 async def owned_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Pods of LoRA-serving deployments carry the adapters-loaded readiness gate."""
-    if type in ("ADDED", "MODIFIED", None):
-        await memo.reconciler.pod(body)
+    """A pod of a LoRA-serving deployment appeared, restarted, became ready or went away: its
+    adapters (and its readiness gate, which keeps traffic off until they are loaded) follow."""
+    gates = [g.get("conditionType") for g in body.spec.get("readinessGates") or []]
+    deployment = body.metadata.labels.get(DEPLOYMENT_LABEL)
+    if ADAPTERS_LOADED in gates and deployment:
+        await _adapters_quietly(memo, body.metadata.namespace, deployment)
+
+
+@kopf.on.resume(*LORA)
+@kopf.on.create(*LORA)
+@kopf.on.update(*LORA)
+async def lora_adapter_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    deployment = body.spec["deploymentRef"]["name"]
+    await memo.reconciler.adapters(body.metadata.namespace, deployment, retry=retry)
+
+
+@kopf.on.delete(*LORA)
+async def lora_adapter_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Unload it everywhere before the finalizer goes (retried while a server refuses)."""
+    deployment = body.spec["deploymentRef"]["name"]
+    await memo.reconciler.adapters(
+        body.metadata.namespace, deployment, retry=retry, deleting=body.metadata.name
+    )
+
+
+async def _adapters_quietly(memo: kopf.Memo, namespace: str, deployment: str) -> None:
+    """Adapter reconciles triggered by other objects: problems land in the LoraAdapters'
+    status and events, and their own handlers retry."""
+    with contextlib.suppress(kopf.TemporaryError):
+        await memo.reconciler.adapters(namespace, deployment)
 
 
 async def _reconcile_owner(body: kopf.Body, type: str | None, memo: kopf.Memo) -> None:

@@ -20,3 +20,12 @@ APPLIED = "Applied"
 
 # The LoRA readiness gate on pods
 NO_ADAPTERS = "NoAdapters"
+SERVER_NOT_READY = "ServerNotReady"
+ADAPTERS_LOADED = "AdaptersLoaded"
+ADAPTERS_MISSING = "AdaptersMissing"
+
+# LoraAdapter conditions
+INVALID_ADAPTER = "InvalidAdapter"
+LOAD_FAILED = "LoadFailed"
+NO_SERVING_PODS = "NoServingPods"
+LOADING = "Loading"

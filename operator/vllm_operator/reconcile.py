@@ -17,10 +17,12 @@ from typing import Any
 import kopf
 
 from . import MANAGER, reasons
-from .builders import ADAPTERS_LOADED, build_all, selector_labels, service_url
+from .adapters import AdapterReconciler
+from .builders import build_all, selector_labels, service_url
 from .k8s import ApiError, Kube
+from .servers import Servers
 from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
-from .status import Condition, deployment_status, pod_gate_condition, transitions
+from .status import Condition, deployment_status, transitions
 
 log = logging.getLogger(__name__)
 
@@ -107,25 +109,26 @@ class Reconciler:
     """The operator's state for its life: the API client, the configuration, and one lock per
     VLLMDeployment (the CR's handlers, its children's events and the timer may fire together)."""
 
-    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+    def __init__(self, kube: Kube, config: OperatorConfig, servers: Servers) -> None:
         self.kube = kube
         self.config = config
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.servers = servers
+        self.lora = AdapterReconciler(kube, servers, config.images, now)
+        self._locks: defaultdict[tuple[str, ...], asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    async def pod(self, pod: Mapping[str, Any]) -> None:
-        """Pass the adapters-loaded readiness gate of a pod that is meant to hold no adapter.
-        (LoraAdapters, which make a pod wait for its adapters, are reconciled elsewhere.)"""
-        condition = pod_gate_condition(
-            pod,
-            ADAPTERS_LOADED,
-            passing=True,
-            reason=reasons.NO_ADAPTERS,
-            message="no LoRA adapter is meant for this pod",
-            now=now(),
-        )
-        if condition is not None:
-            meta = pod["metadata"]
-            await self.kube.set_pod_condition(meta["namespace"], meta["name"], condition)
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.servers.close()
+
+    async def adapters(
+        self, namespace: str, deployment: str, *, retry: int = 0, deleting: str | None = None
+    ) -> None:
+        """Make the deployment's pods hold their LoRA adapters (see `adapters`). Raises
+        kopf.TemporaryError, with backoff, while a load or unload fails."""
+        async with self._locks[namespace, "lora", deployment]:
+            problems = await self.lora.reconcile(namespace, deployment, deleting=deleting)
+        if problems:
+            raise kopf.TemporaryError("; ".join(problems), delay=backoff(retry))
 
     async def deployment(
         self, namespace: str, name: str, *, retry: int = 0, prune: bool = True

@@ -1,0 +1,315 @@
+"""Level-based reconciliation of a VLLMDeployment's LoRA adapters.
+
+Every time, from scratch: which adapters the LoraAdapters ask for, which pods serve, what each
+server holds right now (asked over HTTP, so a restarted server, a new replica or an operator that
+restarted mid-way all look the same: a server missing adapters). Then load and unload until each
+pod holds exactly what the plan says, set each pod's readiness gate, write each LoraAdapter's
+status. Nothing is remembered between runs but what the status shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from . import reasons
+from .builders import ADAPTERS_LOADED, selector_labels
+from .k8s import Kube
+from .lora import (
+    AdapterSpec,
+    PodState,
+    parse_adapter,
+    plan,
+    pods_meant_for,
+    server_path,
+    source_error,
+)
+from .servers import CallResult, ServerReport, Servers
+from .spec import DeploymentSpec, InvalidSpec, parse_deployment
+from .status import Condition, pod_gate_condition, set_condition, transitions
+
+CONCURRENCY = 16  # server calls in flight per reconcile
+NOT_LOADED_YET = "not loaded yet"
+
+
+@dataclass
+class PodView:
+    name: str
+    body: Mapping[str, Any]
+    url: str | None
+    report: ServerReport | None = None
+
+
+def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
+    """The server's URL, if the pod runs and has an address."""
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    if not ip or status.get("phase", "Running") != "Running":
+        return None
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}"
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _bounded(calls: Sequence[Any]) -> list[Any]:
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(call: Any) -> Any:
+        async with limit:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls))
+
+
+class AdapterReconciler:
+    def __init__(self, kube: Kube, servers: Servers, images: Any, now: Any) -> None:
+        self.kube = kube
+        self.servers = servers
+        self.images = images
+        self.now = now
+        self._unload_failures: list[str] = []
+
+    async def api_key(self, spec: DeploymentSpec) -> str | None:
+        if spec.api_key is None:
+            return None
+        secret = await self.kube.get_or_none("Secret", spec.namespace, spec.api_key.name)
+        value = ((secret or {}).get("data") or {}).get(spec.api_key.key)
+        return base64.b64decode(value).decode() if value else None
+
+    async def pods(self, spec: DeploymentSpec, api_key: str | None) -> list[PodView]:
+        items = await self.kube.list("Pod", spec.namespace, selector_labels(spec.name))
+        mine = selector_labels(spec.name).items()
+        views = [
+            PodView(p["metadata"]["name"], p, pod_url(p, spec.port))
+            for p in items
+            if mine <= ((p.get("metadata") or {}).get("labels") or {}).items()  # kmock-proof
+        ]
+        reports = await _bounded(
+            [self.servers.report(v.url, api_key) if v.url else _nothing() for v in views]
+        )
+        for view, report in zip(views, reports, strict=True):
+            view.report = report
+        return sorted(views, key=lambda v: v.name)
+
+    async def reconcile(
+        self, namespace: str, deployment: str, *, deleting: str | None = None
+    ) -> list[str]:
+        """Make the deployment's pods hold their adapters; returns the problems left (the
+        caller retries with backoff while there are any). `deleting`: a LoraAdapter on its way
+        out, to unload everywhere."""
+        cr = await self.kube.get_or_none("VLLMDeployment", namespace, deployment)
+        bodies = [
+            b
+            for b in await self.kube.list("LoraAdapter", namespace, {})
+            if (b.get("spec") or {}).get("deploymentRef", {}).get("name") == deployment
+        ]
+        adapters = [parse_adapter(b) for b in bodies]
+        problems: dict[str, str] = {}
+        spec = None
+        if cr is None:
+            message = f"VLLMDeployment {deployment!r} not found"
+            problems = dict.fromkeys((a.name for a in adapters), message)
+        else:
+            try:
+                spec = parse_deployment(cr, self.images)
+            except InvalidSpec as e:
+                message = f"VLLMDeployment {deployment!r} is invalid: {e}"
+                problems = dict.fromkeys((a.name for a in adapters), message)
+        if spec is not None and not spec.lora.enabled:
+            message = f"VLLMDeployment {deployment!r} has spec.lora.enabled false"
+            problems = dict.fromkeys((a.name for a in adapters), message)
+        if spec is not None and spec.lora.enabled:
+            for a in adapters:
+                if error := source_error(a.source, spec.lora):
+                    problems[a.name] = error
+
+        views: list[PodView] = []
+        results: dict[tuple[str, str], CallResult] = {}
+        placement: dict[str, tuple[str, ...]] = {}
+        if spec is not None and spec.lora.enabled:
+            api_key = await self.api_key(spec)
+            views = await self.pods(spec, api_key)
+            serving = [v for v in views if v.report is not None]
+            active = [a for a in adapters if a.name not in problems and a.name != deleting]
+            states = [PodState(v.name, v.report.adapters, spec.lora.max_loras) for v in serving]
+            placement = plan(active, states)
+            results = await self._converge(spec, serving, adapters, active, placement, api_key)
+            await self._set_gates(views, placement, results, active)
+
+        await _bounded(
+            [
+                self._write_status(
+                    body, adapter, problems.get(adapter.name), placement, views, results
+                )
+                for body, adapter in zip(bodies, adapters, strict=True)
+                if adapter.name != deleting
+            ]
+        )
+        failed = [f"{a} on {p}: {r.message}" for (a, p), r in results.items() if not r.ok]
+        return [*problems.values(), *failed, *self._unload_failures]
+
+    async def _converge(
+        self,
+        spec: DeploymentSpec,
+        serving: Sequence[PodView],
+        adapters: Sequence[AdapterSpec],
+        active: Sequence[AdapterSpec],
+        placement: Mapping[str, tuple[str, ...]],
+        api_key: str | None,
+    ) -> dict[tuple[str, str], CallResult]:
+        """Load what is missing or stale, unload what is no longer meant; (adapter, pod) ->
+        outcome for every adapter a pod is meant to hold."""
+        by_name = {a.name: a for a in active}
+        ours = {a.adapter_name for a in adapters}
+        calls, keys = [], []
+        results: dict[tuple[str, str], CallResult] = {}
+        for view in serving:
+            assert view.report is not None and view.url is not None
+            held = view.report.adapters
+            meant = {n for n, pods in placement.items() if view.name in pods}
+            for name in sorted(meant):
+                adapter = by_name[name]
+                path = server_path(adapter.source)
+                if held.get(adapter.adapter_name) == path:
+                    results[name, view.name] = CallResult(True)
+                    continue
+                inplace = adapter.adapter_name in held  # the source changed: reload in place
+                calls.append(
+                    self.servers.load(
+                        view.url, adapter.adapter_name, path, inplace=inplace, api_key=api_key
+                    )
+                )
+                keys.append((name, view.name))
+            meant_names = {by_name[n].adapter_name for n in meant}
+            for loaded in sorted(held):
+                if loaded in ours and loaded not in meant_names:
+                    calls.append(self.servers.unload(view.url, loaded, api_key=api_key))
+                    keys.append((None, view.name))
+        self._unload_failures = []
+        for (name, pod), result in zip(keys, await _bounded(calls), strict=True):
+            if name is not None:
+                results[name, pod] = result
+            elif not result.ok:
+                self._unload_failures.append(f"unload on {pod}: {result.message}")
+        return results
+
+    async def _set_gates(
+        self,
+        views: Sequence[PodView],
+        placement: Mapping[str, tuple[str, ...]],
+        results: Mapping[tuple[str, str], CallResult],
+        active: Sequence[AdapterSpec],
+    ) -> None:
+        meant = pods_meant_for(placement)
+        updates = []
+        for view in views:
+            wanted = sorted(meant.get(view.name, ()))
+            if view.report is None and active:
+                # Not serving (starting, restarted): whatever it held is gone or unknown.
+                passing = False
+                reason, message = reasons.SERVER_NOT_READY, "waiting for the server to serve"
+            elif view.report is None:
+                passing = True
+                reason, message = reasons.NO_ADAPTERS, "no LoRA adapter is meant for this pod"
+            else:
+                missing = [
+                    a for a in wanted if not results.get((a, view.name), CallResult(False)).ok
+                ]
+                passing = not missing
+                if not wanted:
+                    reason, message = reasons.NO_ADAPTERS, "no LoRA adapter is meant for this pod"
+                elif passing:
+                    reason, message = reasons.ADAPTERS_LOADED, f"holds {', '.join(wanted)}"
+                else:
+                    reason, message = reasons.ADAPTERS_MISSING, f"missing {', '.join(missing)}"
+            condition = pod_gate_condition(
+                view.body, ADAPTERS_LOADED, passing=passing, reason=reason, message=message,
+                now=self.now(),
+            )  # fmt: skip
+            if condition is not None:
+                meta = view.body["metadata"]
+                updates.append(self.kube.set_pod_condition(meta["namespace"], view.name, condition))
+        await asyncio.gather(*updates)
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        adapter: AdapterSpec,
+        problem: str | None,
+        placement: Mapping[str, tuple[str, ...]],
+        views: Sequence[PodView],
+        results: Mapping[tuple[str, str], CallResult],
+    ) -> None:
+        previous = body.get("status") or {}
+        before = {p.get("pod"): p for p in previous.get("pods") or []}
+        reports = {v.name: v.report for v in views}
+        now = self.now()
+        entries = []
+        for pod in placement.get(adapter.name, ()):
+            result = results.get((adapter.name, pod), CallResult(False, NOT_LOADED_YET))
+            report = reports.get(pod)
+            entry: dict[str, Any] = {"pod": pod, "loaded": result.ok}
+            if report is not None:
+                entry["serverInstance"] = report.instance
+            old = before.get(pod) or {}
+            if result.ok:
+                same = old.get("loaded") and old.get("serverInstance") == entry.get(
+                    "serverInstance"
+                )
+                entry["loadedAt"] = old.get("loadedAt") if same and old.get("loadedAt") else now
+            else:
+                entry["lastError"] = result.message
+            entries.append(entry)
+        desired, loaded = len(entries), sum(e["loaded"] for e in entries)
+        errors = [
+            f"{e['pod']}: {e['lastError']}"
+            for e in entries
+            if e.get("lastError") not in (None, NOT_LOADED_YET)
+        ]
+        if problem:
+            ready = Condition("Ready", False, reasons.INVALID_ADAPTER, problem)
+            degraded = Condition("Degraded", True, reasons.INVALID_ADAPTER, problem)
+        elif errors:
+            ready = Condition("Ready", False, reasons.LOAD_FAILED, f"{loaded}/{desired} pods")
+            degraded = Condition("Degraded", True, reasons.LOAD_FAILED, "; ".join(errors))
+        elif desired == 0:
+            ready = Condition("Ready", False, reasons.NO_SERVING_PODS, "no pod serves yet")
+            degraded = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+        else:
+            ready = Condition(
+                "Ready", loaded == desired, reasons.ADAPTERS_LOADED if loaded == desired
+                else reasons.LOADING, f"{loaded}/{desired} pods",
+            )  # fmt: skip
+            degraded = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+        conditions = list(previous.get("conditions") or [])
+        for cond in (ready, degraded):
+            conditions = set_condition(conditions, cond, now=now, generation=adapter.generation)
+        status: dict[str, Any] = {
+            "desiredPods": desired,
+            "loadedPods": loaded,
+            "loadedText": f"{loaded}/{desired}",
+            "pods": entries,
+            "conditions": conditions,
+        }
+        if adapter.generation is not None:
+            status["observedGeneration"] = adapter.generation
+        if status != {k: previous.get(k) for k in status}:
+            await self.kube.patch_status("LoraAdapter", adapter.namespace, adapter.name, status)
+        for cond in transitions(previous.get("conditions") or [], conditions):
+            healthy = cond["status"] == ("False" if cond["type"] == "Degraded" else "True")
+            kopf.event(
+                dict(body),
+                type="Normal" if healthy else "Warning",
+                reason=cond["reason"],
+                message=f"{cond['type']}={cond['status']}: {cond['message']}".rstrip(": "),
+            )
