@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import kubernetes
 import pytest
+from kube_emulator import API_CALLS_FILE, SEEN_CALLS, write_kubeconfig
+from operator_samples import IMAGES
 from vllm_servers import ext_server, free_port
 
 from vllm_server_ext.tiny_model import generate_lora, generate_model
@@ -46,3 +51,29 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     finally:
         # SIGTERM ends the server cleanly, its gRPC service and load sampler included.
         assert proc.stop() == 0, proc.log()[-3000:]
+
+
+@pytest.fixture
+def kubeconfig(kmock, tmp_path, monkeypatch):
+    """Points the operator (Kopf's login and our client) at the `kmock` emulator."""
+    path = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # `kubernetes` read $KUBECONFIG into this default when it was first imported.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("VLLM_SERVER_IMAGE_GPU", IMAGES.gpu)
+    monkeypatch.setenv("VLLM_SERVER_IMAGE_CPU", IMAGES.cpu)
+    monkeypatch.setenv("POD_NAMESPACE", "vllm-system")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def operator_api_calls():
+    """After the session: every API call the operator made is in the record for the RBAC."""
+    yield
+    recorded = {tuple(c) for c in json.loads(API_CALLS_FILE.read_text())}
+    if os.environ.get("UPDATE_GOLDEN"):
+        lines = ",\n".join(f"  {json.dumps(c)}" for c in sorted(recorded | SEEN_CALLS))
+        API_CALLS_FILE.write_text(f"[\n{lines}\n]\n")
+        return
+    assert recorded >= SEEN_CALLS, f"new API calls, add them: {sorted(SEEN_CALLS - recorded)}"

@@ -14,10 +14,17 @@ Added here, as a real API server behaves (named so, in `KubeEmulator`):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import secrets
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import kmock
+from kopf.testing import KopfRunner
 
 VERBS = ["create", "get", "list", "watch", "patch", "update", "delete"]
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -101,3 +108,71 @@ def api_calls(emulator: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
         plural = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
         calls.add((verb, r.resource.group or "", plural))
     return calls
+
+
+# Every (verb, group, resource) the operator sent in these tests; the chart's RBAC must grant
+# them. The file is checked at the end of the session (conftest): a new call fails the tests
+# until it is added (UPDATE_GOLDEN=1).
+API_CALLS_FILE = Path(__file__).parent / "golden" / "operator-api-calls.json"
+SEEN_CALLS: set[tuple[str, str, str]] = set()
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "kmock", "user": {}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
+
+
+async def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(KeyError, TypeError, IndexError):
+            if predicate():
+                return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(emulator: kmock.KubernetesEmulator):
+    """The operator as `vllm-operator` runs it, stopped at the end; it must exit cleanly."""
+    cr = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
+    runner = KopfRunner(["run", "-A", "--standalone", "-m", "vllm_operator.handlers"], timeout=30)
+    runner.__enter__()
+    try:
+        await wait_for(
+            lambda: any(r.action == kmock.action.WATCH and r.resource == cr for r in emulator),
+            what="the operator to watch VLLMDeployments",
+        )
+        await asyncio.sleep(0.1)  # the watch stream subscribes to the emulator's events
+        yield runner
+    finally:
+        # KopfRunner joins its thread synchronously; the emulator serves from this loop.
+        await asyncio.to_thread(runner.__exit__, *sys.exc_info())
+        SEEN_CALLS.update(api_calls(emulator))
+    assert runner.exit_code == 0, runner.output
+
+
+async def create(emulator: kmock.KubernetesEmulator, path: str, obj: dict) -> None:
+    """POST as a user would; plus uid, generation and resourceVersion, which the API server
+    would set and kmock does not."""
+    name = obj["metadata"]["name"]
+    obj["metadata"] |= {"uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"}
+    response = await emulator.post(path, json=obj)
+    assert response.status == 200, await response.text()
+
+
+def events(emulator: kmock.KubernetesEmulator, reason: str | None = None) -> list[dict]:
+    event = kmock.resource("v1/events")
+    found = [o for key, o in emulator.objects.items() if key[0] == event and not o.deleted]
+    return [e for e in found if reason is None or e.get("reason") == reason]

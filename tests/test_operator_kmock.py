@@ -8,18 +8,10 @@ generation, the Deployment controller's status), it says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import sys
-import time
-from pathlib import Path
 
 import kmock
-import kubernetes
 import pytest
-from kopf.testing import KopfRunner
-from kube_emulator import KubeEmulator, api_calls, declare
+from kube_emulator import KubeEmulator, create, declare, events, running_operator, wait_for
 from operator_samples import GOOD, IMAGES, vllmd
 
 from vllm_operator.builders import ADAPTERS_LOADED, build_deployment, build_service
@@ -38,85 +30,6 @@ EVENT = kmock.resource("v1/events")
 POD = kmock.resource("v1/pods")
 CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-# Every (verb, group, resource) the operator sent in these tests; the chart's RBAC must grant
-# them. The file is checked: a new call fails the tests until it is added (UPDATE_GOLDEN=1).
-API_CALLS_FILE = Path(__file__).parent / "golden" / "operator-api-calls.json"
-_seen_calls: set[tuple[str, str, str]] = set()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def recorded_api_calls():
-    yield
-    recorded = {tuple(c) for c in json.loads(API_CALLS_FILE.read_text())}
-    if os.environ.get("UPDATE_GOLDEN"):
-        everything = sorted(recorded | _seen_calls)
-        lines = ",\n".join(f"  {json.dumps(call)}" for call in everything)
-        API_CALLS_FILE.write_text(f"[\n{lines}\n]\n")
-        return
-    assert _seen_calls <= recorded, f"new API calls, add them: {sorted(_seen_calls - recorded)}"
-
-
-@pytest.fixture
-def kubeconfig(kmock: kmock.KubernetesEmulator, tmp_path, monkeypatch):
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url)}}],
-                "users": [{"name": "kmock", "user": {}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    # `kubernetes` read $KUBECONFIG into this default when it was first imported.
-    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("VLLM_SERVER_IMAGE_GPU", IMAGES.gpu)
-    monkeypatch.setenv("VLLM_SERVER_IMAGE_CPU", IMAGES.cpu)
-    monkeypatch.setenv("POD_NAMESPACE", "vllm-system")
-    return path
-
-
-async def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(KeyError, TypeError, IndexError):
-            if predicate():
-                return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def running_operator(emulator: kmock.KubernetesEmulator):
-    """The operator as `vllm-operator` runs it, stopped at the end; it must exit cleanly."""
-    runner = KopfRunner(["run", "-A", "--standalone", "-m", "vllm_operator.handlers"], timeout=30)
-    runner.__enter__()
-    try:
-        await wait_for(
-            lambda: any(r.action == kmock.action.WATCH and r.resource == CR for r in emulator),
-            what="the operator to watch VLLMDeployments",
-        )
-        await asyncio.sleep(0.1)  # the watch stream subscribes to the emulator's events
-        yield runner
-    finally:
-        # KopfRunner joins its thread synchronously; the emulator serves from this loop.
-        await asyncio.to_thread(runner.__exit__, *sys.exc_info())
-        _seen_calls.update(api_calls(emulator))
-    assert runner.exit_code == 0, runner.output
-
-
-async def create(emulator: kmock.KubernetesEmulator, obj: dict) -> None:
-    # The API server would set uid, generation and resourceVersion; kmock does not.
-    obj["metadata"] |= {"uid": f"uid-{obj['metadata']['name']}", "generation": 1}
-    obj["metadata"]["resourceVersion"] = "1"
-    response = await emulator.post(CR_PATH, json=obj)
-    assert response.status == 200, await response.text()
 
 
 async def patch_cr(emulator, name: str, patch: dict, *, generation: int | None = None):
@@ -139,16 +52,11 @@ def condition(emulator, name: str, type_: str) -> dict:
     return next(c for c in cr(emulator, name)["status"]["conditions"] if c["type"] == type_)
 
 
-def events(emulator, reason: str | None = None) -> list[dict]:
-    found = [o for key, o in emulator.objects.items() if key[0] == EVENT and not o.deleted]
-    return [e for e in found if reason is None or e.get("reason") == reason]
-
-
 async def test_create_builds_children_and_writes_status(kmock, kubeconfig):
     declare(kmock)
     body = GOOD["cpu-tiny"] | {"metadata": {"name": "tiny", "namespace": NS}}
     async with running_operator(kmock):
-        await create(kmock, body)
+        await create(kmock, CR_PATH, body)
         await wait_for(lambda: "conditions" in cr(kmock, "tiny")["status"], what="a status")
         await wait_for(lambda: exists(kmock, (SERVICE, NS, "tiny")), what="the Service")
 
@@ -174,7 +82,7 @@ async def test_create_builds_children_and_writes_status(kmock, kubeconfig):
 async def test_status_follows_the_deployment_and_events_mark_transitions(kmock, kubeconfig):
     declare(kmock)
     async with running_operator(kmock):
-        await create(kmock, vllmd("llama", {"model": {"uri": "hf://org/llama"}}, NS))
+        await create(kmock, CR_PATH, vllmd("llama", {"model": {"uri": "hf://org/llama"}}, NS))
         await wait_for(lambda: "conditions" in cr(kmock, "llama")["status"])
         # Standing in for the Deployment controller: the pod became ready.
         ready = {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
@@ -195,7 +103,7 @@ async def test_update_scale_and_prune(kmock, kubeconfig):
     declare(kmock)
     spec = {"model": {"uri": "/m"}, "networkPolicy": {"enabled": True}}
     async with running_operator(kmock):
-        await create(kmock, vllmd("m", spec, NS))
+        await create(kmock, CR_PATH, vllmd("m", spec, NS))
         await wait_for(lambda: exists(kmock, (NETPOL, NS, "m")), what="the NetworkPolicy")
 
         await patch_cr(kmock, "m", {"spec": {"replicas": 3}}, generation=2)
@@ -219,7 +127,7 @@ async def test_update_scale_and_prune(kmock, kubeconfig):
 async def test_deleted_service_comes_back(kmock, kubeconfig):
     declare(kmock)
     async with running_operator(kmock):
-        await create(kmock, vllmd("svc", {"model": {"uri": "/m"}}, NS))
+        await create(kmock, CR_PATH, vllmd("svc", {"model": {"uri": "/m"}}, NS))
         await wait_for(lambda: exists(kmock, (SERVICE, NS, "svc")))
         deleted = await kmock.delete(f"/api/v1/namespaces/{NS}/services/svc")
         assert deleted.status == 200
@@ -231,7 +139,7 @@ async def test_monitoring_objects_only_where_their_crds_exist(kmock, kubeconfig)
     declare(kmock, monitoring=True)
     spec = {"model": {"uri": "/m"}, "monitoring": {"serviceMonitor": True}}
     async with running_operator(kmock):
-        await create(kmock, vllmd("mon", spec, NS))
+        await create(kmock, CR_PATH, vllmd("mon", spec, NS))
         await wait_for(lambda: exists(kmock, (SERVICE_MONITOR, NS, "mon")))
 
 
@@ -239,7 +147,7 @@ async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubec
     declare(kmock)
     spec = {"model": {"uri": "/m"}, "apiKeySecret": {"name": "nope"}}
     async with running_operator(kmock):
-        await create(kmock, vllmd("sec", spec, NS))
+        await create(kmock, CR_PATH, vllmd("sec", spec, NS))
         await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "True")
         await wait_for(lambda: events(kmock, "SecretNotFound"), what="a Warning event")
         assert not exists(kmock, (DEPLOYMENT, NS, "sec"))  # pods would only fail to start
@@ -258,7 +166,7 @@ async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfi
     declare(kmock)
     spec = {"model": {"uri": "/m"}, "resources": {"limits": {"nvidia.com/gpu": 1}}}
     async with running_operator(kmock):
-        await create(kmock, vllmd("bad", spec, NS))
+        await create(kmock, CR_PATH, vllmd("bad", spec, NS))
         await wait_for(lambda: condition(kmock, "bad", "Degraded")["reason"] == "InvalidSpec")
         await wait_for(lambda: events(kmock, "InvalidSpec"))
         before = len(list(kmock))
@@ -272,7 +180,7 @@ async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfi
 async def test_restart_resumes_without_writing_anything_new(kmock, kubeconfig):
     declare(kmock)
     async with running_operator(kmock):
-        await create(kmock, vllmd("keep", {"model": {"uri": "/m"}}, NS))
+        await create(kmock, CR_PATH, vllmd("keep", {"model": {"uri": "/m"}}, NS))
         await wait_for(lambda: "conditions" in cr(kmock, "keep")["status"])
         await asyncio.sleep(0.5)
     status = cr(kmock, "keep")["status"]
@@ -287,7 +195,7 @@ async def test_pods_with_no_adapters_pass_the_readiness_gate(kmock, kubeconfig):
     declare(kmock)
     spec = {"model": {"uri": "/m"}, "lora": {"enabled": True}}
     async with running_operator(kmock):
-        await create(kmock, vllmd("lora", spec, NS))
+        await create(kmock, CR_PATH, vllmd("lora", spec, NS))
         await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "lora")))
         template = kmock.objects[DEPLOYMENT, NS, "lora"].raw["spec"]["template"]
         assert template["spec"]["readinessGates"] == [{"conditionType": ADAPTERS_LOADED}]
@@ -312,7 +220,7 @@ async def test_pods_with_no_adapters_pass_the_readiness_gate(kmock, kubeconfig):
 async def test_delete_leaves_cleanup_to_garbage_collection(kmock, kubeconfig):
     declare(kmock)
     async with running_operator(kmock):
-        await create(kmock, vllmd("gone", {"model": {"uri": "/m"}}, NS))
+        await create(kmock, CR_PATH, vllmd("gone", {"model": {"uri": "/m"}}, NS))
         await wait_for(lambda: "conditions" in cr(kmock, "gone")["status"])
         await asyncio.sleep(0.5)  # let the first reconcile's echoes settle
         before = len(list(kmock))

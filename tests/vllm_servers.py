@@ -51,6 +51,7 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
     grpc_port: int | None = None
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
@@ -58,7 +59,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> ServerProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **self.env}
@@ -66,7 +67,7 @@ class ServerProcess:
         self._log = self.log_path.open("wb")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [*self.argv, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*self.argv, "--host", self.host, "--port", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -77,7 +77,8 @@ class AdapterReconciler:
         self.servers = servers
         self.images = images
         self.now = now
-        self._unload_failures: list[str] = []
+        # adapter name -> unload failures of the last converge
+        self._unload_failures: dict[str, list[str]] = {}
 
     async def api_key(self, spec: DeploymentSpec) -> str | None:
         if spec.api_key is None:
@@ -101,12 +102,10 @@ class AdapterReconciler:
             view.report = report
         return sorted(views, key=lambda v: v.name)
 
-    async def reconcile(
-        self, namespace: str, deployment: str, *, deleting: str | None = None
-    ) -> list[str]:
-        """Make the deployment's pods hold their adapters; returns the problems left (the
-        caller retries with backoff while there are any). `deleting`: a LoraAdapter on its way
-        out, to unload everywhere."""
+    async def reconcile(self, namespace: str, deployment: str) -> dict[str, list[str]]:
+        """Make the deployment's pods hold their adapters; returns the problems left per
+        LoraAdapter (its handlers retry with backoff while it has any). LoraAdapters being
+        deleted are unloaded everywhere; their only problems are failed unloads."""
         cr = await self.kube.get_or_none("VLLMDeployment", namespace, deployment)
         bodies = [
             b
@@ -140,7 +139,7 @@ class AdapterReconciler:
             api_key = await self.api_key(spec)
             views = await self.pods(spec, api_key)
             serving = [v for v in views if v.report is not None]
-            active = [a for a in adapters if a.name not in problems and a.name != deleting]
+            active = [a for a in adapters if a.name not in problems and not a.deleting]
             states = [PodState(v.name, v.report.adapters, spec.lora.max_loras) for v in serving]
             placement = plan(active, states)
             results = await self._converge(spec, serving, adapters, active, placement, api_key)
@@ -152,11 +151,21 @@ class AdapterReconciler:
                     body, adapter, problems.get(adapter.name), placement, views, results
                 )
                 for body, adapter in zip(bodies, adapters, strict=True)
-                if adapter.name != deleting
+                if not adapter.deleting
             ]
         )
-        failed = [f"{a} on {p}: {r.message}" for (a, p), r in results.items() if not r.ok]
-        return [*problems.values(), *failed, *self._unload_failures]
+        left: dict[str, list[str]] = {}
+        for adapter in adapters:
+            if adapter.deleting:
+                left[adapter.name] = self._unload_failures.get(adapter.adapter_name, [])
+                continue
+            failed = [
+                f"{pod}: {r.message}"
+                for (a, pod), r in results.items()
+                if a == adapter.name and not r.ok
+            ]
+            left[adapter.name] = [problems[adapter.name]] if adapter.name in problems else failed
+        return left
 
     async def _converge(
         self,
@@ -172,6 +181,7 @@ class AdapterReconciler:
         by_name = {a.name: a for a in active}
         ours = {a.adapter_name for a in adapters}
         calls, keys = [], []
+        unloads: set[tuple[str, str]] = set()
         results: dict[tuple[str, str], CallResult] = {}
         for view in serving:
             assert view.report is not None and view.url is not None
@@ -194,13 +204,15 @@ class AdapterReconciler:
             for loaded in sorted(held):
                 if loaded in ours and loaded not in meant_names:
                     calls.append(self.servers.unload(view.url, loaded, api_key=api_key))
-                    keys.append((None, view.name))
-        self._unload_failures = []
+                    keys.append((loaded, view.name))
+                    unloads.add((loaded, view.name))
+        self._unload_failures = {}
         for (name, pod), result in zip(keys, await _bounded(calls), strict=True):
-            if name is not None:
+            if (name, pod) not in unloads:
                 results[name, pod] = result
             elif not result.ok:
-                self._unload_failures.append(f"unload on {pod}: {result.message}")
+                failures = self._unload_failures.setdefault(name, [])
+                failures.append(f"unload on {pod}: {result.message}")
         return results
 
     async def _set_gates(

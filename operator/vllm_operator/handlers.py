@@ -94,7 +94,9 @@ async def owned_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **
 @kopf.on.update(*LORA)
 async def lora_adapter_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     deployment = body.spec["deploymentRef"]["name"]
-    await memo.reconciler.adapters(body.metadata.namespace, deployment, retry=retry)
+    await memo.reconciler.adapters(
+        body.metadata.namespace, deployment, adapter=body.metadata.name, retry=retry
+    )
 
 
 @kopf.on.delete(*LORA)
@@ -102,15 +104,14 @@ async def lora_adapter_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_
     """Unload it everywhere before the finalizer goes (retried while a server refuses)."""
     deployment = body.spec["deploymentRef"]["name"]
     await memo.reconciler.adapters(
-        body.metadata.namespace, deployment, retry=retry, deleting=body.metadata.name
+        body.metadata.namespace, deployment, adapter=body.metadata.name, retry=retry
     )
 
 
 async def _adapters_quietly(memo: kopf.Memo, namespace: str, deployment: str) -> None:
     """Adapter reconciles triggered by other objects: problems land in the LoraAdapters'
     status and events, and their own handlers retry."""
-    with contextlib.suppress(kopf.TemporaryError):
-        await memo.reconciler.adapters(namespace, deployment)
+    await memo.reconciler.adapters(namespace, deployment)
 
 
 async def _reconcile_owner(body: kopf.Body, type: str | None, memo: kopf.Memo) -> None:

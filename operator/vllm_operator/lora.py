@@ -21,6 +21,7 @@ class AdapterSpec:
     adapter_name: str  # the model name clients use
     source: str
     replicas: int | None  # None: every pod
+    deleting: bool = False  # the resource is being deleted: unload it everywhere
 
 
 def parse_adapter(body: Mapping[str, Any]) -> AdapterSpec:
@@ -34,6 +35,7 @@ def parse_adapter(body: Mapping[str, Any]) -> AdapterSpec:
         adapter_name=spec.get("adapterName") or meta["name"],
         source=spec["source"]["uri"],
         replicas=spec.get("replicas"),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 

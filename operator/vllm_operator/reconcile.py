@@ -121,14 +121,14 @@ class Reconciler:
         await self.servers.close()
 
     async def adapters(
-        self, namespace: str, deployment: str, *, retry: int = 0, deleting: str | None = None
+        self, namespace: str, deployment: str, *, adapter: str | None = None, retry: int = 0
     ) -> None:
         """Make the deployment's pods hold their LoRA adapters (see `adapters`). Raises
-        kopf.TemporaryError, with backoff, while a load or unload fails."""
+        kopf.TemporaryError, with backoff, while `adapter` (a LoraAdapter name) has problems."""
         async with self._locks[namespace, "lora", deployment]:
-            problems = await self.lora.reconcile(namespace, deployment, deleting=deleting)
-        if problems:
-            raise kopf.TemporaryError("; ".join(problems), delay=backoff(retry))
+            problems = await self.lora.reconcile(namespace, deployment)
+        if adapter is not None and problems.get(adapter):
+            raise kopf.TemporaryError("; ".join(problems[adapter]), delay=backoff(retry))
 
     async def deployment(
         self, namespace: str, name: str, *, retry: int = 0, prune: bool = True
