@@ -13,94 +13,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import kmock
-import psutil
+from kube_harness import BenchEmulator, start_operator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kube_emulator import KubeEmulator, declare
+from kube_emulator import declare, write_kubeconfig
 
 CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-
-
-class BenchEmulator(KubeEmulator):
-    """kmock 0.8 scans its whole request log on every request (quadratic: 200 creates take
-    3.7 s here). This keeps the log itself (`history`) and leaves kmock only the requests in
-    flight (the one at hand, open watch streams), so the bench measures the operator, not the
-    emulator. Uses kmock's private log."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.history: list = []
-
-    async def _handle(self, request):
-        self.history.append(request)
-        try:
-            return await super()._handle(request)
-        finally:  # in-flight requests (watch streams) stay until they end
-            self._requests.remove(request)
-
-
 DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "bench"
-
-
-def sample_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
-    process = psutil.Process(pid)
-    while not stop.is_set():
-        try:
-            peak[0] = max(peak[0], process.memory_info().rss)
-        except psutil.Error:
-            return
-        time.sleep(0.02)
 
 
 async def run(count: int) -> dict[str, object]:
     async with BenchEmulator() as emulator, kmock.Server(emulator):
         declare(emulator)
         work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
-        kubeconfig = work / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "k", "cluster": {"server": str(emulator.url)}}],
-                    "users": [{"name": "k", "user": {}}],
-                    "contexts": [{"name": "k", "context": {"cluster": "k", "user": "k"}}],
-                    "current-context": "k",
-                }
-            )
-        )
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        log = (work / "operator.log").open("wb")
-        started = time.monotonic()
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "vllm_operator", "--standalone", "--quiet"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        peak, stop = [0], threading.Event()
-        sampler = threading.Thread(target=sample_rss, args=(operator.pid, peak, stop))
-        sampler.start()
-        try:
-            watching = (kmock.action.WATCH, CR)
-            while not any((r.action, r.resource) == watching for r in emulator.history):
-                assert operator.poll() is None, (work / "operator.log").read_text()
-                await asyncio.sleep(0.05)
-            ready_after = time.monotonic() - started
-            await asyncio.sleep(0.2)
+        kubeconfig = write_kubeconfig(work / "kubeconfig", str(emulator.url))
+        async with start_operator(emulator, kubeconfig, work) as operator:
+            ready_after = time.monotonic() - operator.started
             requests_before = len(emulator.history)
-
             t0 = time.monotonic()
             for i in range(count):
                 name = f"model-{i:03d}"
@@ -134,23 +70,18 @@ async def run(count: int) -> dict[str, object]:
                 r for r in emulator.history[requests_before:]
                 if not r.headers.get("User-Agent", "").startswith("kmock")
             ]  # fmt: skip
-        finally:
-            operator.terminate()
-            operator.wait(30)
-            stop.set()
-            sampler.join()
-            log.close()
+        peak = operator.peak_rss
     return {
         "count": count,
         "seconds_to_all_deployments_and_statuses": round(elapsed, 3),
         "seconds_to_post_all": round(created, 3),
         "operator_startup_seconds": round(ready_after, 3),
-        "operator_peak_rss_mb": round(peak[0] / 2**20, 1),
+        "operator_peak_rss_mb": round(peak / 2**20, 1),
         "operator_requests": len(operator_requests),
         "operator_requests_per_deployment": round(len(operator_requests) / count, 1),
         "targets_met": {
             "le_10_seconds": elapsed <= 10,
-            "le_150_mb": peak[0] / 2**20 <= 150,
+            "le_150_mb": peak / 2**20 <= 150,
         },
     }
 
