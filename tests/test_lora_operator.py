@@ -248,3 +248,22 @@ async def test_bad_adapters_are_degraded_with_the_servers_message(
             assert (await kmock.delete(f"{LORA_PATH}/{name}")).status == 200
         await wait_for(lambda: gate(kmock, "tiny-0")["status"] == "True", what="the gate to open")
     assert all(not served_adapters(s) for s in servers)
+
+
+async def test_operator_restarted_mid_load_loses_nothing(kmock, kubeconfig, servers, adapters_root):
+    declare(kmock)
+    async with running_operator(kmock):
+        await start_pods(kmock, servers, adapters_root)
+        await add_adapter(kmock, "sql", adapters_root / "sql")
+        # Stopped right away: the loads may or may not have happened.
+    async with running_operator(kmock):
+        await wait_for(
+            lambda: lora_condition(kmock, "sql", "Ready")["status"] == "True",
+            timeout=30, what="the adapter after the restart",
+        )  # fmt: skip
+        assert [served_adapters(s) for s in servers] == [{"sql": str(adapters_root / "sql")}] * 2
+        entries = lora_status(kmock, "sql")["pods"]
+        assert sorted(e["pod"] for e in entries) == ["tiny-0", "tiny-1"]  # one entry per pod
+        assert all(gate(kmock, p)["status"] == "True" for p in ("tiny-0", "tiny-1"))
+        assert (await kmock.delete(f"{LORA_PATH}/sql")).status == 200
+        await wait_for(lambda: not any(served_adapters(s) for s in servers), timeout=30)
