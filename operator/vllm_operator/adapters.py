@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import kopf
 
 from . import reasons
 from .builders import ADAPTERS_LOADED, selector_labels
@@ -29,9 +27,10 @@ from .lora import (
     server_path,
     source_error,
 )
+from .report import report_status
 from .servers import CallResult, ServerReport, Servers
-from .spec import DeploymentSpec, InvalidSpec, parse_deployment
-from .status import Condition, pod_gate_condition, set_condition, transitions
+from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
+from .status import Condition, pod_gate_condition, set_condition
 
 CONCURRENCY = 16  # server calls in flight per reconcile
 NOT_LOADED_YET = "not loaded yet"
@@ -72,13 +71,13 @@ async def _bounded(calls: Sequence[Any]) -> list[Any]:
 
 
 class AdapterReconciler:
-    def __init__(self, kube: Kube, servers: Servers, images: Any, now: Any) -> None:
+    def __init__(
+        self, kube: Kube, servers: Servers, images: Images, now: Callable[[], str]
+    ) -> None:
         self.kube = kube
         self.servers = servers
         self.images = images
         self.now = now
-        # adapter name -> unload failures of the last converge
-        self._unload_failures: dict[str, list[str]] = {}
 
     async def api_key(self, spec: DeploymentSpec) -> str | None:
         if spec.api_key is None:
@@ -134,6 +133,7 @@ class AdapterReconciler:
 
         views: list[PodView] = []
         results: dict[tuple[str, str], CallResult] = {}
+        unload_failures: dict[str, list[str]] = {}
         placement: dict[str, tuple[str, ...]] = {}
         if spec is not None and spec.lora.enabled:
             api_key = await self.api_key(spec)
@@ -142,7 +142,9 @@ class AdapterReconciler:
             active = [a for a in adapters if a.name not in problems and not a.deleting]
             states = [PodState(v.name, v.report.adapters, spec.lora.max_loras) for v in serving]
             placement = plan(active, states)
-            results = await self._converge(spec, serving, adapters, active, placement, api_key)
+            results, unload_failures = await self._converge(
+                serving, adapters, active, placement, api_key
+            )
             await self._set_gates(views, placement, results, active)
 
         await _bounded(
@@ -157,7 +159,7 @@ class AdapterReconciler:
         left: dict[str, list[str]] = {}
         for adapter in adapters:
             if adapter.deleting:
-                left[adapter.name] = self._unload_failures.get(adapter.adapter_name, [])
+                left[adapter.name] = unload_failures.get(adapter.adapter_name, [])
                 continue
             failed = [
                 f"{pod}: {r.message}"
@@ -169,15 +171,15 @@ class AdapterReconciler:
 
     async def _converge(
         self,
-        spec: DeploymentSpec,
         serving: Sequence[PodView],
         adapters: Sequence[AdapterSpec],
         active: Sequence[AdapterSpec],
         placement: Mapping[str, tuple[str, ...]],
         api_key: str | None,
-    ) -> dict[tuple[str, str], CallResult]:
-        """Load what is missing or stale, unload what is no longer meant; (adapter, pod) ->
-        outcome for every adapter a pod is meant to hold."""
+    ) -> tuple[dict[tuple[str, str], CallResult], dict[str, list[str]]]:
+        """Load what is missing or stale, unload what is no longer meant. Returns (adapter,
+        pod) -> outcome for every adapter a pod is meant to hold, and the failed unloads per
+        adapter name."""
         by_name = {a.name: a for a in active}
         ours = {a.adapter_name for a in adapters}
         calls, keys = [], []
@@ -206,14 +208,13 @@ class AdapterReconciler:
                     calls.append(self.servers.unload(view.url, loaded, api_key=api_key))
                     keys.append((loaded, view.name))
                     unloads.add((loaded, view.name))
-        self._unload_failures = {}
+        unload_failures: dict[str, list[str]] = {}
         for (name, pod), result in zip(keys, await _bounded(calls), strict=True):
             if (name, pod) not in unloads:
                 results[name, pod] = result
             elif not result.ok:
-                failures = self._unload_failures.setdefault(name, [])
-                failures.append(f"unload on {pod}: {result.message}")
-        return results
+                unload_failures.setdefault(name, []).append(f"unload on {pod}: {result.message}")
+        return results, unload_failures
 
     async def _set_gates(
         self,
@@ -315,13 +316,4 @@ class AdapterReconciler:
         }
         if adapter.generation is not None:
             status["observedGeneration"] = adapter.generation
-        if status != {k: previous.get(k) for k in status}:
-            await self.kube.patch_status("LoraAdapter", adapter.namespace, adapter.name, status)
-        for cond in transitions(previous.get("conditions") or [], conditions):
-            healthy = cond["status"] == ("False" if cond["type"] == "Degraded" else "True")
-            kopf.event(
-                dict(body),
-                type="Normal" if healthy else "Warning",
-                reason=cond["reason"],
-                message=f"{cond['type']}={cond['status']}: {cond['message']}".rstrip(": "),
-            )
+        await report_status(self.kube, "LoraAdapter", body, status)

@@ -20,9 +20,10 @@ from . import MANAGER, reasons
 from .adapters import AdapterReconciler
 from .builders import build_all, selector_labels, service_url
 from .k8s import ApiError, Kube
+from .report import report_status
 from .servers import Servers
 from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
-from .status import Condition, deployment_status, transitions
+from .status import Condition, deployment_status
 
 log = logging.getLogger(__name__)
 
@@ -209,14 +210,5 @@ async def _write_status(
         generation=meta.get("generation"),
         now=now(),
     )
-    if status != {k: previous.get(k) for k in status}:
-        await kube.patch_status("VLLMDeployment", namespace, name, status)
-    for cond in transitions(previous.get("conditions") or [], status["conditions"]):
-        healthy = cond["status"] == ("False" if cond["type"] == "Degraded" else "True")
-        kopf.event(
-            dict(body),
-            type="Normal" if healthy else "Warning",
-            reason=cond["reason"],
-            message=f"{cond['type']}={cond['status']}: {cond['message']}".rstrip(": "),
-        )
+    await report_status(kube, "VLLMDeployment", body, status)
     return status
