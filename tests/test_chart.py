@@ -93,6 +93,10 @@ def notes(values: dict[str, Any] | None = None) -> str:
     return files[f"{Path(CHART).name}/templates/NOTES.txt"]
 
 
+def is_hook(obj: dict) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
 def by_kind(objects: list[dict], kind: str) -> list[dict]:
     return [o for o in objects if o["kind"] == kind]
 
@@ -149,7 +153,7 @@ def test_operator_deployment():
 
 
 def test_existing_service_account_is_used_not_created():
-    objects = render(MATRIX["operator options"])
+    objects = [o for o in render(MATRIX["operator options"]) if not is_hook(o)]
     assert by_kind(objects, "ServiceAccount") == []
     (deployment,) = by_kind(objects, "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
@@ -183,6 +187,33 @@ def test_helm_test_hook_checks_ready_and_a_completion():
     (api_key,) = pod["spec"]["containers"][0]["env"]
     assert api_key["valueFrom"]["secretKeyRef"] == {"name": "llama-api", "key": "api-key"}
     assert by_kind(render(MATRIX["operator options"]), "Pod") == []
+
+
+def test_uninstall_hook_deletes_the_releases_adapters_before_the_operator_goes():
+    hooks = [o for o in render() if is_hook(o)]
+    assert {o["kind"] for o in hooks} == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert all(o["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete" for o in hooks)
+    (job,) = by_kind(hooks, "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["kubectl", "delete", "loraadapters.serving.vllm.ai"]
+    assert "--selector=app.kubernetes.io/instance=vllm" in command
+    (role,) = by_kind(hooks, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["serving.vllm.ai"], "resources": ["loraadapters"],
+         "verbs": ["list", "delete", "get", "watch"]}
+    ]  # fmt: skip
+    assert not [o for o in render({"uninstallHook": {"enabled": False}}) if is_hook(o)]
+
+
+def test_dashboard_shows_the_servers_metrics():
+    assert by_kind(render(), "ConfigMap") == []
+    (config_map,) = by_kind(render({"dashboard": {"enabled": True}}), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["vllm.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("vllm:server_ready", "vllm:num_tokens_running", "vllm:num_tokens_waiting",
+                   "vllm:kv_cache_usage_perc", "vllm:startup_phase_duration_seconds"):  # fmt: skip
+        assert metric in exprs
 
 
 def test_notes_tell_the_next_step():
