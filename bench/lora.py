@@ -32,7 +32,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from kube_emulator import declare, write_kubeconfig  # noqa: E402
+from kube_emulator import create, declare, pod_status, write_kubeconfig  # noqa: E402
 from kube_harness import BenchEmulator, start_operator  # noqa: E402
 from vllm_servers import ext_server, free_port  # noqa: E402
 
@@ -92,24 +92,6 @@ class LoraApiDouble:
         body = await request.json()
         self.adapters[self._host(request)].pop(body["lora_name"], None)
         return web.Response(text="Success")
-
-
-async def create(emulator, path: str, obj: dict) -> None:
-    obj["metadata"] |= {
-        "uid": f"uid-{obj['metadata']['name']}",
-        "generation": 1,
-        "resourceVersion": "1",
-    }
-    response = await emulator.post(path, json=obj)
-    assert response.status == 200, await response.text()
-
-
-def pod_status(ip: str, ready: bool, restarts: int = 0) -> dict:
-    return {
-        "phase": "Running",
-        "podIP": ip,
-        "containerStatuses": [{"name": "server", "ready": ready, "restartCount": restarts}],
-    }
 
 
 async def scenario(emulator, name: str, hosts: list[str], port: int, source: str, holds) -> float:

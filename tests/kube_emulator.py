@@ -176,3 +176,12 @@ def events(emulator: kmock.KubernetesEmulator, reason: str | None = None) -> lis
     event = kmock.resource("v1/events")
     found = [o for key, o in emulator.objects.items() if key[0] == event and not o.deleted]
     return [e for e in found if reason is None or e.get("reason") == reason]
+
+
+def pod_status(ip: str, *, ready: bool, restarts: int = 0) -> dict:
+    """A running pod's status as the kubelet writes it (tests stand in for the kubelet)."""
+    return {
+        "phase": "Running",
+        "podIP": ip,
+        "containerStatuses": [{"name": "server", "ready": ready, "restartCount": restarts}],
+    }

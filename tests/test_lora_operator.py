@@ -11,7 +11,15 @@ import time
 import httpx
 import kmock
 import pytest
-from kube_emulator import KubeEmulator, create, declare, events, running_operator, wait_for
+from kube_emulator import (
+    KubeEmulator,
+    create,
+    declare,
+    events,
+    pod_status,
+    running_operator,
+    wait_for,
+)
 from operator_samples import IMAGES, vllmd
 from vllm_servers import ext_server, free_port
 
@@ -77,14 +85,6 @@ def pod_body(name: str, template: dict, ip: str, *, ready: bool, restarts: int =
         "metadata": {"name": name, "namespace": NS, **template["metadata"]},
         "spec": template["spec"],
         "status": pod_status(ip, ready=ready, restarts=restarts),
-    }
-
-
-def pod_status(ip: str, *, ready: bool, restarts: int = 0) -> dict:
-    return {
-        "phase": "Running",
-        "podIP": ip,
-        "containerStatuses": [{"name": "server", "ready": ready, "restartCount": restarts}],
     }
 
 
