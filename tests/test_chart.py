@@ -319,6 +319,8 @@ JUSTIFIED = {
     ("get", "monitoring.coreos.com", "podmonitors"),
     ("patch", "monitoring.coreos.com", "podmonitors"),
     ("get", "", "pods"),
+    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement (kmock enforces no RBAC)
+    ("update", "serving.vllm.ai", "vllmdeployments/finalizers"),
     # Kopf in a real cluster: CRD-based discovery and cluster-wide namespace listing
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),

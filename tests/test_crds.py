@@ -134,3 +134,11 @@ def test_loraadapter_rules():
     moved["deploymentRef"]["name"] = "other"
     errors = admit("LoraAdapter", lora(moved), old=with_defaults("LoraAdapter", lora(good)))
     assert any("deploymentRef.name is immutable" in e for e in errors)
+    named = {**good, "adapterName": "sql"}
+    renamed = {**good, "adapterName": "sql2"}
+    old = with_defaults("LoraAdapter", lora(named))
+    assert admit("LoraAdapter", lora(named), old=old) == []
+    assert any(
+        "adapterName is immutable" in e for e in admit("LoraAdapter", lora(renamed), old=old)
+    )
+    assert any("adapterName is immutable" in e for e in admit("LoraAdapter", lora(good), old=old))

@@ -131,11 +131,28 @@ def test_spec_defaults():
     assert cpu.model.served_name == "m"
 
 
+def test_gpus_from_resources_like_any_pod_spec():
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "/m"}, "resources": {"limits": {"nvidia.com/gpu": 2}}}), IMAGES
+    )
+    assert spec.gpus == 2
+    assert "nvidia.com/gpu" not in spec.limits  # set from spec.gpus by the builder, once
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"accelerator": "CPU", "gpusPerReplica": 2}, "runs without GPUs"),
-        ({"resources": {"limits": {"nvidia.com/gpu": 1}}}, "request GPUs with spec.gpusPerReplica"),
+        (
+            {"accelerator": "CPU", "resources": {"limits": {"nvidia.com/gpu": 1}}},
+            "runs without GPUs",
+        ),
+        ({"gpusPerReplica": 2, "resources": {"limits": {"nvidia.com/gpu": 1}}}, "disagree"),
+        (
+            {"resources": {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}},
+            "differ",
+        ),
+        ({"resources": {"limits": {"nvidia.com/gpu": "half"}}}, "whole number"),
     ],
 )
 def test_what_the_schema_lets_through_is_still_refused(spec: dict, message: str):
@@ -158,3 +175,25 @@ def test_pod_gate_condition_only_for_gated_pods_and_only_on_change():
     failing = pod_gate_condition(passed, ADAPTERS_LOADED, **{**args, "passing": False})
     assert failing is not None
     assert failing["status"] == "False"
+
+
+def test_drifted_sees_changes_of_our_fields_and_ignores_server_defaults():
+    from vllm_operator.reconcile import drifted
+
+    wanted = {"spec": {"replicas": 2, "ports": [{"name": "http", "port": 8000}]}}
+    defaulted = {"spec": {"replicas": 2, "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+                          "clusterIP": "10.0.0.1"}}  # fmt: skip
+    assert not drifted(wanted, defaulted)
+    assert drifted(wanted, {"spec": {"replicas": 3, "ports": defaulted["spec"]["ports"]}})
+    assert drifted(wanted, {"spec": {"replicas": 2, "ports": []}})
+
+
+def test_the_digest_changes_when_a_field_is_removed():
+    from vllm_operator.reconcile import APPLIED, with_digest
+
+    with_selector = {"metadata": {"name": "x"}, "spec": {"nodeSelector": {"gpu": "a100"}}}
+    without = {"metadata": {"name": "x"}, "spec": {}}
+    digest = with_digest(with_selector)["metadata"]["annotations"][APPLIED]
+    assert digest != with_digest(without)["metadata"]["annotations"][APPLIED]
+    assert digest == with_digest(with_selector)["metadata"]["annotations"][APPLIED]
+    assert "annotations" not in with_selector["metadata"]  # the input is left alone

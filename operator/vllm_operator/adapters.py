@@ -56,6 +56,11 @@ def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
     return f"http://{host}:{port}"
 
 
+def containers_ready(pod: Mapping[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all(s.get("ready") for s in statuses)
+
+
 async def _nothing() -> None:
     return None
 
@@ -226,7 +231,13 @@ class AdapterReconciler:
         meant = pods_meant_for(placement)
         updates = []
         for view in views:
+            if (view.body.get("metadata") or {}).get("deletionTimestamp"):
+                continue  # going away: its gate no longer matters
             wanted = sorted(meant.get(view.name, ()))
+            if view.report is None and active and containers_ready(view.body):
+                # The container serves (the kubelet says so) but did not answer us: a timeout,
+                # a rotated API key. Not a restart: leave the gate as it is.
+                continue
             if view.report is None and active:
                 # Not serving (starting, restarted): whatever it held is gone or unknown.
                 passing = False

@@ -74,7 +74,7 @@ def server_args(spec: DeploymentSpec) -> list[str]:
     else:
         location = model.uri
     args = [location, "--served-model-name", model.served_name]
-    args += ["--host", "0.0.0.0", "--port", str(spec.port)]
+    args += ["--host", "::", "--port", str(spec.port)]  # dual-stack: IPv4, IPv6 and both
     if model.revision:
         args += ["--revision", model.revision]
     engine = spec.engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -11,7 +12,7 @@ import kopf
 
 from . import GROUP, MANAGER, VERSION
 from .builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
-from .k8s import Kube
+from .k8s import ApiError, Kube
 from .reconcile import OperatorConfig, Reconciler
 from .servers import Servers
 from .spec import Images
@@ -38,11 +39,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ),
         namespace=os.environ.get("POD_NAMESPACE", "vllm-system"),
     )
+    # Watch only our own children (server-side), not every pod of the cluster.
+    for resource in ("v1/pods", "v1/services", "apps/v1/deployments"):
+        settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGER}"
     memo.reconciler = Reconciler(Kube.connect(), config, Servers())
+    memo.drift = asyncio.create_task(drift_loop(memo.reconciler))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.drift.cancel()
     await memo.reconciler.close()
 
 
@@ -55,12 +61,21 @@ async def vllm_deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, 
     await _adapters_quietly(memo, body.metadata.namespace, body.metadata.name)
 
 
-@kopf.timer(*VLLMD, interval=DRIFT_CHECK_SECONDS, initial_delay=DRIFT_CHECK_SECONDS, idle=30)
-async def vllm_deployment_drift(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Objects deleted or edited behind our back come back within a minute; so do adapters a
-    server lost without the operator seeing it (checked against each server's /v1/models)."""
-    await memo.reconciler.deployment(body.metadata.namespace, body.metadata.name)
-    await _adapters_quietly(memo, body.metadata.namespace, body.metadata.name)
+async def drift_loop(reconciler: Reconciler) -> None:
+    """Every minute, every VLLMDeployment: objects deleted or edited behind our back come back,
+    and so do adapters a server lost without the operator seeing it (checked against each
+    server's /v1/models). A loop of our own, not a Kopf timer: timers put Kopf's finalizer on
+    every object, and a VLLMDeployment then outlives an uninstalled operator."""
+    while True:
+        await asyncio.sleep(DRIFT_CHECK_SECONDS)
+        try:
+            for cr in await reconciler.kube.list_all("VLLMDeployment"):
+                meta = cr["metadata"]
+                with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                    await reconciler.deployment(meta["namespace"], meta["name"])
+                await reconciler.adapters(meta["namespace"], meta["name"])
+        except Exception:  # the next round retries; a drift check never stops the operator
+            logging.getLogger(__name__).exception("drift check failed")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -83,6 +98,8 @@ async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo
 async def owned_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A pod of a LoRA-serving deployment appeared, restarted, became ready or went away: its
     adapters (and its readiness gate, which keeps traffic off until they are loaded) follow."""
+    if type is None:
+        return  # the initial listing: the resume handlers reconcile everything anyway
     gates = [g.get("conditionType") for g in body.spec.get("readinessGates") or []]
     deployment = body.metadata.labels.get(DEPLOYMENT_LABEL)
     if ADAPTERS_LOADED in gates and deployment:
@@ -110,8 +127,13 @@ async def lora_adapter_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_
 
 async def _adapters_quietly(memo: kopf.Memo, namespace: str, deployment: str) -> None:
     """Adapter reconciles triggered by other objects: problems land in the LoraAdapters'
-    status and events, and their own handlers retry."""
-    await memo.reconciler.adapters(namespace, deployment)
+    status and events, and their own handlers retry; an API hiccup waits for the next event."""
+    try:
+        await memo.reconciler.adapters(namespace, deployment)
+    except ApiError as e:
+        logging.getLogger(__name__).warning(
+            "adapter reconcile of %s/%s: %s", namespace, deployment, e
+        )
 
 
 async def _reconcile_owner(body: kopf.Body, type: str | None, memo: kopf.Memo) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 from . import MANAGER
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
+DISCOVERY_TTL = 300.0  # seconds: CRDs installed later (e.g. the Prometheus Operator's) show up
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class NotFound(ApiError):
     pass
 
 
-def _connection_settings() -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
+def _connection_settings() -> tuple[Any, ssl.SSLContext | bool]:
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -77,34 +79,30 @@ def _connection_settings() -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         config.load_kube_config(client_configuration=cfg)
-    headers = {}
-    token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-    if token:
-        headers["Authorization"] = token if " " in token else f"Bearer {token}"
     if not cfg.host.startswith("https"):
-        return cfg.host, headers, False
+        return cfg, False
     context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
     if cfg.cert_file:
         context.load_cert_chain(cfg.cert_file, cfg.key_file)
     if not cfg.verify_ssl:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    return cfg.host, headers, context
+    return cfg, context
 
 
 class Kube:
-    def __init__(self, host: str, headers: Mapping[str, str], ssl_: ssl.SSLContext | bool):
+    def __init__(self, host: str, ssl_: ssl.SSLContext | bool, cfg: Any = None) -> None:
         self.host = host.rstrip("/")
+        self._cfg = cfg  # kubernetes.client.Configuration: credentials, refreshed per request
         self._session = aiohttp.ClientSession(
-            headers=dict(headers),
-            timeout=TIMEOUT,
-            connector=aiohttp.TCPConnector(ssl=ssl_, limit=32),
+            timeout=TIMEOUT, connector=aiohttp.TCPConnector(ssl=ssl_, limit=32)
         )
-        self._discovered: dict[str, set[str]] = {}
+        self._discovered: dict[str, tuple[float, set[str]]] = {}
 
     @classmethod
     def connect(cls) -> Kube:
-        return cls(*_connection_settings())
+        cfg, ssl_ = _connection_settings()
+        return cls(cfg.host, ssl_, cfg)
 
     async def close(self) -> None:
         await self._session.close()
@@ -119,6 +117,26 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         headers = {"Content-Type": content_type} if body is not None else {}
+        headers |= self._auth()
+        try:
+            return await self._request(method, path, body, params, headers)
+        except (aiohttp.ClientError, TimeoutError) as e:  # asyncio.TimeoutError on Python 3.10
+            raise ApiError(0, f"{method} {path}: {e or type(e).__name__}") from e
+
+    def _auth(self) -> dict[str, str]:
+        """The bearer token, refreshed as the client's loaders do (the in-cluster token file
+        rotates; kubeconfig exec plugins issue short-lived tokens)."""
+        cfg = self._cfg
+        if cfg is None:
+            return {}
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+        if not token:
+            return {}
+        return {"Authorization": token if " " in token else f"Bearer {token}"}
+
+    async def _request(self, method, path, body, params, headers) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         async with self._session.request(
             method, self.host + path, json=body, params=params, headers=headers
         ) as response:
@@ -142,6 +160,10 @@ class Kube:
             return await self.get(kind, namespace, name)
         except NotFound:
             return None
+
+    async def list_all(self, kind: str) -> list[dict]:
+        """Every object of `kind`, all namespaces."""
+        return list((await self.request("GET", KINDS[kind].path())).get("items") or [])
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
@@ -176,21 +198,24 @@ class Kube:
     async def set_pod_condition(self, namespace: str, name: str, condition: Any) -> None:
         """Set one condition of a pod's status (a strategic merge keyed by type, so the
         kubelet's own conditions stay as they are)."""
-        await self.request(
-            "PATCH",
-            KINDS["Pod"].path(namespace, name) + "/status",
-            body={"status": {"conditions": [condition]}},
-            content_type="application/strategic-merge-patch+json",
-        )
+        with contextlib.suppress(NotFound):  # the pod went away meanwhile
+            await self.request(
+                "PATCH",
+                KINDS["Pod"].path(namespace, name) + "/status",
+                body={"status": {"conditions": [condition]}},
+                content_type="application/strategic-merge-patch+json",
+            )
 
     async def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` (e.g. the Prometheus Operator's CRDs)."""
         k = KINDS[kind]
-        if k.api_version not in self._discovered:
+        cached = self._discovered.get(k.api_version)
+        if cached is None or time.monotonic() - cached[0] > DISCOVERY_TTL:
             try:
                 resources = await self.request("GET", f"/apis/{k.api_version}")
                 names = {r["name"] for r in resources.get("resources") or []}
-            except ApiError:
+            except NotFound:
                 names = set()
-            self._discovered[k.api_version] = names
-        return k.plural in self._discovered[k.api_version]
+            # Other errors propagate (and are retried); only answers are cached.
+            cached = self._discovered[k.api_version] = (time.monotonic(), names)
+        return k.plural in cached[1]

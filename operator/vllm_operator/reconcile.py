@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -16,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from . import MANAGER, reasons
+from . import GROUP, MANAGER, reasons
 from .adapters import AdapterReconciler
 from .builders import build_all, selector_labels, service_url
 from .k8s import ApiError, Kube
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 # Kinds the operator creates and removes again when the spec stops wanting them. The model
 # cache claim is left out on purpose: turning the cache off must not delete downloaded models
 # (it goes with the VLLMDeployment, through its owner reference).
+APPLIED = f"{GROUP}/applied"  # annotation: digest of the object as last applied
 PRUNABLE = ("Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor")
 MONITORING = ("ServiceMonitor", "PodMonitor")
 
@@ -60,11 +63,23 @@ def drifted(wanted: Any, actual: Any) -> bool:
     return wanted != actual
 
 
+def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` annotated with a digest of itself: a change of the wanted object, removals
+    included (which a comparison with the live object cannot see), changes the digest."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj["metadata"]
+    return {
+        **obj,
+        "metadata": {**meta, "annotations": {**meta.get("annotations", {}), APPLIED: digest}},
+    }
+
+
 async def apply_drifted(kube: Kube, wanted: list[dict[str, Any]]) -> list[str]:
-    """Apply the objects that are missing or differ from what we want; returns what changed.
-    An unchanged object costs a read, not a write (and no watch event echoing back to us)."""
+    """Apply the objects that are missing, that we now want differently (the digest), or that
+    someone changed (a field of ours differs); returns what was applied. An unchanged object
+    costs a read, not a write (and no watch event echoing back to us)."""
     applied = []
-    for obj in wanted:
+    for obj in map(with_digest, wanted):
         meta = obj["metadata"]
         actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
         if actual is None or drifted({k: v for k, v in obj.items() if k != "apiVersion"}, actual):
@@ -84,7 +99,7 @@ async def missing_secrets(kube: Kube, spec: DeploymentSpec) -> list[str]:
         secret = await kube.get_or_none("Secret", spec.namespace, ref.name)
         if secret is None:
             missing.append(f"Secret {ref.name!r} not found")
-        elif ref.key not in (secret.get("data") or {}) | (secret.get("stringData") or {}):
+        elif ref.key not in (secret.get("data") or {}):
             missing.append(f"Secret {ref.name!r} has no key {ref.key!r}")
     return missing
 

@@ -14,6 +14,7 @@ from typing import Any
 from .schema import with_defaults
 
 CPU, GPU = "CPU", "GPU"
+GPU_RESOURCE = "nvidia.com/gpu"
 _OPTIONAL_OBJECTS = (
     "engine", "lora", "orca", "modelCache", "monitoring", "podDisruptionBudget", "networkPolicy",
 )  # fmt: skip
@@ -166,16 +167,25 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
     uri = model["uri"]
     default_name = uri[len("hf://") :] if uri.startswith("hf://") else meta["name"]
     accelerator = spec["accelerator"]
-    gpus = spec.get("gpusPerReplica", 0 if accelerator == CPU else 1)
-    if accelerator == CPU and gpus:
-        raise InvalidSpec("accelerator CPU runs without GPUs: set gpusPerReplica to 0")
     resources = spec.get("resources") or {}
     requests = {k: quantity(v) for k, v in (resources.get("requests") or {}).items()}
     limits = {k: quantity(v) for k, v in (resources.get("limits") or {}).items()}
-    if "nvidia.com/gpu" in requests or "nvidia.com/gpu" in limits:
-        raise InvalidSpec(
-            "request GPUs with spec.gpusPerReplica, not as nvidia.com/gpu in spec.resources"
-        )
+    # GPUs: spec.gpusPerReplica, or nvidia.com/gpu in the resources as in any pod spec.
+    in_resources = {requests.pop(GPU_RESOURCE, None), limits.pop(GPU_RESOURCE, None)} - {None}
+    if len(in_resources) > 1:
+        raise InvalidSpec(f"{GPU_RESOURCE} request and limit differ: {sorted(in_resources)}")
+    gpus = spec.get("gpusPerReplica")
+    if in_resources:
+        (value,) = in_resources
+        if not value.isdigit():
+            raise InvalidSpec(f"{GPU_RESOURCE} must be a whole number, not {value!r}")
+        if gpus is not None and gpus != int(value):
+            raise InvalidSpec(f"gpusPerReplica {gpus} and {GPU_RESOURCE} {value} disagree")
+        gpus = int(value)
+    if gpus is None:
+        gpus = 0 if accelerator == CPU else 1
+    if accelerator == CPU and gpus:
+        raise InvalidSpec("accelerator CPU runs without GPUs: set gpusPerReplica to 0")
     engine, lora, orca, cache = spec["engine"], spec["lora"], spec["orca"], spec["modelCache"]
     monitoring, pdb = spec["monitoring"], spec["podDisruptionBudget"]
     network = spec["networkPolicy"]
