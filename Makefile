@@ -15,7 +15,7 @@ CPU_ARGS := --dtype float32 --enforce-eager --max-model-len 512 \
 export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 
-.PHONY: install run test unit bench lint clean
+.PHONY: install run test unit e2e bench lint clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: install
 
 unit: install
 	$(VENV)/bin/pytest -m "not vllm"
+
+# Needs docker, kind, helm and kubectl; builds the images, creates a kind cluster, deletes it.
+e2e: install
+	$(VENV)/bin/pytest -m e2e tests/e2e -p no:cacheprovider
 
 bench: install
 	$(PY) bench/startup.py
