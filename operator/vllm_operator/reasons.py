@@ -15,9 +15,6 @@ INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"
 APPLY_FAILED = "ApplyFailed"
 
-# Events
-APPLIED = "Applied"
-
 # The LoRA readiness gate on pods
 NO_ADAPTERS = "NoAdapters"
 SERVER_NOT_READY = "ServerNotReady"

@@ -35,9 +35,8 @@ def set_condition(
             continue
         found = True
         flipped = cond.get("status") != status
-        out.append(
-            _condition(new, status, now if flipped else cond["lastTransitionTime"], generation)
-        )
+        since = now if flipped else cond.get("lastTransitionTime", now)
+        out.append(_condition(new, status, since, generation))
     if not found:
         out.append(_condition(new, status, now, generation))
     return out

@@ -222,7 +222,7 @@ def _cgroup_cpu_limit() -> float | None:
     """CPUs allowed by the cgroup v2 quota (a container's CPU limit), if any."""
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        return None if quota == "max" else max(1.0, int(quota) / int(period))
+        return None if quota == "max" else int(quota) / int(period)  # may be fractional
     except (OSError, ValueError):
         return None
 

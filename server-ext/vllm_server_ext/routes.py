@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -28,7 +29,7 @@ class ServerExtension:
     orca_formats: tuple[str, ...]
     can_sleep: bool
 
-    @property
+    @cached_property  # built once, appended to every response
     def instance_header(self) -> tuple[bytes, bytes]:
         return (INSTANCE_HEADER.encode(), self.state.instance_id.encode())
 
