@@ -94,12 +94,15 @@ class LoraApiDouble:
         return web.Response(text="Success")
 
 
-async def scenario(emulator, name: str, hosts: list[str], port: int, source: str, holds) -> float:
+async def scenario(
+    emulator, name: str, hosts: list[str], port: int, admin_port: int, source: str, holds
+) -> float:
     """Deployment + pods, then the clock: LoraAdapter created -> every server holds it."""
     spec = {
         "model": {"uri": "/models/tiny", "servedName": "tiny-llama"},
         "accelerator": "CPU",
         "port": port,
+        "adminPort": admin_port,
         "lora": {"enabled": True, "maxLoras": 2, "maxRank": 8},
     }
     body = {
@@ -148,7 +151,7 @@ async def run(sizes: list[int]) -> dict[str, object]:
         "8",
         env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
     )
-    real.host, real.port = "127.0.0.2", port
+    real.host, real.port, real.admin_port = "127.0.0.2", port, free_port()
     await asyncio.to_thread(lambda: real.start().wait_ready())
 
     def real_holds(host: str, name: str) -> bool:
@@ -156,7 +159,7 @@ async def run(sizes: list[int]) -> dict[str, object]:
         return any(m["id"] == name for m in models)
 
     # The baseline: one direct load on the real server (then unloaded again).
-    with httpx.Client(base_url=real.url, timeout=60) as client:
+    with httpx.Client(base_url=real.admin_url, timeout=60) as client:
         loads = []
         for _ in range(3):
             start = time.monotonic()
@@ -178,13 +181,14 @@ async def run(sizes: list[int]) -> dict[str, object]:
             per_n = {}
             for n in sizes:
                 if n == 1:
-                    hosts, holds, kind, pod_port = [real.host], real_holds, "real server", port
+                    hosts, holds, kind = [real.host], real_holds, "real server"
+                    ports = port, real.admin_port
                 else:
                     hosts = [f"127.0.1.{i + 1}" for i in range(n)]
-                    pod_port = free_port()
-                    double = LoraApiDouble(hosts, pod_port, load_seconds=direct)
+                    ports = free_port(), free_port()  # the operator calls the admin port only
+                    double = LoraApiDouble(hosts, ports[1], load_seconds=direct)
                     holds, kind = (lambda h, a, d=double: a in d.adapters[h]), "test double"
-                seconds = await scenario(emulator, f"d{n}", hosts, pod_port, source, holds)
+                seconds = await scenario(emulator, f"d{n}", hosts, *ports, source, holds)
                 per_n[n] = {
                     "pods": n,
                     "servers": kind,

@@ -32,8 +32,8 @@ def tiny_lora_r16(tiny_model: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The session's shared server: multiprocess engine (vLLM's default), LoRA and every ORCA
-    form on."""
+    """The session's shared server: multiprocess engine (vLLM's default), LoRA on an admin port
+    and every ORCA form on."""
     log = tmp_path_factory.mktemp("logs") / "session-server.log"
     grpc_port = free_port()
     proc = ext_server(
@@ -45,6 +45,7 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         "--orca-oob-min-interval", "0.2",
     )  # fmt: skip
     proc.grpc_port = grpc_port
+    proc.admin_port = free_port()
     proc.start()
     try:
         yield proc.wait_ready()

@@ -48,6 +48,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "subresources": ["status"],
     },
 }
+# Kopf's peering object (the chart ships the CRD and creates one object for the release).
+PEERING = {
+    "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
+}
 MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
     "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor"},
@@ -82,7 +86,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
 
 def declare(emulator: kmock.KubernetesEmulator, *, monitoring: bool = False) -> None:
-    for name, spec in {**RESOURCES, **(MONITORING if monitoring else {})}.items():
+    for name, spec in {**RESOURCES, **PEERING, **(MONITORING if monitoring else {})}.items():
         emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}
 
 

@@ -84,7 +84,11 @@ GOOD = {
             "networkPolicy": {
                 "enabled": True,
                 "from": [{"namespaceSelector": {"matchLabels": {"gateway": "true"}}}],
+                "metricsFrom": [
+                    {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}},
+                ],
             },
+            "orca": {"grpcPort": 9001},
             "inferencePool": {"name": "qwen-pool"},
         },
     ),

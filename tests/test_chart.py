@@ -231,6 +231,7 @@ def test_crds_come_from_the_one_copy():
     assert set(shipped) == {
         "vllmdeployments.serving.vllm.ai.yaml",
         "loraadapters.serving.vllm.ai.yaml",
+        "clusterkopfpeerings.kopf.dev.yaml",
     }
 
 
@@ -275,7 +276,7 @@ def test_every_value_is_in_the_schema_and_documented():
     ("values", "message"),
     [
         ({"bogus": 1}, "additional properties 'bogus' not allowed"),
-        ({"operator": {"replicas": 2}}, "maximum: got 2, want 1"),
+        ({"operator": {"replicas": 6}}, "maximum: got 6, want 5"),
         ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "value must be one of"),
         (
             {"deployments": [{"name": "Bad_Name", "spec": {"model": {"uri": "/m"}}}]},
@@ -331,8 +332,11 @@ JUSTIFIED = {
 }
 
 
-def granted() -> set[tuple[str, str, str]]:
-    (role,) = by_kind(render(), "ClusterRole")
+def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
+    """What the ClusterRole grants; by default with the peering of more than one replica."""
+    (role,) = by_kind(
+        render({"operator": {"replicas": 2}} if values is None else values), "ClusterRole"
+    )
     return {
         (verb, group, resource)
         for rule in role["rules"]
@@ -352,3 +356,39 @@ def test_rbac_grants_nothing_unused_or_unjustified():
     assert granted() - used - JUSTIFIED == set()
     assert JUSTIFIED - granted() == set()  # a justification for nothing is stale
     assert not any("*" in part for grant in granted() for part in grant)
+
+
+def test_one_operator_replica_runs_standalone_without_peering_rights():
+    objects = render()
+    (deployment,) = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not by_kind(objects, "ClusterKopfPeering") and not by_kind(
+        objects, "PodDisruptionBudget"
+    )
+    assert not any(group == "kopf.dev" for _, group, _ in granted({}))
+
+
+def test_more_operator_replicas_elect_a_leader_through_kopf_peering():
+    objects = render({"operator": {"replicas": 3}})
+    (deployment,) = by_kind(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--peering=vllm" in container["args"] and "--standalone" not in container["args"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "strategy" not in deployment["spec"]  # rolling: the standby takes over
+    (peering,) = by_kind(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "vllm"
+    (pdb,) = by_kind(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    (role,) = by_kind(objects, "ClusterRole")
+    named = [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"] and "resourceNames" in r]
+    assert named == [
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["vllm"],
+            "verbs": ["get", "patch"],
+        }
+    ]

@@ -70,6 +70,21 @@ def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
     assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--admin-port", "8000"], "argument --admin-port: 8000 is the API port too (--port)"),
+        (["--port", "9000", "--admin_port", "9000"], "argument --admin-port: 9000 is the API port too (--port)"),
+        (["--uds", "/tmp/s", "--admin-port", "8001"], "argument --admin-port: not allowed with --uds"),
+        (["--admin-port", "x"], "argument --admin-port/--admin_port: invalid port: 'x' (choose from 1 to 65535)"),
+    ],
+)  # fmt: skip
+def test_bad_admin_port_is_one_line(args: list[str], expected: str):
+    result = run_cli("m", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
+
+
 def test_orca_formats_spaces_commas_and_case():
     inv = cli.parse_command_line(["m", "--orca-formats", "json,Text", "BIN", "--max-num-seqs", "4"])
     assert inv.options.orca_formats == ("JSON", "TEXT", "BIN")
@@ -83,6 +98,18 @@ def test_port_in_use_is_one_line():
         busy.listen()
         port = busy.getsockname()[1]
         result = run_cli("m", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"vllm-ext-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_admin_port_in_use_is_one_line_before_vllm_is_imported():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("m", "--host", "127.0.0.1", "--port", "0", "--admin-port", str(port))
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"vllm-ext-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -106,6 +106,18 @@ BAD = {
         {"model": {"uri": "/m"}, "orca": {"grpcPort": 8000}},
         "orca.grpcPort must differ from port",
     ),
+    "admin port clash": (
+        {"model": {"uri": "/m"}, "port": 9000, "adminPort": 9000},
+        "adminPort must differ from port",
+    ),
+    "admin port clashes with the default API port": (
+        {"model": {"uri": "/m"}, "adminPort": 8000},
+        "adminPort must differ from port",
+    ),
+    "orca port clashes with the admin port": (
+        {"model": {"uri": "/m"}, "orca": {"grpcPort": 8001}},
+        "orca.grpcPort must differ from adminPort",
+    ),
     "unknown orca format": ({"model": {"uri": "/m"}, "orca": {"formats": ["XML"]}}, "not one of"),
     "gpu memory above 1": (
         {"model": {"uri": "/m"}, "engine": {"gpuMemoryUtilization": 1.5}},

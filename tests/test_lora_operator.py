@@ -51,7 +51,7 @@ def adapters_root(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def servers(tiny_model, tmp_path_factory):
     """Two real servers, one per 'pod', on the same port of different loopback addresses."""
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     logs = tmp_path_factory.mktemp("lora-logs")
     procs = []
     for i, host in enumerate(HOSTS):
@@ -60,7 +60,7 @@ def servers(tiny_model, tmp_path_factory):
             "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8",
             env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},  # lighter: the engine in-process
         )  # fmt: skip
-        proc.host, proc.port = host, port
+        proc.host, proc.port, proc.admin_port = host, port, admin_port
         procs.append(proc.start())
     try:
         for proc in procs:
@@ -71,11 +71,12 @@ def servers(tiny_model, tmp_path_factory):
             proc.stop()
 
 
-def deployment_spec(port: int, root) -> dict:
+def deployment_spec(server, root) -> dict:
     return {
         "model": {"uri": "/models/tiny", "servedName": "tiny-llama"},
         "accelerator": "CPU",
-        "port": port,
+        "port": server.port,
+        "adminPort": server.admin_port,
         "lora": {"enabled": True, "maxLoras": 2, "maxRank": 8, "allowedSourceRoots": [str(root)]},
     }
 
@@ -89,7 +90,7 @@ def pod_body(name: str, template: dict, ip: str, *, ready: bool, restarts: int =
 
 
 async def start_pods(emulator, servers, root) -> list[str]:
-    body = vllmd("tiny", deployment_spec(servers[0].port, root), NS)
+    body = vllmd("tiny", deployment_spec(servers[0], root), NS)
     await create(emulator, CR_PATH, body)
     template = build_deployment(parse_deployment(body, IMAGES))["spec"]["template"]
     names = []

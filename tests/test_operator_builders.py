@@ -157,3 +157,26 @@ def test_every_object_is_owned_by_the_vllmdeployment():
 
 def test_builders_are_deterministic():
     assert build("gpu-everything") == build("gpu-everything")
+
+
+def test_network_policy_keeps_the_admin_port_to_the_operator():
+    (policy,) = [o for o in build("gpu-everything") if o["kind"] == "NetworkPolicy"]
+    by_port = {r["ports"][0]["port"]: r["from"] for r in policy["spec"]["ingress"]}
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vllm-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm-operator"}},
+    }
+    gateway = {"namespaceSelector": {"matchLabels": {"gateway": "true"}}}
+    prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    assert by_port == {
+        8000: [operator, gateway, prometheus],  # the API and /metrics
+        8001: [operator],  # LoRA load/unload: nothing else
+        9001: [gateway],  # out-of-band ORCA
+    }
+    (deployment,) = [o for o in build("gpu-everything") if o["kind"] == "Deployment"]
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {p["name"]: p["containerPort"] for p in ports} == {
+        "http": 8000,
+        "admin": 8001,
+        "orca-grpc": 9001,
+    }

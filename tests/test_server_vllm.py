@@ -200,28 +200,58 @@ def test_token_gauges_return_to_zero_after_a_client_disconnects(server: ServerPr
 
 
 def test_lora_load_use_unload_without_the_env_var(server: ServerProcess, tiny_lora):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        httpx.Client(base_url=server.admin_url, timeout=60) as admin,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         load = {"lora_name": "adapter-a", "lora_path": str(tiny_lora)}
-        loaded = client.post("/v1/load_lora_adapter", json=load)
+        loaded = admin.post("/v1/load_lora_adapter", json=load)
         assert loaded.status_code == 200, loaded.text
         models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
         assert models["adapter-a"]["parent"] == SERVED_NAME
         used = client.post("/v1/completions", json=completion(model="adapter-a"))
         assert used.status_code == 200
         assert used.json()["model"] == "adapter-a"
-        again = client.post("/v1/load_lora_adapter", json=load)
+        again = admin.post("/v1/load_lora_adapter", json=load)
         assert again.status_code == 400
         assert "already been loaded" in again.json()["error"]["message"]
         unload = {"lora_name": "adapter-a"}
-        assert client.post("/v1/unload_lora_adapter", json=unload).status_code == 200
-        assert client.post("/v1/unload_lora_adapter", json=unload).status_code == 404
+        assert admin.post("/v1/unload_lora_adapter", json=unload).status_code == 200
+        assert admin.post("/v1/unload_lora_adapter", json=unload).status_code == 404
         gone = client.post("/v1/completions", json=completion(model="adapter-a"))
         assert gone.status_code == 404
 
 
+def test_lora_routes_only_on_the_admin_port(server: ServerProcess, tiny_lora):
+    """The API port refuses the LoRA admin routes (a NetworkPolicy keeps the admin port to the
+    operator); the admin port serves the whole app, and its traffic is not counted as load."""
+    assert server.admin_port
+    with (
+        httpx.Client(base_url=server.admin_url, timeout=60) as admin,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        load = {"lora_name": "not-here", "lora_path": str(tiny_lora)}
+        for path, body in [("/v1/load_lora_adapter", load), ("/v1/unload_lora_adapter", load)]:
+            refused = client.post(path, json=body)
+            assert refused.status_code == 404
+            assert (
+                refused.json()["error"]["message"] == "LoRA adapters are managed on the admin port"
+            )
+            assert refused.headers[INSTANCE_HEADER]
+        assert "not-here" not in {m["id"] for m in admin.get("/v1/models").json()["data"]}
+
+        on_admin = admin.get("/v1/models")
+        assert on_admin.status_code == 200
+        assert on_admin.json()["data"][0]["id"] == SERVED_NAME
+        assert "endpoint-load-metrics" not in on_admin.headers  # the operator's calls: not load
+        assert "endpoint-load-metrics" in client.get("/v1/models").headers
+        for path in ("/health", "/ready", "/metrics"):
+            assert admin.get(path).status_code == 200
+
+
 def test_lora_rank_above_max_is_a_clear_400(server: ServerProcess, tiny_lora_r16):
     response = httpx.post(
-        f"{server.url}/v1/load_lora_adapter",
+        f"{server.admin_url}/v1/load_lora_adapter",
         json={"lora_name": "too-big", "lora_path": str(tiny_lora_r16)},
         timeout=60,
     )
@@ -233,7 +263,7 @@ def test_lora_rank_above_max_is_a_clear_400(server: ServerProcess, tiny_lora_r16
 
 def test_lora_missing_path_is_404(server: ServerProcess, tmp_path):
     response = httpx.post(
-        f"{server.url}/v1/load_lora_adapter",
+        f"{server.admin_url}/v1/load_lora_adapter",
         json={"lora_name": "missing", "lora_path": str(tmp_path / "nope")},
         timeout=60,
     )

@@ -53,6 +53,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     grpc_port: int | None = None
+    admin_port: int | None = None  # with it, `--admin-port` is passed
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     timeline: list[Probe] = field(default_factory=list)
@@ -61,13 +62,19 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """Where the LoRA routes are served: the admin port if there is one."""
+        return f"http://{self.host}:{self.admin_port or self.port}"
+
     def start(self) -> ServerProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **self.env}
         env.pop("VLLM_ALLOW_RUNTIME_LORA_UPDATING", None)  # the server must not need it
         self._log = self.log_path.open("wb")
         self.started_at = time.monotonic()
+        admin = ["--admin-port", str(self.admin_port)] if self.admin_port else []
         self.proc = subprocess.Popen(
-            [*self.argv, "--host", self.host, "--port", str(self.port)],
+            [*self.argv, "--host", self.host, "--port", str(self.port), *admin],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

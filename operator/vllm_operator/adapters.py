@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import reasons
-from .builders import ADAPTERS_LOADED, selector_labels
+from .builders import ADAPTERS_LOADED, ADMIN_PORT_NAME, selector_labels
 from .k8s import Kube
 from .lora import (
     AdapterSpec,
@@ -42,6 +42,16 @@ class PodView:
     body: Mapping[str, Any]
     url: str | None
     report: ServerReport | None = None
+
+
+def admin_port(pod: Mapping[str, Any], default: int) -> int:
+    """The port to manage the pod's server on: its container port named `admin` (the API port
+    refuses the LoRA routes there); `default` for pods from before the admin port."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == ADMIN_PORT_NAME:
+                return int(port["containerPort"])
+    return default
 
 
 def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
@@ -95,7 +105,7 @@ class AdapterReconciler:
         items = await self.kube.list("Pod", spec.namespace, selector_labels(spec.name))
         mine = selector_labels(spec.name).items()
         views = [
-            PodView(p["metadata"]["name"], p, pod_url(p, spec.port))
+            PodView(p["metadata"]["name"], p, pod_url(p, admin_port(p, spec.port)))
             for p in items
             if mine <= ((p.get("metadata") or {}).get("labels") or {}).items()  # kmock-proof
         ]

@@ -6,6 +6,7 @@ reconciler can apply them every time and the tests can compare them to golden fi
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 from . import API_VERSION, GROUP, MANAGER
@@ -15,6 +16,7 @@ ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-servi
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 INFERENCE_POOL_LABEL = "inference.networking.k8s.io/pool"  # Gateway API Inference Extension
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "vllm-operator"}
+ADMIN_PORT_NAME = "admin"  # the container port the operator calls (LoRA routes, /v1/models)
 
 MODEL_MOUNT = "/models"
 CACHE_MOUNT = "/cache"
@@ -75,6 +77,7 @@ def server_args(spec: DeploymentSpec) -> list[str]:
         location = model.uri
     args = [location, "--served-model-name", model.served_name]
     args += ["--host", "::", "--port", str(spec.port)]  # dual-stack: IPv4, IPv6 and both
+    args += ["--admin-port", str(spec.admin_port)]  # LoRA admin routes, for the operator only
     if model.revision:
         args += ["--revision", model.revision]
     engine = spec.engine
@@ -160,7 +163,10 @@ def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
 
 def build_deployment(spec: DeploymentSpec) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
-    ports = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
+    ports = [
+        {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
+        {"name": ADMIN_PORT_NAME, "containerPort": spec.admin_port, "protocol": "TCP"},
+    ]
     if spec.orca.grpc_port:
         ports.append({"name": "orca-grpc", "containerPort": spec.orca.grpc_port})
     container: dict[str, Any] = {
@@ -292,13 +298,27 @@ def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[str, Any]:
-    operator = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
-        "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
-    }
-    ports = [{"protocol": "TCP", "port": spec.port}]
-    if spec.orca.grpc_port:
-        ports.append({"protocol": "TCP", "port": spec.orca.grpc_port})
+    """Ingress by port: the API port for the listed peers, Prometheus and the operator; the ORCA
+    gRPC port for the listed peers; the admin port (LoRA load/unload) for the operator only."""
+
+    def operator() -> dict[str, Any]:
+        return {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+            },
+            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+        }
+
+    def rule(peers: list[dict[str, Any]], port: int) -> dict[str, Any]:
+        return {"from": peers, "ports": [{"protocol": "TCP", "port": port}]}
+
+    peers, scrapers = spec.network_policy_from, spec.network_policy_metrics_from
+    ingress = [
+        rule([operator(), *deepcopy(peers), *deepcopy(scrapers)], spec.port),
+        rule([operator()], spec.admin_port),
+    ]
+    if spec.orca.grpc_port and peers:
+        ingress.append(rule([*deepcopy(peers)], spec.orca.grpc_port))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -306,7 +326,7 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
         "spec": {
             "podSelector": {"matchLabels": selector_labels(spec.name)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [operator, *map(dict, spec.network_policy_from)], "ports": ports}],
+            "ingress": ingress,
         },
     }
 

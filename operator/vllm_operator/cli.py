@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -16,5 +18,11 @@ def kopf_argv(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from kopf.cli import main as kopf_main
+
+    from .peering import POD_ID_ENV
+
+    # With peering, Kopf names this replica by $POD_ID (the chart sets the pod's name), else by
+    # a random id the drift loop could not know.
+    os.environ.setdefault(POD_ID_ENV, f"{socket.gethostname()}-{os.getpid()}")
 
     kopf_main(args=kopf_argv(sys.argv[1:] if argv is None else argv), prog_name="vllm-operator")

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from . import GROUP, MANAGER, VERSION
+from . import GROUP, MANAGER, VERSION, peering
 from .builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
 from .k8s import ApiError, Kube
 from .reconcile import OperatorConfig, Reconciler
@@ -20,7 +20,7 @@ from .spec import Images
 VLLMD = (GROUP, VERSION, "vllmdeployments")
 LORA = (GROUP, VERSION, "loraadapters")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
-DRIFT_CHECK_SECONDS = 60.0
+DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"  # default 60
 
 
 @kopf.on.startup()
@@ -42,8 +42,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Watch only our own children (server-side), not every pod of the cluster.
     for resource in ("v1/pods", "v1/services", "apps/v1/deployments"):
         settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGER}"
+    peering.configure(settings)
     memo.reconciler = Reconciler(Kube.connect(), config, Servers())
-    memo.drift = asyncio.create_task(drift_loop(memo.reconciler))
+    interval = float(os.environ.get(DRIFT_CHECK_SECONDS_ENV) or 60)
+    memo.drift = asyncio.create_task(drift_loop(memo.reconciler, settings, interval))
 
 
 @kopf.on.cleanup()
@@ -61,14 +63,19 @@ async def vllm_deployment_changed(body: kopf.Body, memo: kopf.Memo, retry: int, 
     await _adapters_quietly(memo, body.metadata.namespace, body.metadata.name)
 
 
-async def drift_loop(reconciler: Reconciler) -> None:
-    """Every minute, every VLLMDeployment: objects deleted or edited behind our back come back,
-    and so do adapters a server lost without the operator seeing it (checked against each
-    server's /v1/models). A loop of our own, not a Kopf timer: timers put Kopf's finalizer on
-    every object, and a VLLMDeployment then outlives an uninstalled operator."""
+async def drift_loop(
+    reconciler: Reconciler, settings: kopf.OperatorSettings, interval: float
+) -> None:
+    """Every `interval` (a minute), every VLLMDeployment: objects deleted or edited behind our
+    back come back, and so do adapters a server lost without the operator seeing it (checked
+    against each server's /v1/models). A loop of our own, not a Kopf timer: timers put Kopf's
+    finalizer on every object, and a VLLMDeployment then outlives an uninstalled operator. With
+    peering, only the leading replica checks."""
     while True:
-        await asyncio.sleep(DRIFT_CHECK_SECONDS)
+        await asyncio.sleep(interval)
         try:
+            if not await _leads(reconciler, settings):
+                continue
             for cr in await reconciler.kube.list_all("VLLMDeployment"):
                 meta = cr["metadata"]
                 with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
@@ -76,6 +83,13 @@ async def drift_loop(reconciler: Reconciler) -> None:
                 await reconciler.adapters(meta["namespace"], meta["name"])
         except Exception:  # the next round retries; a drift check never stops the operator
             logging.getLogger(__name__).exception("drift check failed")
+
+
+async def _leads(reconciler: Reconciler, settings: kopf.OperatorSettings) -> bool:
+    if settings.peering.standalone:
+        return True
+    record = await reconciler.kube.get_or_none("ClusterKopfPeering", "", settings.peering.name)
+    return peering.leads(record, peering.own_identity(), settings.peering.priority)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -56,6 +56,7 @@ KINDS = {
         Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
         Kind("serving.vllm.ai/v1alpha1", "VLLMDeployment", "vllmdeployments"),
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),
+        Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
     )
 }
 

@@ -119,6 +119,7 @@ class DeploymentSpec:
     requests: Mapping[str, str]
     limits: Mapping[str, str]
     port: int
+    admin_port: int
     engine: Engine
     lora: Lora
     orca: Orca
@@ -139,6 +140,7 @@ class DeploymentSpec:
     monitoring: Monitoring
     network_policy_enabled: bool
     network_policy_from: tuple[Mapping[str, Any], ...]
+    network_policy_metrics_from: tuple[Mapping[str, Any], ...]
     inference_pool: str | None
 
     @property
@@ -186,6 +188,9 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         gpus = 0 if accelerator == CPU else 1
     if accelerator == CPU and gpus:
         raise InvalidSpec("accelerator CPU runs without GPUs: set gpusPerReplica to 0")
+    ports = [spec["port"], spec["adminPort"], (spec.get("orca") or {}).get("grpcPort")]
+    if len(set(ports)) < len(ports):
+        raise InvalidSpec(f"port, adminPort and orca.grpcPort must differ: {ports}")
     engine, lora, orca, cache = spec["engine"], spec["lora"], spec["orca"], spec["modelCache"]
     monitoring, pdb = spec["monitoring"], spec["podDisruptionBudget"]
     network = spec["networkPolicy"]
@@ -205,6 +210,7 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         requests=requests,
         limits=limits,
         port=spec["port"],
+        admin_port=spec["adminPort"],
         engine=Engine(
             max_model_len=engine.get("maxModelLen"),
             dtype=engine.get("dtype"),
@@ -252,5 +258,6 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         ),
         network_policy_enabled=network["enabled"],
         network_policy_from=tuple(network.get("from") or ()),
+        network_policy_metrics_from=tuple(network.get("metricsFrom") or ()),
         inference_pool=(spec.get("inferencePool") or {}).get("name"),
     )

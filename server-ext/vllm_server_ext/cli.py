@@ -39,6 +39,16 @@ def _extension_parser() -> argparse.ArgumentParser:
         default="text",
         help="format of the server's log lines (json reaches vLLM's loggers too)",
     )
+    parser.add_argument(
+        "--admin-port",
+        "--admin_port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve the LoRA admin routes (/v1/load_lora_adapter, /v1/unload_lora_adapter) only "
+        "on this second port, beside the whole API, so a NetworkPolicy can keep them to the "
+        "operator; default: on the API port, as vLLM does",
+    )
     orca = parser.add_argument_group("ORCA load reports")
     orca.add_argument(
         "--orca-formats",
@@ -121,20 +131,42 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     peek.add_argument("--port", type=int, default=8000)
     peek.add_argument("--uds", default=None)
     address, _ = peek.parse_known_args(vllm_argv)
+    if options.admin_port is not None:
+        if address.uds:
+            _extension_parser().error("argument --admin-port: not allowed with --uds")
+        if options.admin_port == address.port:
+            _extension_parser().error(
+                f"argument --admin-port: {options.admin_port} is the API port too (--port)"
+            )
     return Invocation(options, vllm_argv, address.host or "", address.port, address.uds)
 
 
-def bind(invocation: Invocation) -> socket.socket:
-    """Bind the listening socket the way vLLM's `setup_server` does, before vLLM exists."""
-    if invocation.uds:
+def bind(invocation: Invocation, port: int | None = None) -> socket.socket:
+    """Bind a listening socket the way vLLM's `setup_server` does, before vLLM exists: the API's,
+    or with `port` another one on the same host."""
+    if invocation.uds and port is None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(invocation.uds)
         return sock
     family = socket.AF_INET6 if ":" in invocation.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((invocation.host, invocation.port))
+    try:
+        sock.bind((invocation.host, invocation.port if port is None else port))
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def _bind_or_exit(invocation: Invocation, port: int | None = None) -> socket.socket:
+    try:
+        return bind(invocation, port)
+    except OSError as e:
+        where = (invocation.uds if port is None else None) or (
+            f"{invocation.host or '0.0.0.0'}:{invocation.port if port is None else port}"
+        )
+        raise SystemExit(f"{PROG}: error: cannot listen on {where}: {e.strerror}") from None
 
 
 def installed_vllm_version() -> str | None:
@@ -170,11 +202,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = ServerState()  # the clock of every startup phase starts here
     invocation = parse_command_line(sys.argv[1:] if argv is None else argv)
     configure_logging(invocation.options.log_format)
-    try:
-        sock = bind(invocation)
-    except OSError as e:
-        where = invocation.uds or f"{invocation.host or '0.0.0.0'}:{invocation.port}"
-        raise SystemExit(f"{PROG}: error: cannot listen on {where}: {e.strerror}") from None
+    sock = _bind_or_exit(invocation)
+    # Bound now (a busy port fails here), listened on only once the API serves: until then the
+    # operator's calls are refused at once instead of waiting in a backlog.
+    admin_port = invocation.options.admin_port
+    admin_sock = _bind_or_exit(invocation, admin_port) if admin_port else None
 
     from .early import EarlyServer
 
@@ -193,7 +225,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         from .launcher import run
 
-        run(invocation.vllm_argv, invocation.options, sock=sock, state=state, early=early)
+        run(
+            invocation.vllm_argv,
+            invocation.options,
+            sock=sock,
+            admin_sock=admin_sock,
+            state=state,
+            early=early,
+        )
     except KeyboardInterrupt:
         log.info("interrupted", extra={"phase": state.phase.value})
     except SystemExit:

@@ -9,6 +9,7 @@ early server stops right before vLLM's uvicorn takes over the same socket.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from argparse import Namespace
@@ -17,6 +18,7 @@ from contextlib import ExitStack
 from http import HTTPStatus
 from typing import Any
 
+import uvicorn
 import uvloop
 import vllm.envs as envs
 from prometheus_client import REGISTRY
@@ -24,7 +26,11 @@ from vllm.entrypoints.launchers.api_server.app_state import init_app_state
 from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
 from vllm.entrypoints.launchers.app import build_app
 from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-from vllm.entrypoints.launchers.launcher import serve_http, validate_api_server_args
+from vllm.entrypoints.launchers.launcher import (
+    NoSignalServer,
+    serve_http,
+    validate_api_server_args,
+)
 from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
 from vllm.entrypoints.serve import create_error_response
 from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
@@ -183,10 +189,27 @@ def start_load_reporting(
         stack.callback(grpc_server.start().stop)
 
 
+class AdminServer:
+    """The same app on the admin socket, in vLLM's signal-free uvicorn server: vLLM's shutdown
+    (SIGTERM, a dead engine) stops the API server, and this one right after it."""
+
+    def __init__(self, app: Any, sock: socket.socket, uvicorn_kwargs: dict[str, Any]) -> None:
+        config = uvicorn.Config(app, **uvicorn_kwargs)
+        config.load()
+        self.server = NoSignalServer(config)
+        self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
+        log.info("admin port open", extra={"address": sock.getsockname()})
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
 async def serve(
     args: Namespace,
     options: Namespace,
     sock: socket.socket,
+    admin_sock: socket.socket | None,
     state: ServerState,
     early: EarlyServer,
 ) -> None:
@@ -213,6 +236,7 @@ async def serve(
                 tracker=tracker,
                 orca_formats=options.orca_formats,
                 can_sleep=bool(config.model_config.enable_sleep_mode),
+                admin_port=options.admin_port,
             )
             attach_routes(app, ext)
             await init_app_state(engine_client, app.state, args, supported_tasks)
@@ -224,35 +248,43 @@ async def serve(
             start_load_reporting(engine_client, tracker, args, options, stack)
             mark_draining_on_shutdown(engine_client, state)
 
-            uvicorn_kwargs: dict[str, Any] = {}
+            uvicorn_kwargs: dict[str, Any] = {
+                "log_level": args.uvicorn_log_level,
+                "access_log": not args.disable_uvicorn_access_log,
+                "timeout_keep_alive": envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+                "ssl_keyfile": args.ssl_keyfile,
+                "ssl_certfile": args.ssl_certfile,
+                "ssl_ca_certs": args.ssl_ca_certs,
+                "ssl_cert_reqs": args.ssl_cert_reqs,
+                "ssl_ciphers": args.ssl_ciphers,
+            }
             if (log_config := get_uvicorn_log_config(args)) is not None:
                 uvicorn_kwargs["log_config"] = log_config
             early.stop()
             state.enter(Phase.READY)
             log.info("ready", extra={"startup_seconds": state.startup_seconds()})
-            # As vLLM's build_and_serve does, with our app.
-            shutdown_task = await serve_http(
-                app,
-                sock=sock,
-                enable_ssl_refresh=args.enable_ssl_refresh,
-                host=args.host,
-                port=args.port,
-                log_level=args.uvicorn_log_level,
-                access_log=not args.disable_uvicorn_access_log,
-                timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
-                ssl_keyfile=args.ssl_keyfile,
-                ssl_certfile=args.ssl_certfile,
-                ssl_ca_certs=args.ssl_ca_certs,
-                ssl_cert_reqs=args.ssl_cert_reqs,
-                ssl_ciphers=args.ssl_ciphers,
-                h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-                h11_max_header_count=args.h11_max_header_count,
-                **uvicorn_kwargs,
-            )
+            admin = AdminServer(app, admin_sock, uvicorn_kwargs) if admin_sock else None
+            try:
+                # As vLLM's build_and_serve does, with our app; returns once the server stopped.
+                shutdown_task = await serve_http(
+                    app,
+                    sock=sock,
+                    enable_ssl_refresh=args.enable_ssl_refresh,
+                    host=args.host,
+                    port=args.port,
+                    h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+                    h11_max_header_count=args.h11_max_header_count,
+                    **uvicorn_kwargs,
+                )
+            finally:
+                if admin:
+                    await admin.stop()
         try:
             await shutdown_task
         finally:
             sock.close()
+            if admin_sock:
+                admin_sock.close()
 
 
 def run(
@@ -260,8 +292,9 @@ def run(
     options: Namespace,
     *,
     sock: socket.socket,
+    admin_sock: socket.socket | None,
     state: ServerState,
     early: EarlyServer,
 ) -> None:
     args = parse_vllm_args(vllm_argv, options)
-    uvloop.run(serve(args, options, sock, state, early))
+    uvloop.run(serve(args, options, sock, admin_sock, state, early))

@@ -18,6 +18,12 @@ _FORMAT_REQUEST_HEADER = FORMAT_REQUEST_HEADER.encode()
 _ORCA_HEADER = HEADER.encode()
 # The OpenAI API surface: its responses carry ORCA reports and count towards the request rate.
 API_PREFIX = "/v1/"
+# vLLM's runtime LoRA routes: with an admin port, served there only.
+ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
+_NOT_ON_THIS_PORT = (
+    b'{"error": {"message": "LoRA adapters are managed on the admin port", '
+    b'"type": "NotFoundError", "code": 404}}'
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ class ServerExtension:
     tracker: LoadTracker
     orca_formats: tuple[str, ...]
     can_sleep: bool
+    admin_port: int | None = None  # with it, the LoRA admin routes answer on that port only
 
     @cached_property  # built once, appended to every response
     def instance_header(self) -> tuple[bytes, bytes]:
@@ -38,6 +45,8 @@ class ServerExtMiddleware:
     """Pure ASGI, so streaming responses pass through untouched. On every HTTP response: the
     instance id header; on OpenAI API responses, with ORCA on, one `endpoint-load-metrics`
     report (built from the shared snapshot) and the request counted for `rps_fractional`/`eps`.
+    With an admin port, the LoRA admin routes get a 404 on any other port, and requests on the
+    admin port (the operator's) are not counted as load.
 
     Added through vLLM's `--middleware` list (the app refuses middleware once built), which
     constructs it with the app alone; the rest comes from `app.state` at request time.
@@ -51,7 +60,12 @@ class ServerExtMiddleware:
             return await self.app(scope, receive, send)
         ext: ServerExtension = scope["app"].state.server_ext
         extra = [ext.instance_header]
-        api = ext.orca_formats and scope["path"].startswith(API_PREFIX)
+        on_admin_port = False
+        if ext.admin_port:
+            on_admin_port = (scope.get("server") or (None, None))[1] == ext.admin_port
+            if scope["path"] in ADMIN_PATHS and not on_admin_port:
+                return await _not_found(send, extra)
+        api = ext.orca_formats and scope["path"].startswith(API_PREFIX) and not on_admin_port
         if api:
             requested = next(
                 (v for k, v in scope["headers"] if k == _FORMAT_REQUEST_HEADER), b""
@@ -80,6 +94,13 @@ class ServerExtMiddleware:
         finally:
             if api:
                 ext.tracker.request_finished(status)
+
+
+async def _not_found(send: Any, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"), *extra]
+    headers.append((b"content-length", str(len(_NOT_ON_THIS_PORT)).encode()))
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": _NOT_ON_THIS_PORT})
 
 
 async def current_phase(ext: ServerExtension, engine_client: Any) -> Phase:
