@@ -80,7 +80,12 @@ GOOD = {
             "priorityClassName": "high",
             "terminationGracePeriodSeconds": 300,
             "podDisruptionBudget": {"maxUnavailable": "34%"},
-            "monitoring": {"serviceMonitor": True, "podMonitor": True, "interval": "30s"},
+            "monitoring": {
+                "serviceMonitor": True,
+                "podMonitor": True,
+                "interval": "30s",
+                "labels": {"release": "prometheus"},
+            },
             "networkPolicy": {
                 "enabled": True,
                 "from": [{"namespaceSelector": {"matchLabels": {"gateway": "true"}}}],

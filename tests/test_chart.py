@@ -41,6 +41,8 @@ GPU_MODEL = {
         "orca": {"formats": ["TEXT"]},
     },
 }
+GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "gpu model with existing secrets": {"deployments": [GPU_MODEL]},
@@ -60,6 +62,25 @@ MATRIX: dict[str, dict[str, Any]] = {
                 },
             },
         ],
+    },
+    "monitoring on": {
+        "deployments": [
+            CPU_MODEL,
+            GPU_MODEL | {"spec": GPU_MODEL["spec"] | {"monitoring": {"podMonitor": True}}},
+        ],
+        "monitoring": {
+            "serviceMonitor": True,
+            "interval": "15s",
+            "labels": {"release": "prometheus"},
+        },
+    },
+    "network policy on": {
+        "deployments": [CPU_MODEL],
+        "networkPolicy": {
+            "enabled": True,
+            "from": [GATEWAY],
+            "metricsFrom": [PROMETHEUS],
+        },
     },
     "operator options": {
         "operator": {
@@ -113,6 +134,8 @@ def test_every_object_is_valid(case: str):
     for obj in render(MATRIX[case]):
         if obj["apiVersion"].startswith("serving.vllm.ai/"):
             assert admit(obj["kind"], obj) == [], obj["metadata"]["name"]
+        elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's schema is not at hand: test_monitoring
         else:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -173,6 +196,64 @@ def test_models_and_adapters_from_values():
     }
     assert model["spec"] == CPU_MODEL["spec"]
     assert sorted(a["metadata"]["name"] for a in by_kind(objects, "LoraAdapter")) == ["chat", "sql"]
+
+
+def test_monitoring_covers_the_operator_and_fills_in_the_models():
+    objects = render(MATRIX["monitoring on"])
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "vllm-metrics"]
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    (deployment,) = by_kind(objects, "Deployment")
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "metrics", "containerPort": 8081} in ports
+    models = {
+        m["metadata"]["name"]: m["spec"]["monitoring"] for m in by_kind(objects, "VLLMDeployment")
+    }
+    chart = {
+        "serviceMonitor": True,
+        "podMonitor": False,
+        "interval": "15s",
+        "labels": {"release": "prometheus"},
+    }
+    assert models == {"tiny": chart, "llama": chart | {"podMonitor": True}}  # the spec's own wins
+    assert by_kind(render(), "ServiceMonitor") == []
+    assert (
+        "monitoring"
+        not in by_kind(render(MATRIX["cpu model with adapters"]), "VLLMDeployment")[0]["spec"]
+    )
+
+
+def test_network_policies_for_the_operator_and_the_models():
+    objects = render(MATRIX["network policy on"])
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "vllm-operator"
+    assert policy["spec"]["ingress"] == [
+        {"from": [PROMETHEUS], "ports": [{"protocol": "TCP", "port": 8081}]}
+    ]
+    (model,) = by_kind(objects, "VLLMDeployment")
+    assert model["spec"]["networkPolicy"] == {
+        "enabled": True,
+        "from": [GATEWAY],
+        "metricsFrom": [PROMETHEUS],
+    }
+    off = render(
+        {
+            "deployments": [
+                CPU_MODEL | {"spec": CPU_MODEL["spec"] | {"networkPolicy": {"enabled": False}}}
+            ],
+            "networkPolicy": {"enabled": True},
+        }
+    )
+    assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"] == {
+        "enabled": False,
+        "from": [],
+        "metricsFrom": [],
+    }
+    assert by_kind(render(), "NetworkPolicy") == []
 
 
 def test_helm_test_hook_checks_ready_and_a_completion():

@@ -21,6 +21,7 @@ from kube_emulator import (
     wait_for,
 )
 from operator_samples import IMAGES, vllmd
+from prometheus_client import REGISTRY
 from vllm_servers import ext_server, free_port
 
 from vllm_operator.builders import ADAPTERS_LOADED, build_deployment
@@ -131,12 +132,18 @@ def served_adapters(server) -> dict[str, str]:
     return {m["id"]: m["root"] for m in models if m.get("parent")}
 
 
+def loads_ok() -> float:
+    labels = {"operation": "load", "result": "ok"}
+    return REGISTRY.get_sample_value("vllm_operator_lora_calls_total", labels) or 0.0
+
+
 def instance(server) -> str:
     return httpx.get(f"{server.url}/ready", timeout=10).json()["instance_id"]
 
 
 async def test_adapter_lifecycle_on_real_servers(kmock, kubeconfig, servers, adapters_root):
     declare(kmock)
+    loads_before = loads_ok()
     async with running_operator(kmock):
         pods = await start_pods(kmock, servers, adapters_root)
         await add_adapter(kmock, "sql", adapters_root / "sql")
@@ -144,6 +151,7 @@ async def test_adapter_lifecycle_on_real_servers(kmock, kubeconfig, servers, ada
             lambda: lora_condition(kmock, "sql", "Ready")["status"] == "True",
             timeout=30, what="the adapter on every pod",
         )  # fmt: skip
+        assert loads_ok() - loads_before == 2  # the operator's metrics: one load per pod
         status = lora_status(kmock, "sql")
         assert (status["desiredPods"], status["loadedPods"], status["loadedText"]) == (2, 2, "2/2")
         by_pod = {p["pod"]: p for p in status["pods"]}

@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 
+import httpx
 import kmock
 import kopf
 import pytest
 from kube_emulator import SEEN_CALLS, KubeEmulator, api_calls, create, declare, wait_for
 from operator_samples import GOOD
+from prometheus_client.parser import text_string_to_metric_families
+from vllm_servers import free_port
 
 from vllm_operator.peering import configure, leads
 
@@ -56,7 +59,9 @@ def test_replicas_get_distinct_random_priorities_unless_given():
 
 class OperatorProcess:
     def __init__(self, pod: str, priority: int, kubeconfig, log) -> None:
+        self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": pod}
+        env["VLLM_OPERATOR_METRICS_PORT"] = str(self.metrics_port)
         env["VLLM_OPERATOR_DRIFT_CHECK_SECONDS"] = "0.5"  # the drift loop asks who leads
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.log_path = log
@@ -70,6 +75,14 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    return sample.value
+        return None
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -121,6 +134,12 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         )
         await wait_for(lambda: exists(kmock, SERVICE, "one"), timeout=30, what="Service one")
         await wait_for(lambda: "[models/one] Handler" in leader.log(), what="the leader's log")
+        await wait_for(lambda: leader.metric("vllm_operator_leader") == 1, what="leader metric")
+        assert standby.metric("vllm_operator_leader") == 0
+        ok = {"kind": "VLLMDeployment", "result": "ok"}
+        assert leader.metric("vllm_operator_reconciles_total", **ok) >= 1
+        assert leader.metric("vllm_operator_applies_total", kind="Deployment") == 1
+        assert standby.metric("vllm_operator_reconciles_total", **ok) is None  # never ran
 
         # The leader hangs, its record still alive: the standby's handlers are paused and its
         # drift loop stands by, so a deleted Service stays deleted.
@@ -141,6 +160,7 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         )
         await wait_for(lambda: exists(kmock, DEPLOYMENT, "two"), timeout=30, what="Deployment two")
         await wait_for(lambda: "[models/two] Handler" in standby.log(), what="the standby's log")
+        await wait_for(lambda: standby.metric("vllm_operator_leader") == 1, what="it leads")
     finally:
         leader.stop()
         standby.stop()

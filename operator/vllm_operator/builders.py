@@ -273,11 +273,17 @@ def _scrape(spec: DeploymentSpec) -> dict[str, Any]:
     return {"port": "http", "path": "/metrics", "interval": spec.monitoring.interval}
 
 
+def _monitor_metadata(spec: DeploymentSpec) -> dict[str, Any]:
+    metadata = _metadata(spec, spec.name)
+    metadata["labels"] = {**spec.monitoring.labels, **metadata["labels"]}
+    return metadata
+
+
 def build_service_monitor(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": _monitor_metadata(spec),
         "spec": {
             "selector": {"matchLabels": selector_labels(spec.name)},
             "endpoints": [_scrape(spec)],
@@ -289,7 +295,7 @@ def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": _monitor_metadata(spec),
         "spec": {
             "selector": {"matchLabels": selector_labels(spec.name)},
             "podMetricsEndpoints": [_scrape(spec)],

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from . import GROUP, MANAGER, VERSION, peering
+from . import GROUP, MANAGER, VERSION, metrics, peering
 from .builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
 from .k8s import ApiError, Kube
 from .reconcile import OperatorConfig, Reconciler
@@ -43,6 +43,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     for resource in ("v1/pods", "v1/services", "apps/v1/deployments"):
         settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGER}"
     peering.configure(settings)
+    if (port := metrics.serve_from_env()) is not None:
+        logging.getLogger(__name__).info("metrics on port %d", port)
+    metrics.LEADER.set(1 if settings.peering.standalone else 0)
     memo.reconciler = Reconciler(Kube.connect(), config, Servers())
     interval = float(os.environ.get(DRIFT_CHECK_SECONDS_ENV) or 60)
     memo.drift = asyncio.create_task(drift_loop(memo.reconciler, settings, interval))
@@ -89,7 +92,9 @@ async def _leads(reconciler: Reconciler, settings: kopf.OperatorSettings) -> boo
     if settings.peering.standalone:
         return True
     record = await reconciler.kube.get_or_none("ClusterKopfPeering", "", settings.peering.name)
-    return peering.leads(record, peering.own_identity(), settings.peering.priority)
+    leads = peering.leads(record, peering.own_identity(), settings.peering.priority)
+    metrics.LEADER.set(int(leads))
+    return leads
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -22,6 +22,7 @@ from . import GROUP, MANAGER, reasons
 from .adapters import AdapterReconciler
 from .builders import build_all, selector_labels, service_url
 from .k8s import ApiError, Kube
+from .metrics import APPLIES, reconcile_timer
 from .report import report_status
 from .servers import Servers
 from .spec import DeploymentSpec, Images, InvalidSpec, parse_deployment
@@ -84,6 +85,7 @@ async def apply_drifted(kube: Kube, wanted: list[dict[str, Any]]) -> list[str]:
         actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
         if actual is None or drifted({k: v for k, v in obj.items() if k != "apiVersion"}, actual):
             await kube.apply(obj)
+            APPLIES.labels(obj["kind"]).inc()
             applied.append(f"{obj['kind']}/{meta['name']}")
     return applied
 
@@ -141,7 +143,7 @@ class Reconciler:
     ) -> None:
         """Make the deployment's pods hold their LoRA adapters (see `adapters`). Raises
         kopf.TemporaryError, with backoff, while `adapter` (a LoraAdapter name) has problems."""
-        async with self._locks[namespace, "lora", deployment]:
+        async with self._locks[namespace, "lora", deployment], reconcile_timer("LoraAdapters"):
             problems = await self.lora.reconcile(namespace, deployment)
         if adapter is not None and problems.get(adapter):
             raise kopf.TemporaryError("; ".join(problems[adapter]), delay=backoff(retry))
@@ -154,9 +156,9 @@ class Reconciler:
         delay growing with `retry`) where waiting helps; both after the status and an event
         say why. `prune=False` skips looking for objects the spec no longer wants (only a spec
         change can make one unwanted), for reconciles caused by a child's event."""
-        async with self._locks[namespace, name]:
-            # Read it here, under the lock: a reconcile that just ran may have changed the
-            # status, and conditions (and their events) must build on the latest one.
+        # Read it under the lock: a reconcile that just ran may have changed the status, and
+        # conditions (and their events) must build on the latest one.
+        async with self._locks[namespace, name], reconcile_timer("VLLMDeployment"):
             body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return

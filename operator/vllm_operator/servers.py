@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from .metrics import LORA_CALLS
+
 INSTANCE_HEADER = "vllm-instance-id"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
@@ -64,14 +66,14 @@ class Servers:
         body = {"lora_name": name, "lora_path": path, "load_inplace": inplace}
         result = await self._post(f"{url}/v1/load_lora_adapter", body, api_key)
         if not result.ok and "already been loaded" in result.message:
-            return CallResult(True)  # someone (an earlier, interrupted reconcile) was first
-        return result
+            result = CallResult(True)  # someone (an earlier, interrupted reconcile) was first
+        return _counted("load", result)
 
     async def unload(self, url: str, name: str, *, api_key: str | None) -> CallResult:
         result = await self._post(f"{url}/v1/unload_lora_adapter", {"lora_name": name}, api_key)
         if not result.ok and result.message.startswith("404"):
-            return CallResult(True)  # not loaded: that is what we wanted
-        return result
+            result = CallResult(True)  # not loaded: that is what we wanted
+        return _counted("unload", result)
 
     async def _post(self, url: str, body: dict[str, Any], api_key: str | None) -> CallResult:
         try:
@@ -88,3 +90,8 @@ class Servers:
                 return CallResult(False, f"{response.status}: {message}")
         except (aiohttp.ClientError, TimeoutError) as e:
             return CallResult(False, f"server unreachable: {e or type(e).__name__}")
+
+
+def _counted(operation: str, result: CallResult) -> CallResult:
+    LORA_CALLS.labels(operation, "ok" if result.ok else "error").inc()
+    return result

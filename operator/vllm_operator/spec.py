@@ -99,6 +99,7 @@ class Monitoring:
     service_monitor: bool
     pod_monitor: bool
     interval: str
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,7 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
             service_monitor=monitoring["serviceMonitor"],
             pod_monitor=monitoring["podMonitor"],
             interval=monitoring["interval"],
+            labels=dict(monitoring.get("labels") or {}),
         ),
         network_policy_enabled=network["enabled"],
         network_policy_from=tuple(network.get("from") or ()),

@@ -1,0 +1,70 @@
+"""The operator's own Prometheus metrics (prometheus-client), served on the port named by
+`VLLM_OPERATOR_METRICS_PORT` (the chart's `metrics` port): how reconciles go, what they cost,
+what the LoRA calls to the servers return, and which replica leads."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import kopf
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
+
+RECONCILES = Counter(
+    "vllm_operator_reconciles_total",
+    "Reconciles, by kind (VLLMDeployment or the LoRA adapters of one) and result "
+    "(ok, retry: waiting helps, invalid: the spec cannot work, error: unexpected)",
+    ["kind", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "vllm_operator_reconcile_duration_seconds",
+    "Time a reconcile took, API and server calls included",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+APPLIES = Counter(
+    "vllm_operator_applies_total",
+    "Objects applied (server-side apply) because they were missing or had drifted, by kind",
+    ["kind"],
+)
+LORA_CALLS = Counter(
+    "vllm_operator_lora_calls_total",
+    "LoRA load/unload calls to the servers, by operation and result (ok or error)",
+    ["operation", "result"],
+)
+LEADER = Gauge(
+    "vllm_operator_leader",
+    "1 while this replica is the one that works (always, with one replica); 0 on standby",
+)
+
+
+@asynccontextmanager
+async def reconcile_timer(kind: str) -> AsyncIterator[None]:
+    """Counts and times one reconcile of `kind`, by how it ended."""
+    start = time.perf_counter()
+    result = "error"
+    try:
+        yield
+        result = "ok"
+    except kopf.TemporaryError:
+        result = "retry"
+        raise
+    except kopf.PermanentError:
+        result = "invalid"
+        raise
+    finally:
+        RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - start)
+        RECONCILES.labels(kind, result).inc()
+
+
+def serve_from_env() -> int | None:
+    """Start the metrics endpoint (a thread of prometheus-client's) if the port is set."""
+    port = os.environ.get(METRICS_PORT_ENV)
+    if not port:
+        return None
+    start_http_server(int(port))
+    return int(port)
