@@ -197,3 +197,19 @@ def test_the_digest_changes_when_a_field_is_removed():
     assert digest != with_digest(without)["metadata"]["annotations"][APPLIED]
     assert digest == with_digest(with_selector)["metadata"]["annotations"][APPLIED]
     assert "annotations" not in with_selector["metadata"]  # the input is left alone
+
+
+def test_drifted_compares_quantities_by_value_as_the_api_server_canonicalizes_them():
+    from vllm_operator.reconcile import drifted
+
+    wanted = {"resources": {"requests": {"cpu": 2, "memory": "1024Mi"}, "limits": {"cpu": "0.5"}}}
+    canonical = {
+        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "500m"}}
+    }
+    assert not drifted(wanted, canonical)
+    assert drifted(wanted, {"resources": {**canonical["resources"], "limits": {"cpu": "1"}}})
+    assert not drifted({"emptyDir": {"sizeLimit": "1024Mi"}}, {"emptyDir": {"sizeLimit": "1Gi"}})
+    assert drifted({"args": ["--max-model-len", "1k"]}, {"args": ["--max-model-len", "1000"]})
+    assert drifted(
+        {"resources": {"limits": {"cpu": "lots"}}}, {"resources": {"limits": {"cpu": "lots!"}}}
+    )

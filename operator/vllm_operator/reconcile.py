@@ -14,9 +14,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import kopf
+from kubernetes.utils import parse_quantity
 
 from . import GROUP, MANAGER, reasons
 from .adapters import AdapterReconciler
@@ -48,20 +50,37 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def drifted(wanted: Any, actual: Any) -> bool:
+# Where the API server rewrites quantities into their canonical form (2 -> "2", "0.5" -> "500m",
+# "1024Mi" -> "1Gi"): compared by value there, or every reconcile would see drift and apply.
+QUANTITY_KEYS = frozenset({"resources", "sizeLimit"})
+
+
+def drifted(wanted: Any, actual: Any, *, quantities: bool = False) -> bool:
     """Whether `actual` lacks something of `wanted`. The API server adds defaults (also inside
     list items), so `actual` may hold more; lists must match item by item."""
     if isinstance(wanted, Mapping):
         return not isinstance(actual, Mapping) or any(
-            k not in actual or drifted(v, actual[k]) for k, v in wanted.items()
+            k not in actual or drifted(v, actual[k], quantities=quantities or k in QUANTITY_KEYS)
+            for k, v in wanted.items()
         )
     if isinstance(wanted, list):
         return (
             not isinstance(actual, list)
             or len(wanted) != len(actual)
-            or any(drifted(w, a) for w, a in zip(wanted, actual, strict=True))
+            or any(
+                drifted(w, a, quantities=quantities) for w, a in zip(wanted, actual, strict=True)
+            )
         )
+    if wanted != actual and quantities:
+        return _quantity(wanted) is None or _quantity(wanted) != _quantity(actual)
     return wanted != actual
+
+
+def _quantity(value: Any) -> Decimal | None:
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError):
+        return None
 
 
 def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
