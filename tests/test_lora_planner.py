@@ -98,3 +98,31 @@ def test_parse_adapter_defaults_its_served_name():
     }
     spec = parse_adapter(body)
     assert (spec.adapter_name, spec.replicas, spec.deleting) == ("sql", None, True)
+
+
+def test_an_adapter_name_is_served_once_and_never_the_base_models():
+    from vllm_operator.adapters import name_clashes
+    from vllm_operator.lora import parse_adapter
+
+    def body(name: str, created: str, adapter_name: str | None = None, deleting: bool = False):
+        meta = {"name": name, "namespace": "ns", "creationTimestamp": created}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+        spec = {"deploymentRef": {"name": "d"}, "source": {"uri": f"/a/{name}"}}
+        return {
+            "metadata": meta,
+            "spec": spec | ({"adapterName": adapter_name} if adapter_name else {}),
+        }
+
+    bodies = [
+        body("sql-v2", "2026-01-02T00:00:00Z", adapter_name="sql"),
+        body("sql", "2026-01-01T00:00:00Z"),
+        body("old", "2025-12-01T00:00:00Z", adapter_name="sql", deleting=True),
+        body("chat", "2026-01-01T00:00:00Z", adapter_name="tiny-llama"),
+        body("ok", "2026-01-03T00:00:00Z"),
+    ]
+    clashes = name_clashes(bodies, [parse_adapter(b) for b in bodies], "tiny-llama")
+    assert clashes == {
+        "sql-v2": "adapterName 'sql' is taken by LoraAdapter 'sql'",  # the older one keeps it
+        "chat": "adapterName 'tiny-llama' is taken by the base model",
+    }

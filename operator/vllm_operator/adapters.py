@@ -66,6 +66,26 @@ def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
     return f"http://{host}:{port}"
 
 
+def name_clashes(
+    bodies: Sequence[Mapping[str, Any]], adapters: Sequence[AdapterSpec], base_model: str
+) -> dict[str, str]:
+    """LoraAdapters that cannot be served under their name: the base model's, or one an older
+    LoraAdapter of the same deployment already serves (the older one keeps it)."""
+    clashes, taken = {}, {base_model: "the base model"}
+    by_age = sorted(
+        zip(bodies, adapters, strict=True),
+        key=lambda pair: (pair[0]["metadata"].get("creationTimestamp") or "", pair[1].name),
+    )
+    for _, adapter in by_age:
+        if adapter.deleting:
+            continue
+        if (holder := taken.get(adapter.adapter_name)) is not None:
+            clashes[adapter.name] = f"adapterName {adapter.adapter_name!r} is taken by {holder}"
+        else:
+            taken[adapter.adapter_name] = f"LoraAdapter {adapter.name!r}"
+    return clashes
+
+
 def containers_ready(pod: Mapping[str, Any]) -> bool:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return bool(statuses) and all(s.get("ready") for s in statuses)
@@ -145,6 +165,7 @@ class AdapterReconciler:
             for a in adapters:
                 if error := source_error(a.source, spec.lora):
                     problems[a.name] = error
+            problems |= name_clashes(bodies, adapters, spec.model.served_name)
 
         views: list[PodView] = []
         results: dict[tuple[str, str], CallResult] = {}
