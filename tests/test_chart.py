@@ -293,7 +293,8 @@ def test_dashboard_shows_the_servers_metrics():
     dashboard = json.loads(config_map["data"]["vllm.json"])
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in ("vllm:server_ready", "vllm:num_tokens_running", "vllm:num_tokens_waiting",
-                   "vllm:kv_cache_usage_perc", "vllm:startup_phase_duration_seconds"):  # fmt: skip
+                   "vllm:kv_cache_usage_perc", "vllm:startup_phase_duration_seconds",
+                   "vllm_operator_reconciles_total", "vllm_operator_lora_calls_total"):  # fmt: skip
         assert metric in exprs
 
 
