@@ -39,11 +39,12 @@ test: install
 	$(VENV)/bin/pytest
 
 unit: install
-	$(VENV)/bin/pytest -m "not vllm"
+	$(VENV)/bin/pytest -m "not vllm and not e2e"
 
 # Needs docker, kind, helm and kubectl; builds the images, creates a kind cluster, deletes it.
+# -m e2e overrides pyproject's -m "not e2e"; -s shows each step and what it waits for.
 e2e: install
-	$(VENV)/bin/pytest -m e2e tests/e2e -p no:cacheprovider
+	$(VENV)/bin/pytest -m e2e tests/e2e -s -v -p no:cacheprovider
 
 bench: install
 	$(PY) bench/startup.py

@@ -1,26 +1,15 @@
 """Fixtures of the kind e2e suite: the cluster, created once per session and always deleted
 (E2E_KEEP_CLUSTER=1 keeps it); every test is skipped with one reason where the tools are
-missing."""
+missing. A failed setup or test dumps the operator's and the servers' logs, events, the custom
+resources and the pods."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-from kind_cluster import (
-    CLUSTER,
-    CONTEXT,
-    MODELS_VOLUME,
-    NAMESPACE,
-    ROOT,
-    build_commands,
-    chart_values,
-    kubectl,
-    missing_tools,
-    run,
-)
+from kind_cluster import CLUSTER, diagnostics, missing_tools, run, say, set_up
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,20 +33,15 @@ def models(tmp_path_factory) -> Path:
 def cluster(models: Path):
     if reason := missing_tools():
         pytest.skip(reason)
-    kind_config = (Path(__file__).parent / "kind-config.yaml").read_text()
-    (models.parent / "kind.yaml").write_text(kind_config.replace("${E2E_MODELS}", str(models)))
-    values = models.parent / "values.json"
-    values.write_text(json.dumps(chart_values()))
     run("kind", "delete", "cluster", "--name", CLUSTER, check=False)
     try:
-        for command in build_commands(models):
-            run(*command, timeout=3600)
-        run("kubectl", "--context", CONTEXT, "create", "namespace", NAMESPACE)
-        models_volume = models.parent / "models.yaml"
-        models_volume.write_text(MODELS_VOLUME)
-        kubectl("apply", "-f", str(models_volume))
-        run("helm", "--kube-context", CONTEXT, "install", "vllm", str(ROOT / "charts/vllm"),
-            "-n", NAMESPACE, "-f", str(values), "--wait", "--timeout", "10m")  # fmt: skip
+        try:
+            set_up(models)
+        except BaseException:
+            # Before the teardown below deletes the cluster, or nothing is left to look at.
+            for title, output in diagnostics():
+                say(f"----- {title}\n{output}")
+            raise
         yield
     finally:
         if not os.environ.get("E2E_KEEP_CLUSTER"):
@@ -68,10 +52,5 @@ def cluster(models: Path):
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.failed and item.get_closest_marker("e2e"):
-        for args in (
-            ("logs", "deployment/vllm", "--tail", "200"),
-            ("get", "events", "--sort-by", ".lastTimestamp"),
-            ("get", "vllmd,lora", "-o", "yaml"),
-        ):
-            report.sections.append((f"kubectl {' '.join(args)}", kubectl(*args, check=False)))
+        report.sections.extend(diagnostics())
     return report

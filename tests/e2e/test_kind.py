@@ -6,80 +6,96 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import httpx
 import pytest
-from kind_cluster import CONTEXT, NAMESPACE, ROOT, kubectl, run, wait_until
+from kind_cluster import (
+    CONTEXT,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    SERVER_PODS,
+    PortForward,
+    kubectl,
+    run,
+    say,
+    wait_until,
+)
 
-pytestmark = pytest.mark.e2e
+# The first test's setup builds the images and the cluster (pytest-timeout counts fixtures).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
 
 sys.path.insert(0, str(ROOT / "tests"))
 from envoy_orca import parse  # noqa: E402
 
-SELECTOR = "serving.vllm.ai/deployment=tiny"
+ADAPTERS_LOADED = "serving.vllm.ai/adapters-loaded"  # the readiness gate of LoRA-serving pods
 
 
 @contextlib.contextmanager
 def port_forward(target: str, port: int = 8000):
-    """`kubectl port-forward` to a free local port; yields the base URL."""
-    proc = subprocess.Popen(
-        ["kubectl", "--context", CONTEXT, "-n", NAMESPACE, "port-forward", target, f":{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    forward = PortForward(target, port)
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert match, f"port-forward said: {line}"
-        yield f"http://127.0.0.1:{match.group(1)}"
+        yield forward
     finally:
-        proc.terminate()
-        proc.wait(10)
+        forward.close()
 
 
 def pods() -> list[dict]:
-    return json.loads(kubectl("get", "pods", "-l", SELECTOR, "-o", "json"))["items"]
+    return json.loads(kubectl("get", "pods", "-l", SERVER_PODS, "-o", "json"))["items"]
 
 
 def get(kind: str, name: str) -> dict:
     return json.loads(kubectl("get", kind, name, "-o", "json"))
 
 
+def conditions(obj: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
 def condition(obj: dict, type_: str) -> str | None:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c["status"] for c in conditions if c["type"] == type_), None)
+    return conditions(obj).get(type_, {}).get("status")
 
 
 def test_liveness_answers_while_readiness_is_still_503(cluster):
     wait_until("a server pod running", lambda: any(
         p["status"].get("phase") == "Running" for p in pods()
-    ))  # fmt: skip
+    ), timeout=600)  # fmt: skip
     pod = next(p for p in pods() if p["status"].get("phase") == "Running")["metadata"]["name"]
+    # The server logs `listening` once its port accepts: a forward started earlier may be
+    # refused, and kubectl then exits.
+    wait_until(f"{pod} to log `listening`", lambda: "listening" in kubectl(
+        "logs", f"pod/{pod}", check=False
+    ), timeout=120, every=1)  # fmt: skip
     seen = set()
-    with port_forward(f"pod/{pod}") as url:
+    with port_forward(f"pod/{pod}") as forward:
+        say("polling /health and /ready until /ready is 200 (up to 900 s)")
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                health = httpx.get(f"{url}/health", timeout=5).status_code
-                ready = httpx.get(f"{url}/ready", timeout=5)
-                seen.add((health, ready.status_code, ready.json().get("phase")))
+            with contextlib.suppress(httpx.TransportError):  # the forward restarts next round
+                health = httpx.get(f"{forward.url}/health", timeout=5).status_code
+                ready = httpx.get(f"{forward.url}/ready", timeout=5)
+                json_body = ready.headers.get("content-type", "").startswith("application/json")
+                phase = ready.json().get("phase") if json_body else None
+                if (health, ready.status_code, phase) not in seen:
+                    say(f"  /health {health}, /ready {ready.status_code} {phase or ''}")
+                seen.add((health, ready.status_code, phase))
                 if ready.status_code == 200:
                     break
             time.sleep(0.5)
     assert any(h == 200 and r == 503 for h, r, _ in seen), seen  # live, not ready yet
     assert any(r == 200 for _, r, _ in seen), seen
+    say("waiting for vllmd/tiny Available")
     kubectl("wait", "vllmd/tiny", "--for=condition=Available", "--timeout=15m", timeout=960)
 
 
 def test_completion_orca_and_token_metrics_through_the_service(cluster):
-    with port_forward("svc/tiny") as url:
+    with port_forward("svc/tiny") as forward:
         reply = httpx.post(
-            f"{url}/v1/completions",
+            f"{forward.url}/v1/completions",
             json={"model": "tiny-llama", "prompt": "hello", "max_tokens": 8},
             timeout=120,
         )
@@ -87,7 +103,7 @@ def test_completion_orca_and_token_metrics_through_the_service(cluster):
         report = parse(reply.headers["endpoint-load-metrics"])
         assert report.application_utilization > 0
         assert "num_tokens_running" in report.named_metrics
-        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        metrics = httpx.get(f"{forward.url}/metrics", timeout=30).text
         assert "vllm:num_tokens_running" in metrics
         assert "vllm:num_tokens_waiting" in metrics
     status = get("vllmd", "tiny")["status"]
@@ -103,22 +119,48 @@ def apply(manifest: dict) -> None:
 
 
 def served(pod: str) -> set[str]:
-    with port_forward(f"pod/{pod}") as url:
-        models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
+    with port_forward(f"pod/{pod}") as forward:
+        models = httpx.get(f"{forward.url}/v1/models", timeout=30).json()["data"]
     return {m["id"] for m in models}
 
 
+def test_lora_routes_are_on_the_admin_port_only(cluster):
+    (pod,) = pods()
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == 8000 and ports["admin"] == 8001, ports
+    # Through the Service (the API port), a client cannot load adapters of its own.
+    with port_forward("svc/tiny") as forward:
+        reply = httpx.post(
+            f"{forward.url}/v1/load_lora_adapter",
+            json={"lora_name": "sneaky", "lora_path": "/models/sql"},
+            timeout=30,
+        )
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["error"]["message"] == "LoRA adapters are managed on the admin port"
+    assert "sneaky" not in served(pod["metadata"]["name"])
+
+
+def turned_true(pod: dict, type_: str) -> datetime:
+    """When the condition, True now, last changed."""
+    found = conditions(pod)[type_]
+    assert found["status"] == "True", found
+    return datetime.fromisoformat(found["lastTransitionTime"].replace("Z", "+00:00"))
+
+
 def test_lora_adapter_restart_scale_and_delete(cluster):
+    # The operator loads adapters through the admin port, which the API port's 404 leaves alone.
     apply({
         "apiVersion": "serving.vllm.ai/v1alpha1", "kind": "LoraAdapter",
         "metadata": {"name": "sql"},
         "spec": {"deploymentRef": {"name": "tiny"}, "source": {"uri": "/models/sql"}},
     })  # fmt: skip
+    say("waiting for lora/sql Ready")
     kubectl("wait", "lora/sql", "--for=condition=Ready", "--timeout=5m", timeout=330)
     entries = get("lora", "sql")["status"]["pods"]
     assert [e["loaded"] for e in entries] == [True]
-    with port_forward("svc/tiny") as url:
-        reply = httpx.post(f"{url}/v1/completions",
+    with port_forward("svc/tiny") as forward:
+        reply = httpx.post(f"{forward.url}/v1/completions",
                            json={"model": "sql", "prompt": "select", "max_tokens": 4}, timeout=120)  # fmt: skip
         assert reply.status_code == 200, reply.text
 
@@ -127,14 +169,23 @@ def test_lora_adapter_restart_scale_and_delete(cluster):
     kubectl("delete", "pod", old, "--wait=true", timeout=300)
     wait_until("the replacement pod Ready", lambda: any(
         condition(p, "Ready") == "True" and p["metadata"]["name"] != old for p in pods()
-    ))  # fmt: skip
+    ), timeout=900)  # fmt: skip
     new = next(p for p in pods() if p["metadata"]["name"] != old)
-    assert condition(new, "serving.vllm.ai/adapters-loaded") == "True"
+    assert {"conditionType": ADAPTERS_LOADED} in new["spec"]["readinessGates"]
+    # The adapter was back on the new pod before it turned Ready (the gate may open before the
+    # kubelet's next probe marks the container ready: Ready needs both).
+    gate = turned_true(new, ADAPTERS_LOADED)
+    started = datetime.fromisoformat(new["status"]["startTime"].replace("Z", "+00:00"))
+    assert started <= gate <= turned_true(new, "Ready"), conditions(new)
     assert "sql" in served(new["metadata"]["name"])
 
     # Scale out: the new replica gets it too.
     kubectl("scale", "vllmd/tiny", "--replicas=2")
-    wait_until("the adapter on 2 pods", lambda: get("lora", "sql")["status"].get("loadedPods") == 2)
+    wait_until(
+        "the adapter on 2 pods",
+        lambda: get("lora", "sql")["status"].get("loadedPods") == 2,
+        timeout=900,
+    )
 
     # Delete: unloaded everywhere, then gone.
     kubectl("delete", "lora/sql", "--wait=true", timeout=300)
@@ -142,12 +193,33 @@ def test_lora_adapter_restart_scale_and_delete(cluster):
         assert "sql" not in served(pod["metadata"]["name"])
 
 
+def left(selector: str, kinds: str) -> list[str]:
+    """Objects of `kinds` in any namespace matching the label selector."""
+    found = run("kubectl", "--context", CONTEXT, "get", kinds, "-A", "-l", selector, "-o", "name")
+    return found.split()
+
+
 def test_helm_test_then_uninstall_leaves_only_crds(cluster):
-    run("helm", "--kube-context", CONTEXT, "test", "vllm", "-n", NAMESPACE, "--timeout", "10m")
-    run("helm", "--kube-context", CONTEXT, "uninstall", "vllm", "-n", NAMESPACE, "--wait",
-        "--timeout", "5m")  # fmt: skip
-    wait_until("the release's objects gone", lambda: kubectl(
-        "get", "deployments,services,pods,vllmd,lora", "-o", "name"
-    ).strip() == "")  # fmt: skip
-    crds = run("kubectl", "--context", CONTEXT, "get", "crd", "-o", "name")
-    assert "vllmdeployments.serving.vllm.ai" in crds  # Helm never deletes CRDs (documented)
+    run("helm", "--kube-context", CONTEXT, "test", RELEASE, "-n", NAMESPACE, "--timeout", "10m",
+        timeout=660)  # fmt: skip
+    run("helm", "--kube-context", CONTEXT, "uninstall", RELEASE, "-n", NAMESPACE, "--wait",
+        "--timeout", "5m", timeout=330)  # fmt: skip
+    # The README: the release's objects go, and so do the servers' (owner references, which
+    # garbage collection follows in the background); CRDs stay, and whatever the user created
+    # with kubectl (here the models volume).
+    release = f"app.kubernetes.io/instance={RELEASE}"
+    chart_kinds = "all,sa,role,rolebinding,cm,pdb,pvc,job,clusterrole,clusterrolebinding"
+    wait_until("nothing labelled with the release", lambda: not left(
+        release, f"{chart_kinds},clusterkopfpeerings.kopf.dev"
+    ), timeout=300)  # fmt: skip
+    servers = "app.kubernetes.io/managed-by=vllm-operator"
+    wait_until("nothing the operator made", lambda: not left(
+        servers, "all,sa,cm,pdb,pvc,networkpolicy"
+    ), timeout=300)  # fmt: skip
+    wait_until("no VLLMDeployment or LoraAdapter", lambda: not run(
+        "kubectl", "--context", CONTEXT, "get", "vllmd,lora", "-A", "-o", "name"
+    ).strip(), timeout=120)  # fmt: skip
+    crds = run("kubectl", "--context", CONTEXT, "get", "crd", "-o", "name").split()
+    for crd in ("vllmdeployments.serving.vllm.ai", "loraadapters.serving.vllm.ai"):
+        assert f"customresourcedefinition.apiextensions.k8s.io/{crd}" in crds, crds
+    assert kubectl("get", "pvc", "models", "-o", "name").strip()  # the user's own
