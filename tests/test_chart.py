@@ -220,6 +220,18 @@ def test_monitoring_covers_the_operator_and_fills_in_the_models():
         "labels": {"release": "prometheus"},
     }
     assert models == {"tiny": chart, "llama": chart | {"podMonitor": True}}  # the spec's own wins
+    monitoring = MATRIX["monitoring on"]["monitoring"]
+    own = {"labels": {"team": "ml", "release": "x"}}
+    model = CPU_MODEL | {"spec": CPU_MODEL["spec"] | {"monitoring": own}}
+    (rendered,) = by_kind(
+        render({"deployments": [model], "monitoring": monitoring}), "VLLMDeployment"
+    )
+    assert rendered["spec"]["monitoring"]["labels"] == {"team": "ml", "release": "x"}  # its own win
+    own["labels"] = {"team": "ml"}
+    (rendered,) = by_kind(
+        render({"deployments": [model], "monitoring": monitoring}), "VLLMDeployment"
+    )
+    assert rendered["spec"]["monitoring"]["labels"] == {"team": "ml", "release": "prometheus"}
     assert by_kind(render(), "ServiceMonitor") == []
     assert (
         "monitoring"
@@ -235,11 +247,14 @@ def test_network_policies_for_the_operator_and_the_models():
         {"from": [PROMETHEUS], "ports": [{"protocol": "TCP", "port": 8081}]}
     ]
     (model,) = by_kind(objects, "VLLMDeployment")
+    helm_test = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test"}
     assert model["spec"]["networkPolicy"] == {
         "enabled": True,
-        "from": [GATEWAY],
+        "from": [GATEWAY, {"podSelector": {"matchLabels": helm_test}}],  # `helm test` gets in
         "metricsFrom": [PROMETHEUS],
     }
+    (test_pod,) = [o for o in by_kind(objects, "Pod") if is_hook(o)]
+    assert helm_test.items() <= test_pod["metadata"]["labels"].items()
     off = render(
         {
             "deployments": [
@@ -248,11 +263,7 @@ def test_network_policies_for_the_operator_and_the_models():
             "networkPolicy": {"enabled": True},
         }
     )
-    assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"] == {
-        "enabled": False,
-        "from": [],
-        "metricsFrom": [],
-    }
+    assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"]["enabled"] is False
     assert by_kind(render(), "NetworkPolicy") == []
 
 

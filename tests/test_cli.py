@@ -76,6 +76,7 @@ def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
         (["--admin-port", "8000"], "argument --admin-port: 8000 is the API port too (--port)"),
         (["--port", "9000", "--admin_port", "9000"], "argument --admin-port: 9000 is the API port too (--port)"),
         (["--uds", "/tmp/s", "--admin-port", "8001"], "argument --admin-port: not allowed with --uds"),
+        (["--admin-port", "9001", "--orca-grpc-port", "9001"], "argument --admin-port: 9001 is the ORCA gRPC port too"),
         (["--admin-port", "x"], "argument --admin-port/--admin_port: invalid port: 'x' (choose from 1 to 65535)"),
     ],
 )  # fmt: skip

@@ -135,7 +135,7 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         await wait_for(lambda: exists(kmock, SERVICE, "one"), timeout=30, what="Service one")
         await wait_for(lambda: "[models/one] Handler" in leader.log(), what="the leader's log")
         await wait_for(lambda: leader.metric("vllm_operator_leader") == 1, what="leader metric")
-        assert standby.metric("vllm_operator_leader") == 0
+        await wait_for(lambda: standby.metric("vllm_operator_leader") == 0, what="standby metric")
         ok = {"kind": "VLLMDeployment", "result": "ok"}
         assert leader.metric("vllm_operator_reconciles_total", **ok) >= 1
         assert leader.metric("vllm_operator_applies_total", kind="Deployment") == 1

@@ -4,7 +4,7 @@ boundary: the real one needs a running engine; the real server is covered in tes
 import asyncio
 
 from vllm_server_ext.load import LoadTracker
-from vllm_server_ext.routes import ServerExtension, current_phase
+from vllm_server_ext.routes import ServerExtension, current_phase, is_admin_path
 from vllm_server_ext.state import Phase, ServerState
 from vllm_server_ext.token_load import TokenLoad
 
@@ -55,3 +55,13 @@ def test_draining_wins_over_everything():
     ext.state.enter(Phase.DRAINING)
     engine.sleeping = True
     assert asyncio.run(current_phase(ext, engine)) == Phase.DRAINING
+
+
+def test_admin_paths_wherever_the_app_is_mounted():
+    def admin(path: str, root_path: str = "") -> bool:
+        return is_admin_path({"path": path, "root_path": root_path})
+
+    assert admin("/v1/load_lora_adapter") and admin("/v1/unload_lora_adapter")
+    assert admin("/adapters") and admin("/adapters/sql")  # vLLM's SageMaker routes, same handlers
+    assert admin("/x/v1/load_lora_adapter", root_path="/x")  # --root-path /x
+    assert not admin("/v1/completions") and not admin("/v1/models") and not admin("/adaptersx")

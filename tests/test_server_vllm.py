@@ -231,12 +231,17 @@ def test_lora_routes_only_on_the_admin_port(server: ServerProcess, tiny_lora):
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         load = {"lora_name": "not-here", "lora_path": str(tiny_lora)}
-        for path, body in [("/v1/load_lora_adapter", load), ("/v1/unload_lora_adapter", load)]:
-            refused = client.post(path, json=body)
-            assert refused.status_code == 404
-            assert (
-                refused.json()["error"]["message"] == "LoRA adapters are managed on the admin port"
-            )
+        sagemaker = {"name": "not-here", "src": str(tiny_lora)}  # vLLM mounts these routes too
+        for method, path, body in [
+            ("POST", "/v1/load_lora_adapter", load),
+            ("POST", "/v1/unload_lora_adapter", load),
+            ("POST", "/adapters", sagemaker),
+            ("DELETE", "/adapters/not-here", None),
+        ]:
+            refused = client.request(method, path, json=body)
+            assert refused.status_code == 404, (path, refused.text)
+            message = refused.json()["error"]["message"]
+            assert message == "LoRA adapters are managed on the admin port"
             assert refused.headers[INSTANCE_HEADER]
         assert "not-here" not in {m["id"] for m in admin.get("/v1/models").json()["data"]}
 

@@ -21,6 +21,7 @@ VLLMD = (GROUP, VERSION, "vllmdeployments")
 LORA = (GROUP, VERSION, "loraadapters")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"  # default 60
+LEADERSHIP_CHECK_SECONDS = 5.0
 
 
 @kopf.on.startup()
@@ -49,11 +50,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.reconciler = Reconciler(Kube.connect(), config, Servers())
     interval = float(os.environ.get(DRIFT_CHECK_SECONDS_ENV) or 60)
     memo.drift = asyncio.create_task(drift_loop(memo.reconciler, settings, interval))
+    memo.leadership = asyncio.create_task(leadership_loop(memo.reconciler, settings))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.drift.cancel()
+    memo.leadership.cancel()
     await memo.reconciler.close()
 
 
@@ -86,6 +89,15 @@ async def drift_loop(
                 await reconciler.adapters(meta["namespace"], meta["name"])
         except Exception:  # the next round retries; a drift check never stops the operator
             logging.getLogger(__name__).exception("drift check failed")
+
+
+async def leadership_loop(reconciler: Reconciler, settings: kopf.OperatorSettings) -> None:
+    """Keeps `vllm_operator_leader` current (a failover shows within seconds, not at the next
+    drift check)."""
+    while not settings.peering.standalone:
+        with contextlib.suppress(ApiError):
+            await _leads(reconciler, settings)
+        await asyncio.sleep(LEADERSHIP_CHECK_SECONDS)
 
 
 async def _leads(reconciler: Reconciler, settings: kopf.OperatorSettings) -> bool:

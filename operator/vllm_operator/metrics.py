@@ -62,9 +62,18 @@ async def reconcile_timer(kind: str) -> AsyncIterator[None]:
 
 
 def serve_from_env() -> int | None:
-    """Start the metrics endpoint (a thread of prometheus-client's) if the port is set."""
+    """Start the metrics endpoint (a thread of prometheus-client's) if the port is set, once per
+    process (Kopf retries a failed startup), on IPv6 and IPv4 where the host has IPv6."""
+    global _serving
     port = os.environ.get(METRICS_PORT_ENV)
-    if not port:
+    if not port or _serving:
         return None
-    start_http_server(int(port))
+    try:
+        start_http_server(int(port), addr="::")
+    except OSError:  # no IPv6 on this host
+        start_http_server(int(port))
+    _serving = True
     return int(port)
+
+
+_serving = False

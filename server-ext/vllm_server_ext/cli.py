@@ -138,6 +138,10 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
             _extension_parser().error(
                 f"argument --admin-port: {options.admin_port} is the API port too (--port)"
             )
+        if options.admin_port == options.orca_grpc_port:
+            _extension_parser().error(
+                f"argument --admin-port: {options.admin_port} is the ORCA gRPC port too"
+            )
     return Invocation(options, vllm_argv, address.host or "", address.port, address.uds)
 
 

@@ -31,7 +31,12 @@ from vllm.entrypoints.launchers.launcher import (
     serve_http,
     validate_api_server_args,
 )
+from vllm.entrypoints.launchers.utils.constants import (
+    H11_MAX_HEADER_COUNT_DEFAULT,
+    H11_MAX_INCOMPLETE_EVENT_SIZE_DEFAULT,
+)
 from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
+from vllm.entrypoints.launchers.utils.ssl import SSLCertRefresher
 from vllm.entrypoints.serve import create_error_response
 from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
 from vllm.logger import configure_logging_from_args
@@ -190,18 +195,37 @@ def start_load_reporting(
 
 
 class AdminServer:
-    """The same app on the admin socket, in vLLM's signal-free uvicorn server: vLLM's shutdown
-    (SIGTERM, a dead engine) stops the API server, and this one right after it."""
+    """The same app on the admin socket, in vLLM's signal-free uvicorn server, with the API
+    server's limits and TLS (and certificate refresh). The app's lifespan is the API server's
+    alone. vLLM's shutdown (SIGTERM, a dead engine) stops the API server, this one right after."""
 
-    def __init__(self, app: Any, sock: socket.socket, uvicorn_kwargs: dict[str, Any]) -> None:
-        config = uvicorn.Config(app, **uvicorn_kwargs)
+    def __init__(self, app: Any, sock: socket.socket, args: Namespace, **kwargs: Any) -> None:
+        config = uvicorn.Config(app, lifespan="off", **kwargs)
+        config.h11_max_incomplete_event_size = (  # type: ignore[attr-defined]
+            args.h11_max_incomplete_event_size or H11_MAX_INCOMPLETE_EVENT_SIZE_DEFAULT
+        )
+        config.h11_max_header_count = (  # type: ignore[attr-defined]
+            args.h11_max_header_count or H11_MAX_HEADER_COUNT_DEFAULT
+        )
         config.load()
+        self.refresher = (
+            SSLCertRefresher(
+                ssl_context=config.ssl,
+                key_path=config.ssl_keyfile,
+                cert_path=config.ssl_certfile,
+                ca_path=config.ssl_ca_certs,
+            )
+            if args.enable_ssl_refresh
+            else None
+        )
         self.server = NoSignalServer(config)
         self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
         log.info("admin port open", extra={"address": sock.getsockname()})
 
     async def stop(self) -> None:
         self.server.should_exit = True
+        if self.refresher is not None:
+            self.refresher.stop()
         await asyncio.gather(self.task, return_exceptions=True)
 
 
@@ -263,7 +287,7 @@ async def serve(
             early.stop()
             state.enter(Phase.READY)
             log.info("ready", extra={"startup_seconds": state.startup_seconds()})
-            admin = AdminServer(app, admin_sock, uvicorn_kwargs) if admin_sock else None
+            admin = AdminServer(app, admin_sock, args, **uvicorn_kwargs) if admin_sock else None
             try:
                 # As vLLM's build_and_serve does, with our app; returns once the server stopped.
                 shutdown_task = await serve_http(

@@ -18,8 +18,19 @@ _FORMAT_REQUEST_HEADER = FORMAT_REQUEST_HEADER.encode()
 _ORCA_HEADER = HEADER.encode()
 # The OpenAI API surface: its responses carry ORCA reports and count towards the request rate.
 API_PREFIX = "/v1/"
-# vLLM's runtime LoRA routes: with an admin port, served there only.
-ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
+# vLLM's runtime LoRA routes: with an admin port, served there only. vLLM also mounts the same
+# handlers as SageMaker's `POST /adapters` and `DELETE /adapters/{name}`.
+ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters"})
+ADMIN_PREFIXES = ("/adapters/",)
+
+
+def is_admin_path(scope: Any) -> bool:
+    """Whether the request goes to a LoRA admin route, wherever the app is mounted
+    (`--root-path`), as vLLM's own API-key check reads paths."""
+    path = scope["path"].removeprefix(scope.get("root_path") or "")
+    return path in ADMIN_PATHS or path.startswith(ADMIN_PREFIXES)
+
+
 _NOT_ON_THIS_PORT = (
     b'{"error": {"message": "LoRA adapters are managed on the admin port", '
     b'"type": "NotFoundError", "code": 404}}'
@@ -63,7 +74,7 @@ class ServerExtMiddleware:
         on_admin_port = False
         if ext.admin_port:
             on_admin_port = (scope.get("server") or (None, None))[1] == ext.admin_port
-            if scope["path"] in ADMIN_PATHS and not on_admin_port:
+            if not on_admin_port and is_admin_path(scope):
                 return await _not_found(send, extra)
         api = ext.orca_formats and scope["path"].startswith(API_PREFIX) and not on_admin_port
         if api:
