@@ -53,6 +53,7 @@ class LoraApiDouble:
         self.hosts, self.port, self.load_seconds = hosts, port, load_seconds
         self.adapters: dict[str, dict[str, str]] = {h: {} for h in hosts}
         self.instance = uuid.uuid4().hex
+        self.models_calls = 0
         self._ready = threading.Event()
         threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
         self._ready.wait()
@@ -73,6 +74,7 @@ class LoraApiDouble:
         return request.transport.get_extra_info("sockname")[0]
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.models_calls += 1
         data = [{"id": "tiny-llama", "root": "/models/tiny", "parent": None}]
         data += [
             {"id": n, "root": p, "parent": "tiny-llama"}
@@ -136,6 +138,32 @@ async def scenario(
     return time.monotonic() - t0
 
 
+async def storm(emulator, name: str, hosts: list[str], double: LoraApiDouble) -> dict[str, object]:
+    """Every pod's status written 3 times at once (a rollout's worth of pod events): how many
+    /v1/models calls (one per pod per adapter reconcile) the operator makes for them."""
+    before = double.models_calls
+    merge = {"Content-Type": "application/merge-patch+json"}
+    for round_ in range(3):
+        for i, host in enumerate(hosts):
+            status = {"status": pod_status(host, ready=True) | {"message": f"round {round_}"}}
+            path = f"/api/v1/namespaces/{NS}/pods/{name}-{i}/status"
+            assert (await emulator.patch(path, json=status, headers=merge)).status == 200
+    calls, quiet_since = double.models_calls, time.monotonic()
+    while time.monotonic() - quiet_since < 2.0:  # until 2 s without a call
+        await asyncio.sleep(0.1)
+        if double.models_calls != calls:
+            calls, quiet_since = double.models_calls, time.monotonic()
+    events = 3 * len(hosts)
+    reconciles = (calls - before) / len(hosts)
+    return {
+        "pod_events": events,
+        "models_calls": calls - before,
+        "adapter_reconciles": reconciles,
+        "reconciles_per_event": round(reconciles / events, 3),
+        "models_calls_if_one_reconcile_per_event": events * len(hosts),  # computed
+    }
+
+
 async def run(sizes: list[int]) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="bench-lora-"))
     model = generate_model(work / "tiny-llama")
@@ -196,6 +224,8 @@ async def run(sizes: list[int]) -> dict[str, object]:
                     "over_direct_load_seconds": round(seconds - direct, 3),
                 }
                 print(json.dumps(per_n[n]), file=sys.stderr)
+                if n > 1 and n == max(sizes):
+                    results["pod_event_storm"] = await storm(emulator, f"d{n}", hosts, double)
             results["apply_to_loaded"] = per_n
 
             # Restart of the real server: back to serving -> the adapter is back.

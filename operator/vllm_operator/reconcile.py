@@ -6,12 +6,10 @@ it computes the whole desired state each time, so running it twice changes nothi
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +21,7 @@ from kubernetes.utils import parse_quantity
 from . import GROUP, MANAGER, reasons
 from .adapters import AdapterReconciler
 from .builders import build_all, selector_labels, service_url
+from .coalesce import KeyedRuns
 from .k8s import ApiError, Kube
 from .metrics import APPLIES, reconcile_timer
 from .report import report_status
@@ -143,15 +142,16 @@ async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) 
 
 
 class Reconciler:
-    """The operator's state for its life: the API client, the configuration, and one lock per
-    VLLMDeployment (the CR's handlers, its children's events and the timer may fire together)."""
+    """The operator's state for its life: the API client, the configuration, and the runs per
+    object (`KeyedRuns`: the CR's handlers, its children's events and the drift loop may fire
+    together; one reconcile per object runs at a time, and LoRA reconciles are shared)."""
 
     def __init__(self, kube: Kube, config: OperatorConfig, servers: Servers) -> None:
         self.kube = kube
         self.config = config
         self.servers = servers
         self.lora = AdapterReconciler(kube, servers, config.images, now)
-        self._locks: defaultdict[tuple[str, ...], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._runs = KeyedRuns()
 
     async def close(self) -> None:
         await self.kube.close()
@@ -162,8 +162,12 @@ class Reconciler:
     ) -> None:
         """Make the deployment's pods hold their LoRA adapters (see `adapters`). Raises
         kopf.TemporaryError, with backoff, while `adapter` (a LoraAdapter name) has problems."""
-        async with self._locks[namespace, "lora", deployment], reconcile_timer("LoraAdapters"):
-            problems = await self.lora.reconcile(namespace, deployment)
+
+        async def run() -> dict[str, list[str]]:
+            async with reconcile_timer("LoraAdapters"):
+                return await self.lora.reconcile(namespace, deployment)
+
+        problems = await self._runs.shared((namespace, "lora", deployment), run)
         if adapter is not None and problems.get(adapter):
             raise kopf.TemporaryError("; ".join(problems[adapter]), delay=backoff(retry))
 
@@ -177,7 +181,7 @@ class Reconciler:
         change can make one unwanted), for reconciles caused by a child's event."""
         # Read it under the lock: a reconcile that just ran may have changed the status, and
         # conditions (and their events) must build on the latest one.
-        async with self._locks[namespace, name], reconcile_timer("VLLMDeployment"):
+        async with self._runs.locked((namespace, name)), reconcile_timer("VLLMDeployment"):
             body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
