@@ -1,5 +1,6 @@
 """Command-line handling, all before vLLM is imported."""
 
+import errno
 import re
 import socket
 import subprocess
@@ -128,3 +129,19 @@ def test_installed_vllm_is_the_supported_one():
     version = cli.installed_vllm_version()
     assert version is not None
     assert version.startswith(cli.SUPPORTED_VLLM + ".")
+
+
+def test_dual_stack_host_falls_back_to_ipv4_on_a_kernel_without_ipv6(monkeypatch):
+    real_socket = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)  # the boundary: the kernel's answer
+    sock = cli.bind(cli.parse_command_line(["m", "--host", "::", "--port", "0"]))
+    with sock:
+        assert sock.family == socket.AF_INET and sock.getsockname()[0] == "0.0.0.0"
+    with pytest.raises(OSError):  # an explicit IPv6 address stays an error
+        cli.bind(cli.parse_command_line(["m", "--host", "::1", "--port", "0"]))

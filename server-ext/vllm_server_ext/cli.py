@@ -7,6 +7,7 @@ bind the HTTP port, start the early server, and only then import vLLM (tens of s
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import socket
@@ -152,11 +153,19 @@ def bind(invocation: Invocation, port: int | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(invocation.uds)
         return sock
-    family = socket.AF_INET6 if ":" in invocation.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    host = invocation.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        if host != "::" or e.errno != errno.EAFNOSUPPORT:
+            raise
+        # `--host ::` (every address, dual-stack) on a kernel without IPv6: every IPv4 address.
+        log.info("no IPv6 here: listening on IPv4 only")
+        host, sock = "0.0.0.0", socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((invocation.host, invocation.port if port is None else port))
+        sock.bind((host, invocation.port if port is None else port))
     except OSError:
         sock.close()
         raise
