@@ -82,6 +82,7 @@ MATRIX: dict[str, dict[str, Any]] = {
             "metricsFrom": [PROMETHEUS],
         },
     },
+    "operator high availability": {"operator": {"replicas": 3}},
     "operator options": {
         "operator": {
             "image": {"repository": "registry.example/vllm-operator", "tag": "1.2.3"},
@@ -132,7 +133,7 @@ def test_lint_strict_is_clean(case: str):
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_every_object_is_valid(case: str):
     for obj in render(MATRIX[case]):
-        if obj["apiVersion"].startswith("serving.vllm.ai/"):
+        if obj["apiVersion"].startswith(("serving.vllm.ai/", "kopf.dev/")):
             assert admit(obj["kind"], obj) == [], obj["metadata"]["name"]
         elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # the Prometheus Operator's schema is not at hand: test_monitoring

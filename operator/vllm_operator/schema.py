@@ -13,6 +13,7 @@ import yaml
 CRD_FILES = {
     "VLLMDeployment": "vllmdeployments.serving.vllm.ai.yaml",
     "LoraAdapter": "loraadapters.serving.vllm.ai.yaml",
+    "ClusterKopfPeering": "clusterkopfpeerings.kopf.dev.yaml",  # Kopf's, for more replicas
 }
 
 
