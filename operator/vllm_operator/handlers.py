@@ -32,6 +32,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # only our own events, and Kopf's warnings
+    # Quiet by default: not a line per handler call (Kopf logs each at INFO); what the
+    # reconciler changed, Kopf's warnings and errors stay. `--verbose` shows everything.
+    objects = logging.getLogger("kopf.objects")
+    if not objects.isEnabledFor(logging.DEBUG):
+        objects.setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     config = OperatorConfig(
         images=Images(

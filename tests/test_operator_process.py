@@ -1,10 +1,12 @@
-"""More than one operator replica: Kopf peering as leader election. Two real `vllm-operator`
-processes against kmock's emulator: one works, the other stands by, and takes over when the
-first one stops."""
+"""The operator as its own process (`vllm-operator`, as in its pod) against kmock's emulator:
+more than one replica through Kopf peering (one works, the other stands by and takes over when
+the first one stops), its metrics, and its logs."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
 import os
 import signal
 import subprocess
@@ -58,7 +60,9 @@ def test_replicas_get_distinct_random_priorities_unless_given():
 
 
 class OperatorProcess:
-    def __init__(self, pod: str, priority: int, kubeconfig, log) -> None:
+    """`vllm-operator ARGS` as its own process (as in its pod), its log in a file."""
+
+    def __init__(self, pod: str, args: list[str], kubeconfig, log) -> None:
         self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": pod}
         env["VLLM_OPERATOR_METRICS_PORT"] = str(self.metrics_port)
@@ -67,7 +71,7 @@ class OperatorProcess:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm_operator", f"--peering={NAME}", f"--priority={priority}"],
+            [sys.executable, "-m", "vllm_operator", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -115,8 +119,11 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         },
     )
     assert response.status == 200
-    leader = OperatorProcess("leader", 200, kubeconfig, tmp_path / "leader.log")
-    standby = OperatorProcess("standby", 100, kubeconfig, tmp_path / "standby.log")
+    peering = [f"--peering={NAME}", "--verbose"]  # verbose: each handler call in the log
+    leader = OperatorProcess("leader", [*peering, "--priority=200"], kubeconfig, tmp_path / "l.log")
+    standby = OperatorProcess(
+        "standby", [*peering, "--priority=100"], kubeconfig, tmp_path / "s.log"
+    )
     try:
 
         def peers() -> set[str]:
@@ -165,3 +172,30 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         leader.stop()
         standby.stop()
         SEEN_CALLS.update(api_calls(kmock))
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_logs_are_json_and_quiet_by_default(kmock, kubeconfig, tmp_path):
+    """As the chart runs it: a JSON line per change the operator made, not one per handler."""
+    declare(kmock)
+    operator = OperatorProcess(
+        "one", ["--standalone", "--log-format=json"], kubeconfig, tmp_path / "o.log"
+    )
+    try:
+        await wait_for(
+            lambda: "Activity 'startup' succeeded" in operator.log(), timeout=30, what="start"
+        )
+        await create(
+            kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "one", "namespace": NS}}
+        )
+        await wait_for(
+            lambda: "reconciled one" in operator.log(), timeout=30, what="the change logged"
+        )
+        await asyncio.sleep(1)  # the handlers' own lines would be there by now
+    finally:
+        assert operator.stop() == 0
+    lines = [json.loads(line) for line in operator.log().splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("reconciled one: applied") for m in messages), messages
+    assert not any("Handler " in m for m in messages), messages
