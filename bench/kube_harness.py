@@ -86,4 +86,4 @@ async def start_operator(emulator: BenchEmulator, kubeconfig: Path, work: Path):
         await asyncio.sleep(0.2)  # its watch streams subscribe to the emulator's events
         yield operator
     finally:
-        operator.stop()
+        await asyncio.to_thread(operator.stop)  # the emulator must keep answering meanwhile

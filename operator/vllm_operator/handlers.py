@@ -38,6 +38,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if not objects.isEnabledFor(logging.DEBUG):
         objects.setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
+    # On SIGTERM, reconciles in flight get this long to finish and write their status (Kopf's
+    # default is 2 s); well inside the pod's 30 s grace period.
+    settings.queueing.exit_timeout = 10.0
     config = OperatorConfig(
         images=Images(
             gpu=os.environ.get("VLLM_SERVER_IMAGE_GPU", "ghcr.io/vllm-k8s/vllm-server:0.1.0"),
