@@ -42,9 +42,13 @@ unit: install
 	$(VENV)/bin/pytest -m "not vllm and not e2e"
 
 # Needs docker, kind, helm and kubectl; builds the images, creates a kind cluster, deletes it.
+# Its own light venv: vLLM runs in the images, the tests only generate the tiny model.
 # -m e2e overrides pyproject's -m "not e2e"; -s shows each step and what it waits for.
-e2e: install
-	$(VENV)/bin/pytest -m e2e tests/e2e -s -v -p no:cacheprovider
+E2E_VENV ?= .venv-e2e
+e2e:
+	test -x $(E2E_VENV)/bin/python || python3 -m venv $(E2E_VENV)
+	$(E2E_VENV)/bin/python -m pip install -q -e '.[server,test]'
+	$(E2E_VENV)/bin/pytest -m e2e tests/e2e -s -v -p no:cacheprovider
 
 bench: install
 	$(PY) bench/startup.py
@@ -53,4 +57,4 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(E2E_VENV) $(DEMO)
