@@ -13,6 +13,7 @@ import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
+_serving = False  # the endpoint is up (once per process)
 
 RECONCILES = Counter(
     "vllm_operator_reconciles_total",
@@ -74,6 +75,3 @@ def serve_from_env() -> int | None:
         start_http_server(int(port))
     _serving = True
     return int(port)
-
-
-_serving = False

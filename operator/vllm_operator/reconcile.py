@@ -70,8 +70,8 @@ def drifted(wanted: Any, actual: Any, *, quantities: bool = False) -> bool:
                 drifted(w, a, quantities=quantities) for w, a in zip(wanted, actual, strict=True)
             )
         )
-    if wanted != actual and quantities:
-        return _quantity(wanted) is None or _quantity(wanted) != _quantity(actual)
+    if wanted != actual and quantities and (value := _quantity(wanted)) is not None:
+        return value != _quantity(actual)
     return wanted != actual
 
 
