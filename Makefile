@@ -9,9 +9,6 @@ TORCH_INDEX ?=
 PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 DEMO := .demo
 
-# Tiny-model settings for the CPU (see ENVIRONMENT.md): fast to start, small KV cache.
-CPU_ARGS := --dtype float32 --enforce-eager --max-model-len 512 \
-	--kv-cache-memory-bytes 16777216 --max-num-seqs 8
 export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 
@@ -33,7 +30,8 @@ $(DEMO)/tiny-llama/config.json: | install
 
 run: install $(DEMO)/tiny-llama/config.json
 	$(VENV)/bin/vllm-ext-serve $(DEMO)/tiny-llama --served-model-name tiny-llama \
-		--port $(PORT) $(CPU_ARGS) --enable-lora --max-loras 2 --max-lora-rank 8
+		--port $(PORT) $$($(VENV)/bin/vllm-tiny-model cpu-args) \
+		--enable-lora --max-loras 2 --max-lora-rank 8
 
 test: install
 	$(VENV)/bin/pytest

@@ -29,16 +29,14 @@ import httpx
 import kmock
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-from kube_emulator import create, declare, pod_status, write_kubeconfig  # noqa: E402
-from kube_harness import BenchEmulator, start_operator  # noqa: E402
-from vllm_servers import ext_server, free_port  # noqa: E402
+from vllm_operator.model.builders import build_deployment
+from vllm_operator.model.spec import Images, parse_deployment
+from vllm_testkit.kube_bench import BenchEmulator, start_operator
+from vllm_testkit.kube_emulator import create, declare, pod_status, write_kubeconfig
+from vllm_testkit.servers import ext_server, free_port
+from vllm_testkit.tiny_model import generate_lora, generate_model
 
-from vllm_operator.builders import build_deployment  # noqa: E402
-from vllm_operator.spec import Images, parse_deployment  # noqa: E402
-from vllm_server_ext.tiny_model import generate_lora, generate_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 NS = "bench"
 LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")

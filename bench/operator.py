@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import kmock
-from kube_harness import BenchEmulator, start_operator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kube_emulator import declare, write_kubeconfig
+from vllm_testkit.kube_bench import BenchEmulator, start_operator
+from vllm_testkit.kube_emulator import declare, write_kubeconfig
 
 CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
 DEPLOYMENT = kmock.resource("apps/v1/deployments")

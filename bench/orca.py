@@ -34,12 +34,12 @@ from startup import Server, free_port
 from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 from xds.service.orca.v3.orca_pb2 import OrcaLoadReportRequest
 
-from vllm_server_ext.load import EngineLoad, LoadTracker
+from vllm_server_ext.lifecycle import ServerState
+from vllm_server_ext.load_tracker import EngineLoad, LoadTracker
 from vllm_server_ext.orca import FORMATS
 from vllm_server_ext.routes import ServerExtension, ServerExtMiddleware
-from vllm_server_ext.state import ServerState
-from vllm_server_ext.tiny_model import generate_model
 from vllm_server_ext.token_load import TokenLoad
+from vllm_testkit.tiny_model import generate_model
 
 
 async def workload(url: str, model: str, requests: int, concurrency: int = 8) -> float:
@@ -128,10 +128,10 @@ def per_response_cost(iterations: int = 20000) -> dict[str, object]:
         bare = await time_calls(lambda: app(scope(None), receive, send), iterations)
         results: dict[str, object] = {"bare_app_us": bare}
         middleware = ServerExtMiddleware(app)
-        App.state.server_ext = ServerExtension(ServerState(), tracker, (), can_sleep=False)
+        App.state.server_ext = ServerExtension(ServerState(), tracker, ())
         off = await time_calls(lambda: middleware(scope(None), receive, send), iterations)
         results["orca_off_added_us"] = off - bare
-        App.state.server_ext = ServerExtension(ServerState(), tracker, FORMATS, can_sleep=False)
+        App.state.server_ext = ServerExtension(ServerState(), tracker, FORMATS)
         for fmt in FORMATS:
             cached = await time_calls(lambda f=fmt: middleware(scope(f), receive, send), iterations)
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,20 +31,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from vllm_server_ext.tiny_model import generate_model
+from vllm_testkit.servers import free_port
+from vllm_testkit.tiny_model import CPU_ARGS, generate_model
 
-CPU_ARGS = [
-    "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
-    "--kv-cache-memory-bytes", "16777216", "--max-num-seqs", "8",
-]  # fmt: skip
 STOCK = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model"]
 EXT = [sys.executable, "-m", "vllm_server_ext"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

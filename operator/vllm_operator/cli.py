@@ -19,7 +19,7 @@ def kopf_argv(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     from kopf.cli import main as kopf_main
 
-    from .peering import POD_ID_ENV
+    from .config import POD_ID_ENV
 
     # With peering, Kopf names this replica by $POD_ID (the chart sets the pod's name), else by
     # a random id the drift loop could not know.

@@ -1,10 +1,9 @@
-"""The operator's own Prometheus metrics (prometheus-client), served on the port named by
+"""The operator's own Prometheus metrics (prometheus-client), served on the port set by
 `VLLM_OPERATOR_METRICS_PORT` (the chart's `metrics` port): how reconciles go, what they cost,
 what the LoRA calls to the servers return, and which replica leads."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,6 @@ from contextlib import asynccontextmanager
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
 _serving = False  # the endpoint is up (once per process)
 
 RECONCILES = Counter(
@@ -62,16 +60,16 @@ async def reconcile_timer(kind: str) -> AsyncIterator[None]:
         RECONCILES.labels(kind, result).inc()
 
 
-def serve_from_env() -> int | None:
-    """Start the metrics endpoint (a thread of prometheus-client's) if the port is set, once per
-    process (Kopf retries a failed startup), on IPv6 and IPv4 where the host has IPv6."""
+def serve(port: int) -> bool:
+    """Start the metrics endpoint (a thread of prometheus-client's) once per process (Kopf
+    retries a failed startup), on IPv6 and IPv4 where the host has IPv6; False if it already
+    runs."""
     global _serving
-    port = os.environ.get(METRICS_PORT_ENV)
-    if not port or _serving:
-        return None
+    if _serving:
+        return False
     try:
-        start_http_server(int(port), addr="::")
+        start_http_server(port, addr="::")
     except OSError:  # no IPv6 on this host
-        start_http_server(int(port))
+        start_http_server(port)
     _serving = True
-    return int(port)
+    return True

@@ -15,20 +15,27 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import NoReturn
 
 from . import SUPPORTED_VLLM
+from .lifecycle import INSTANCE_ID_ENV, Phase, ServerState
 from .logs import configure as configure_logging
 from .logs import log
 from .orca import parse_formats
-from .state import INSTANCE_ID_ENV, Phase, ServerState
 
 PROG = "vllm-ext-serve"
 
 
+def usage_error(message: str) -> NoReturn:
+    """Exit as for a bad command line (status 2), with one line: no usage, which for vLLM's
+    flags would be hundreds of lines."""
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.exit(2)
+
+
 class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{PROG}: error: {message}\n")
-        sys.exit(2)
+    def error(self, message: str) -> NoReturn:
+        usage_error(message)
 
 
 def _extension_parser() -> argparse.ArgumentParser:
@@ -126,8 +133,10 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     options, vllm_argv = _extension_parser().parse_known_args(argv)
     # One tuple per word given ("TEXT,JSON BIN"): flatten, keeping the first of duplicates.
     options.orca_formats = parse_formats(f for word in options.orca_formats for f in word)
-    # Peek at where vLLM will listen (it parses these again, with the same defaults).
-    peek = _OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
+    # Peek at where vLLM will listen (it parses these again, with the same defaults). vLLM's
+    # parser takes unambiguous abbreviations (`--por 9000`): so does this one, which sees a
+    # subset of its flags (a prefix ambiguous to vLLM is refused by vLLM).
+    peek = _OneLineParser(prog=PROG, add_help=False, allow_abbrev=True)
     peek.add_argument("--host", default=None)
     peek.add_argument("--port", type=int, default=8000)
     peek.add_argument("--uds", default=None)
@@ -229,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt_startup)
     check_vllm_version()
 
-    from .phases import PHASE_SOCKET_ENV, PhaseReceiver
+    from .engine_phases import PHASE_SOCKET_ENV, PhaseReceiver
 
     receiver = PhaseReceiver(state).start()
     os.environ[PHASE_SOCKET_ENV] = receiver.address
@@ -239,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .launcher import run
 
         run(
-            invocation.vllm_argv,
-            invocation.options,
+            invocation,
             sock=sock,
             admin_sock=admin_sock,
             state=state,

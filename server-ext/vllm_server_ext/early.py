@@ -16,7 +16,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .state import Phase, ServerState, StateCollector
+from .lifecycle import Phase, ServerState, StateCollector
 
 INSTANCE_HEADER = "vllm-instance-id"
 LISTEN_BACKLOG = 2048  # uvicorn's default

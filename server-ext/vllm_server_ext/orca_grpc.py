@@ -17,7 +17,7 @@ import grpc
 from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 from xds.service.orca.v3.orca_pb2 import OrcaLoadReportRequest
 
-from .load import LoadTracker
+from .load_tracker import LoadTracker
 from .logs import log
 
 SERVICE = "xds.service.orca.v3.OpenRcaService"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from .early import INSTANCE_HEADER
-from .load import LoadTracker
+from .lifecycle import Phase, ServerState
+from .load_tracker import LoadTracker
 from .orca import FORMAT_REQUEST_HEADER, HEADER, choose_format
-from .state import Phase, ServerState
 
 _FORMAT_REQUEST_HEADER = FORMAT_REQUEST_HEADER.encode()
 _ORCA_HEADER = HEADER.encode()
@@ -44,7 +44,6 @@ class ServerExtension:
     state: ServerState
     tracker: LoadTracker
     orca_formats: tuple[str, ...]
-    can_sleep: bool
     admin_port: int | None = None  # with it, the LoRA admin routes answer on that port only
 
     @cached_property  # built once, appended to every response
@@ -114,26 +113,37 @@ async def _not_found(send: Any, extra: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.body", "body": _NOT_ON_THIS_PORT})
 
 
-async def current_phase(ext: ServerExtension, engine_client: Any) -> Phase:
+class EngineHealth(Protocol):
+    """What readiness asks the engine (`vllm_0_32.Engine`)."""
+
+    @property
+    def errored(self) -> bool: ...
+
+    @property
+    def sleep_mode(self) -> bool: ...
+
+    async def is_sleeping(self) -> bool: ...
+
+
+async def current_phase(state: ServerState, engine: EngineHealth) -> Phase:
     """The live phase of a built server: draining and dead are final, sleeping comes and goes."""
-    state = ext.state
     if state.phase in (Phase.DRAINING, Phase.DEAD):
         return state.phase
-    if engine_client.errored:
+    if engine.errored:
         state.fail("the engine is dead")
         return Phase.DEAD
-    if ext.can_sleep:
-        state.enter(Phase.SLEEPING if await engine_client.is_sleeping() else Phase.READY)
+    if engine.sleep_mode:  # else the engine cannot sleep: not worth asking it
+        state.enter(Phase.SLEEPING if await engine.is_sleeping() else Phase.READY)
     return state.phase
 
 
-def attach_routes(app: FastAPI, ext: ServerExtension) -> None:
+def attach_routes(app: FastAPI, ext: ServerExtension, engine: EngineHealth) -> None:
     """`GET /ready` (200 when requests can be served, else 503; the body names the phase) and,
     with ORCA on, `GET|HEAD /orca` (ORCA's HTTP out-of-band form: the report in the header)."""
     app.state.server_ext = ext
 
-    async def ready(request: Request) -> JSONResponse:
-        phase = await current_phase(ext, request.app.state.engine_client)
+    async def ready() -> JSONResponse:
+        phase = await current_phase(ext.state, engine)
         body = ext.state.describe() | {"phase": phase.value, "ready": phase == Phase.READY}
         return JSONResponse(body, status_code=200 if phase == Phase.READY else 503)
 

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from kind_cluster import CLUSTER, diagnostics, missing_tools, run, say, set_up
+
+from vllm_testkit.kind_cluster import CLUSTER, diagnostics, missing_tools, run, say, set_up
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> Path:
-    from vllm_server_ext.tiny_model import generate_lora, generate_model
+    from vllm_testkit.tiny_model import generate_lora, generate_model
 
     root = tmp_path_factory.mktemp("e2e") / "models"
     model = generate_model(root / "tiny-llama")

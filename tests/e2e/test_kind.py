@@ -7,17 +7,17 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from datetime import datetime
 
 import httpx
 import pytest
-from kind_cluster import (
+
+from vllm_testkit.envoy_orca import parse
+from vllm_testkit.kind_cluster import (
     CONTEXT,
     NAMESPACE,
     RELEASE,
-    ROOT,
     SERVER_PODS,
     PortForward,
     kubectl,
@@ -28,9 +28,6 @@ from kind_cluster import (
 
 # The first test's setup builds the images and the cluster (pytest-timeout counts fixtures).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
-
-sys.path.insert(0, str(ROOT / "tests"))
-from envoy_orca import parse  # noqa: E402
 
 ADAPTERS_LOADED = "serving.vllm.ai/adapters-loaded"  # the readiness gate of LoRA-serving pods
 

@@ -1,0 +1,64 @@
+"""The operator's settings, read from its environment once, at startup (the chart sets them).
+
+| variable | what | default |
+| --- | --- | --- |
+| `VLLM_SERVER_IMAGE_GPU`, `VLLM_SERVER_IMAGE_CPU` | server images per accelerator | built in |
+| `POD_NAMESPACE` | the operator's namespace (let through NetworkPolicies) | `vllm-system` |
+| `VLLM_OPERATOR_METRICS_PORT` | serve Prometheus metrics there | off |
+| `VLLM_OPERATOR_DRIFT_CHECK_SECONDS` | how often every VLLMDeployment is checked for drift | 60 |
+| `POD_ID` | this replica's name among peers (`--peering`) | `vllm-operator` sets one |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .model.spec import Images
+
+IMAGE_GPU_ENV, IMAGE_CPU_ENV = "VLLM_SERVER_IMAGE_GPU", "VLLM_SERVER_IMAGE_CPU"
+NAMESPACE_ENV = "POD_NAMESPACE"
+METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
+DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"
+POD_ID_ENV = "POD_ID"  # Kopf's identity of this replica; the chart sets it to the pod's name
+
+DEFAULT_IMAGES = Images(
+    gpu="ghcr.io/vllm-k8s/vllm-server:0.1.0", cpu="ghcr.io/vllm-k8s/vllm-server:0.1.0-cpu"
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable the operator cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    images: Images
+    namespace: str  # where the operator runs (its pods are let through NetworkPolicies)
+    metrics_port: int | None = None
+    drift_check_seconds: float = 60.0
+    pod_id: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        port = environ.get(METRICS_PORT_ENV) or None
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise SettingsError(f"{METRICS_PORT_ENV}={port!r}: a port from 1 to 65535")
+        drift = environ.get(DRIFT_CHECK_SECONDS_ENV) or "60"
+        try:
+            seconds = float(drift)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise SettingsError(f"{DRIFT_CHECK_SECONDS_ENV}={drift!r}: seconds, above 0")
+        return cls(
+            images=Images(
+                gpu=environ.get(IMAGE_GPU_ENV) or DEFAULT_IMAGES.gpu,
+                cpu=environ.get(IMAGE_CPU_ENV) or DEFAULT_IMAGES.cpu,
+            ),
+            namespace=environ.get(NAMESPACE_ENV) or "vllm-system",
+            metrics_port=int(port) if port else None,
+            drift_check_seconds=seconds,
+            pod_id=environ.get(POD_ID_ENV) or None,
+        )

@@ -1,0 +1,356 @@
+"""Pure builders: a `DeploymentSpec` in, the Kubernetes objects that serve it out (plain dicts).
+
+No clock, no randomness, no API calls: the same spec always gives the same objects, so the
+reconciler can apply them every time and the tests can compare them to golden files.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+from .. import API_VERSION, GROUP, MANAGER
+from .spec import CPU, DeploymentSpec
+
+ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-serving pods
+DEPLOYMENT_LABEL = f"{GROUP}/deployment"
+INFERENCE_POOL_LABEL = "inference.networking.k8s.io/pool"  # Gateway API Inference Extension
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "vllm-operator"}
+ADMIN_PORT_NAME = "admin"  # the container port the operator calls (LoRA routes, /v1/models)
+
+MODEL_MOUNT = "/models"
+CACHE_MOUNT = "/cache"
+# Seconds between SIGTERM's preStop and the server's own drain: endpoints stop sending traffic.
+PRESTOP_SLEEP = 5
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The fixed subset of labels that selects a VLLMDeployment's pods."""
+    return {"app.kubernetes.io/name": "vllm", DEPLOYMENT_LABEL: name}
+
+
+def common_labels(spec: DeploymentSpec) -> dict[str, str]:
+    return {
+        **selector_labels(spec.name),
+        "app.kubernetes.io/instance": spec.name,
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def owner_reference(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VLLMDeployment",
+        "name": spec.name,
+        "uid": spec.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(spec: DeploymentSpec, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": common_labels(spec),
+        "ownerReferences": [owner_reference(spec)],
+    }
+
+
+def model_cache_claim_name(spec: DeploymentSpec) -> str:
+    return f"{spec.name}-model-cache"
+
+
+def service_url(spec: DeploymentSpec) -> str:
+    return f"http://{spec.name}.{spec.namespace}.svc:{spec.port}/v1"
+
+
+def server_args(spec: DeploymentSpec) -> list[str]:
+    """`vllm-ext-serve` arguments for the spec."""
+    model = spec.model
+    if model.scheme == "hf":
+        location = model.uri[len("hf://") :]
+    elif model.scheme == "pvc":
+        location = f"{MODEL_MOUNT}/{model.path_in_claim}".rstrip("/")
+    else:
+        location = model.uri
+    args = [location, "--served-model-name", model.served_name]
+    args += ["--host", "::", "--port", str(spec.port)]  # dual-stack: IPv4, IPv6 and both
+    args += ["--admin-port", str(spec.admin_port)]  # LoRA admin routes, for the operator only
+    if model.revision:
+        args += ["--revision", model.revision]
+    engine = spec.engine
+    for flag, value in (
+        ("--max-model-len", engine.max_model_len),
+        ("--dtype", engine.dtype),
+        ("--tensor-parallel-size", engine.tensor_parallel_size),
+        ("--gpu-memory-utilization", engine.gpu_memory_utilization),
+        ("--max-num-seqs", engine.max_num_seqs),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if engine.enforce_eager:
+        args.append("--enforce-eager")
+    # vLLM drains in-flight requests for this long after SIGTERM, inside the grace period.
+    args += ["--shutdown-timeout", str(spec.termination_grace_seconds - PRESTOP_SLEEP - 5)]
+    if spec.lora.enabled:
+        args += ["--enable-lora", "--max-loras", str(spec.lora.max_loras)]
+        args += ["--max-lora-rank", str(spec.lora.max_rank)]
+    if spec.orca.formats:
+        args += ["--orca-formats", *spec.orca.formats]
+    if spec.orca.grpc_port:
+        args += ["--orca-grpc-port", str(spec.orca.grpc_port)]
+    if spec.orca.min_report_interval:
+        args += ["--orca-oob-min-interval", spec.orca.min_report_interval]
+    return [*args, *engine.extra_args]
+
+
+def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+    ]
+    if spec.model.scheme != "hf":
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    for var, ref in (("VLLM_API_KEY", spec.api_key), ("HF_TOKEN", spec.hf_token)):
+        if ref is not None:
+            env.append(
+                {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            )
+    return env + [dict(e) for e in spec.env]
+
+
+def _resources(spec: DeploymentSpec) -> dict[str, Any]:
+    requests, limits = dict(spec.requests), dict(spec.limits)
+    if spec.accelerator != CPU and spec.gpus:
+        # Extended resources: a limit (and an equal request, which Kubernetes requires).
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _volumes(spec: DeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is
+        # far too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if spec.model_cache.enabled:
+        claim = {"claimName": model_cache_claim_name(spec)}
+        volumes.append({"name": "cache", "persistentVolumeClaim": claim})
+    else:
+        volumes.append({"name": "cache", "emptyDir": {}})
+    mounts.append({"name": "cache", "mountPath": CACHE_MOUNT})
+    if spec.model.claim:
+        claim = {"claimName": spec.model.claim, "readOnly": True}
+        volumes.append({"name": "model", "persistentVolumeClaim": claim})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
+    labels = {**spec.pod_labels, **common_labels(spec)}
+    if spec.inference_pool:
+        labels[INFERENCE_POOL_LABEL] = spec.inference_pool
+    return labels
+
+
+def build_deployment(spec: DeploymentSpec) -> dict[str, Any]:
+    volumes, mounts = _volumes(spec)
+    ports = [
+        {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
+        {"name": ADMIN_PORT_NAME, "containerPort": spec.admin_port, "protocol": "TCP"},
+    ]
+    if spec.orca.grpc_port:
+        ports.append({"name": "orca-grpc", "containerPort": spec.orca.grpc_port})
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.image,
+        "command": ["vllm-ext-serve"],
+        "args": server_args(spec),
+        "ports": ports,
+        "env": _env(spec),
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        # The server answers /health within a second of starting, loading or not: no
+        # multi-hour startup probe. /ready turns 200 once the model is loaded.
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+        # Let the endpoints controller take the pod out before vLLM starts draining.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP}}},
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+    }
+    if spec.lora.enabled:
+        pod_spec["readinessGates"] = [{"conditionType": ADAPTERS_LOADED}]
+    optional = {
+        "nodeSelector": dict(spec.node_selector) or None,
+        "tolerations": [dict(t) for t in spec.tolerations] or None,
+        "affinity": dict(spec.affinity) if spec.affinity else None,
+        "runtimeClassName": spec.runtime_class,
+        "priorityClassName": spec.priority_class,
+        "imagePullSecrets": [{"name": n} for n in spec.image_pull_secrets] or None,
+    }
+    pod_spec |= {k: v for k, v in optional.items() if v is not None}
+    template_meta: dict[str, Any] = {"labels": pod_labels(spec)}
+    if spec.pod_annotations:
+        template_meta["annotations"] = dict(spec.pod_annotations)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+
+
+def build_service(spec: DeploymentSpec) -> dict[str, Any]:
+    ports = [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}]
+    if spec.orca.grpc_port:
+        ports.append({"name": "orca-grpc", "port": spec.orca.grpc_port, "targetPort": "orca-grpc"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(spec.name), "ports": ports},
+    }
+
+
+def build_model_cache(spec: DeploymentSpec) -> dict[str, Any]:
+    claim: dict[str, Any] = {
+        "accessModes": [spec.model_cache.access_mode],
+        "resources": {"requests": {"storage": spec.model_cache.size}},
+    }
+    if spec.model_cache.storage_class:
+        claim["storageClassName"] = spec.model_cache.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(spec, model_cache_claim_name(spec)),
+        "spec": claim,
+    }
+
+
+def build_pdb(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "maxUnavailable": spec.pdb_max_unavailable,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+        },
+    }
+
+
+def _scrape(spec: DeploymentSpec) -> dict[str, Any]:
+    return {"port": "http", "path": "/metrics", "interval": spec.monitoring.interval}
+
+
+def _monitor_metadata(spec: DeploymentSpec) -> dict[str, Any]:
+    metadata = _metadata(spec, spec.name)
+    metadata["labels"] = {**spec.monitoring.labels, **metadata["labels"]}
+    return metadata
+
+
+def build_service_monitor(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _monitor_metadata(spec),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "endpoints": [_scrape(spec)],
+        },
+    }
+
+
+def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _monitor_metadata(spec),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "podMetricsEndpoints": [_scrape(spec)],
+        },
+    }
+
+
+def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[str, Any]:
+    """Ingress by port: the API port for the listed peers, Prometheus and the operator; the ORCA
+    gRPC port for the listed peers; the admin port (LoRA load/unload) for the operator only."""
+
+    def operator() -> dict[str, Any]:
+        return {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+            },
+            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+        }
+
+    def rule(peers: list[dict[str, Any]], port: int) -> dict[str, Any]:
+        return {"from": peers, "ports": [{"protocol": "TCP", "port": port}]}
+
+    peers, scrapers = spec.network_policy_from, spec.network_policy_metrics_from
+    ingress = [
+        rule([operator(), *deepcopy(peers), *deepcopy(scrapers)], spec.port),
+        rule([operator()], spec.admin_port),
+    ]
+    if spec.orca.grpc_port and peers:
+        ingress.append(rule([*deepcopy(peers)], spec.orca.grpc_port))
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(spec.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def build_all(
+    spec: DeploymentSpec, *, monitoring_available: bool, operator_namespace: str
+) -> list[dict[str, Any]]:
+    """Every object the spec wants, in apply order (the claim before the pods that mount it)."""
+    wanted = []
+    if spec.model_cache.enabled:
+        wanted.append(build_model_cache(spec))
+    wanted += [build_deployment(spec), build_service(spec)]
+    if spec.pdb_enabled and spec.replicas > 1:
+        wanted.append(build_pdb(spec))
+    if monitoring_available and spec.monitoring.service_monitor:
+        wanted.append(build_service_monitor(spec))
+    if monitoring_available and spec.monitoring.pod_monitor:
+        wanted.append(build_pod_monitor(spec))
+    if spec.network_policy_enabled:
+        wanted.append(build_network_policy(spec, operator_namespace))
+    return wanted

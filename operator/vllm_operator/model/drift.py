@@ -1,0 +1,70 @@
+"""Comparing what the operator wants with what the cluster holds (pure): whether a child drifted,
+the digest that makes removed fields count as a change, and who controls an object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from .. import GROUP
+
+APPLIED = f"{GROUP}/applied"  # annotation: digest of the object as last applied
+
+# Where the API server rewrites quantities into their canonical form (2 -> "2", "0.5" -> "500m",
+# "1024Mi" -> "1Gi"): compared by value there, or every reconcile would see drift and apply.
+QUANTITY_KEYS = frozenset({"resources", "sizeLimit"})
+
+
+def drifted(wanted: Any, actual: Any, *, quantities: bool = False) -> bool:
+    """Whether `actual` lacks something of `wanted`. The API server adds defaults (also inside
+    list items), so `actual` may hold more; lists must match item by item."""
+    if isinstance(wanted, Mapping):
+        return not isinstance(actual, Mapping) or any(
+            k not in actual or drifted(v, actual[k], quantities=quantities or k in QUANTITY_KEYS)
+            for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            not isinstance(actual, list)
+            or len(wanted) != len(actual)
+            or any(
+                drifted(w, a, quantities=quantities) for w, a in zip(wanted, actual, strict=True)
+            )
+        )
+    if wanted != actual and quantities and (value := _quantity(wanted)) is not None:
+        return value != _quantity(actual)
+    return wanted != actual
+
+
+def _quantity(value: Any) -> Decimal | None:
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` annotated with a digest of itself: a change of the wanted object, removals
+    included (which a comparison with the live object cannot see), changes the digest."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj["metadata"]
+    return {
+        **obj,
+        "metadata": {**meta, "annotations": {**meta.get("annotations", {}), APPLIED: digest}},
+    }
+
+
+def needs_apply(wanted: Mapping[str, Any], actual: Mapping[str, Any] | None) -> bool:
+    """Whether `wanted` (with its digest) must be applied over `actual` (None: missing)."""
+    return actual is None or drifted({k: v for k, v in wanted.items() if k != "apiVersion"}, actual)
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object with `uid` controls `obj` (its controller owner reference)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)

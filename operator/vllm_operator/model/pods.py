@@ -1,0 +1,37 @@
+"""What the operator reads off its pods: where to reach the server, and whether it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .builders import ADMIN_PORT_NAME
+
+
+def admin_port(pod: Mapping[str, Any], default: int) -> int:
+    """The port to manage the pod's server on: its container port named `admin` (the API port
+    refuses the LoRA routes there); `default` for pods from before the admin port."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == ADMIN_PORT_NAME:
+                return int(port["containerPort"])
+    return default
+
+
+def deleting(pod: Mapping[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def server_url(pod: Mapping[str, Any], port: int) -> str | None:
+    """The server's URL on `port`, if the pod runs, has an address and is not going away."""
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    if not ip or status.get("phase", "Running") != "Running" or deleting(pod):
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}"
+
+
+def containers_ready(pod: Mapping[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all(s.get("ready") for s in statuses)

@@ -1,0 +1,289 @@
+"""Pure status logic: conditions in the metav1.Condition shape, a VLLMDeployment's status from
+its Deployment's, a LoraAdapter's from the load calls, and the LoRA readiness gate of a pod."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import reasons
+from .adapters import AdapterSpec, CallResult, ServerReport
+from .builders import ADAPTERS_LOADED
+from .pods import containers_ready, deleting
+
+NOT_LOADED_YET = "not loaded yet"  # a pod's adapter entry before its first load call
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    new: Condition,
+    *,
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """`conditions` with `new` in place of its type. lastTransitionTime moves only when the
+    status flips; the whole list is returned (a merge patch replaces lists)."""
+    status = "True" if new.status else "False"
+    out, found = [], False
+    for cond in conditions:
+        if cond.get("type") != new.type:
+            out.append(dict(cond))
+            continue
+        found = True
+        flipped = cond.get("status") != status
+        since = now if flipped else cond.get("lastTransitionTime", now)
+        out.append(_condition(new, status, since, generation))
+    if not found:
+        out.append(_condition(new, status, now, generation))
+    return out
+
+
+def _condition(new: Condition, status: str, when: str, generation: int | None) -> dict[str, Any]:
+    cond = {
+        "type": new.type,
+        "status": status,
+        "reason": new.reason,
+        "message": new.message,
+        "lastTransitionTime": when,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def pod_gate_condition(
+    pod: Mapping[str, Any], verdict: Condition, *, now: str
+) -> dict[str, Any] | None:
+    """The readiness-gate condition (`verdict.type` names the gate) to write on `pod`, or None
+    if the pod does not carry the gate or already has the condition with this status."""
+    gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
+    if verdict.type not in gates:
+        return None
+    current = get_condition((pod.get("status") or {}).get("conditions") or [], verdict.type)
+    status = "True" if verdict.status else "False"
+    if current is not None and current.get("status") == status:
+        return None
+    return {
+        "type": verdict.type,
+        "status": status,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "lastTransitionTime": now,
+    }
+
+
+def get_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return get_condition((deployment.get("status") or {}).get("conditions") or [], type_) or {}
+
+
+def deployment_conditions(
+    desired: int, deployment: Mapping[str, Any] | None, problem: Condition | None
+) -> list[Condition]:
+    """Available, Progressing and Degraded of a VLLMDeployment whose Deployment is `deployment`
+    (None: not created yet) and whose reconcile hit `problem` (None: applied fine)."""
+    status = (deployment or {}).get("status") or {}
+    ready = status.get("readyReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    progress = _deployment_condition(deployment or {}, "Progressing")
+    failure = _deployment_condition(deployment or {}, "ReplicaFailure")
+
+    if desired == 0:
+        available = Condition("Available", False, reasons.SCALED_TO_ZERO, "replicas is 0")
+    elif ready:
+        available = Condition(
+            "Available", True, reasons.MINIMUM_REPLICAS_READY, f"{ready}/{desired} replicas ready"
+        )
+    else:
+        available = Condition(
+            "Available", False, reasons.NO_REPLICA_READY, f"0/{desired} replicas ready"
+        )
+
+    if progress.get("reason") == "ProgressDeadlineExceeded":
+        progressing = Condition(
+            "Progressing", False, reasons.PROGRESS_DEADLINE_EXCEEDED, progress.get("message", "")
+        )
+    elif deployment is None or ready < desired or updated < desired:
+        progressing = Condition(
+            "Progressing", True, reasons.ROLLING_OUT,
+            f"{updated} updated, {ready} ready of {desired} replicas",
+        )  # fmt: skip
+    else:
+        progressing = Condition(
+            "Progressing", True, reasons.ROLLOUT_COMPLETE, f"{ready}/{desired} replicas ready"
+        )
+
+    if problem is not None:
+        degraded = problem
+    elif failure.get("status") == "True":
+        degraded = Condition(
+            "Degraded", True, reasons.REPLICA_FAILURE, failure.get("message", "replica failure")
+        )
+    elif progressing.reason == reasons.PROGRESS_DEADLINE_EXCEEDED:
+        degraded = Condition("Degraded", True, progressing.reason, progressing.message)
+    else:
+        degraded = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+    return [available, progressing, degraded]
+
+
+def deployment_status(
+    *,
+    previous: Mapping[str, Any],
+    desired: int,
+    deployment: Mapping[str, Any] | None,
+    problem: Condition | None,
+    selector: str,
+    url: str,
+    generation: int | None,
+    now: str,
+) -> dict[str, Any]:
+    """The whole status of a VLLMDeployment."""
+    status = (deployment or {}).get("status") or {}
+    ready = status.get("readyReplicas", 0)
+    conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    for cond in deployment_conditions(desired, deployment, problem):
+        conditions = set_condition(conditions, cond, now=now, generation=generation)
+    out: dict[str, Any] = {
+        "replicas": status.get("replicas", 0),
+        "readyReplicas": ready,
+        "readyText": f"{ready}/{desired}",
+        "selector": selector,
+        "url": url,
+        "conditions": conditions,
+    }
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def transitions(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The notable transitions, which deserve an event: conditions of `after` whose status
+    flipped since `before`, and a new Degraded=True (a first status is otherwise no news)."""
+    old = {c.get("type"): c.get("status") for c in before}
+    return [
+        c
+        for c in after
+        if (c.get("type") in old and old[c.get("type")] != c.get("status"))
+        or (c.get("type") not in old and c.get("type") == "Degraded" and c.get("status") == "True")
+    ]
+
+
+def adapter_gate(
+    pod: Mapping[str, Any],
+    report: ServerReport | None,
+    meant: Sequence[str],
+    results: Mapping[tuple[str, str], CallResult],
+    *,
+    adapters_active: bool,
+) -> Condition | None:
+    """The `adapters-loaded` readiness gate of a pod whose server said `report` (None: it did
+    not answer), meant to hold the LoraAdapters `meant`, after the load calls' `results`
+    ((LoraAdapter, pod) -> outcome). None: leave the gate as it is."""
+    name = (pod.get("metadata") or {}).get("name")
+    if deleting(pod):
+        return None  # going away: its gate no longer matters
+    if report is None and adapters_active and containers_ready(pod):
+        # The container serves (the kubelet says so) but did not answer us: a timeout, a
+        # rotated API key. Not a restart: leave the gate as it is.
+        return None
+    if report is None and adapters_active:
+        # Not serving (starting, restarted): whatever it held is gone or unknown.
+        return Condition(
+            ADAPTERS_LOADED, False, reasons.SERVER_NOT_READY, "waiting for the server to serve"
+        )
+    if report is None or not meant:
+        return Condition(
+            ADAPTERS_LOADED, True, reasons.NO_ADAPTERS, "no LoRA adapter is meant for this pod"
+        )
+    wanted = sorted(meant)
+    missing = [a for a in wanted if not results.get((a, name), CallResult(False)).ok]
+    if missing:
+        return Condition(
+            ADAPTERS_LOADED, False, reasons.ADAPTERS_MISSING, f"missing {', '.join(missing)}"
+        )
+    return Condition(ADAPTERS_LOADED, True, reasons.ADAPTERS_LOADED, f"holds {', '.join(wanted)}")
+
+
+def adapter_conditions(
+    problem: str | None, desired: int, loaded: int, errors: Sequence[str]
+) -> list[Condition]:
+    """Ready and Degraded of a LoraAdapter: `problem` (it cannot be served at all), else
+    `errors` (failed loads, "pod: message"), else how many of the `desired` pods hold it."""
+    if problem:
+        return [
+            Condition("Ready", False, reasons.INVALID_ADAPTER, problem),
+            Condition("Degraded", True, reasons.INVALID_ADAPTER, problem),
+        ]
+    if errors:
+        return [
+            Condition("Ready", False, reasons.LOAD_FAILED, f"{loaded}/{desired} pods"),
+            Condition("Degraded", True, reasons.LOAD_FAILED, "; ".join(errors)),
+        ]
+    fine = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+    if desired == 0:
+        return [Condition("Ready", False, reasons.NO_SERVING_PODS, "no pod serves yet"), fine]
+    done = loaded == desired
+    reason = reasons.ADAPTERS_LOADED if done else reasons.LOADING
+    return [Condition("Ready", done, reason, f"{loaded}/{desired} pods"), fine]
+
+
+def adapter_status(
+    *,
+    previous: Mapping[str, Any],
+    adapter: AdapterSpec,
+    problem: str | None,
+    pods: Sequence[str],
+    results: Mapping[tuple[str, str], CallResult],
+    reports: Mapping[str, ServerReport | None],
+    now: str,
+) -> dict[str, Any]:
+    """The whole status of a LoraAdapter meant for `pods`, after the load calls' `results`.
+    A pod's `loadedAt` stays while the same server instance holds the adapter."""
+    before = {p.get("pod"): p for p in previous.get("pods") or []}
+    entries = []
+    for pod in pods:
+        result = results.get((adapter.name, pod), CallResult(False, NOT_LOADED_YET))
+        report = reports.get(pod)
+        entry: dict[str, Any] = {"pod": pod, "loaded": result.ok}
+        if report is not None:
+            entry["serverInstance"] = report.instance
+        old = before.get(pod) or {}
+        if result.ok:
+            same = old.get("loaded") and old.get("serverInstance") == entry.get("serverInstance")
+            entry["loadedAt"] = old.get("loadedAt") if same and old.get("loadedAt") else now
+        else:
+            entry["lastError"] = result.message
+        entries.append(entry)
+    desired, loaded = len(entries), sum(e["loaded"] for e in entries)
+    errors = [
+        f"{e['pod']}: {e['lastError']}"
+        for e in entries
+        if e.get("lastError") not in (None, NOT_LOADED_YET)
+    ]
+    conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    for cond in adapter_conditions(problem, desired, loaded, errors):
+        conditions = set_condition(conditions, cond, now=now, generation=adapter.generation)
+    status: dict[str, Any] = {
+        "desiredPods": desired,
+        "loadedPods": loaded,
+        "loadedText": f"{loaded}/{desired}",
+        "pods": entries,
+        "conditions": conditions,
+    }
+    if adapter.generation is not None:
+        status["observedGeneration"] = adapter.generation
+    return status

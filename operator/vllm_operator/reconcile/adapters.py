@@ -1,0 +1,176 @@
+"""The LoRA adapters of one VLLMDeployment, level-based: observe, plan, converge, write.
+
+Every time, from scratch: which adapters the LoraAdapters ask for, which pods serve, what each
+server holds right now (asked over HTTP, so a restarted server, a new replica or an operator that
+restarted mid-way all look the same: a server missing adapters). Then load and unload until each
+pod holds exactly what the plan says, set each pod's readiness gate, write each LoraAdapter's
+status. Nothing is remembered between runs but what the status shows. Every decision is the pure
+layer's (`model.adapters`, `model.placement`, `model.status`); this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..clients.kube import Kube
+from ..clients.vllm_admin import VLLMAdminClient
+from ..config import Settings
+from ..metrics import LORA_CALLS
+from ..model.adapters import (
+    CallResult,
+    ServerReport,
+    adapter_problems,
+    lora_deployment,
+    parse_adapter,
+    problems_left,
+)
+from ..model.builders import selector_labels
+from ..model.placement import Call, PodState, calls_to_converge, plan, pods_meant_for
+from ..model.pods import admin_port, server_url
+from ..model.spec import DeploymentSpec
+from ..model.status import adapter_gate, adapter_status, pod_gate_condition
+from .status_writer import now, write_status
+
+CONCURRENCY = 16  # server calls in flight per reconcile
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServingPod:
+    """A pod of the deployment as observed: its object, where its server's admin port is, and
+    what the server said (None: no address yet, or it did not answer)."""
+
+    body: Mapping[str, Any]
+    url: str | None
+    report: ServerReport | None
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+
+class AdapterReconciler:
+    def __init__(self, kube: Kube, admin: VLLMAdminClient, settings: Settings) -> None:
+        self.kube = kube
+        self.admin = admin
+        self.settings = settings
+
+    async def reconcile(self, namespace: str, deployment: str) -> dict[str, list[str]]:
+        """Make the deployment's pods hold their adapters; returns what is still wrong per
+        LoraAdapter (its handlers retry with backoff while anything is). LoraAdapters being
+        deleted are unloaded everywhere; their only problems are failed unloads."""
+        # Observe.
+        cr = await self.kube.get_or_none("VLLMDeployment", namespace, deployment)
+        bodies = [
+            b
+            for b in await self.kube.list("LoraAdapter", namespace, {})
+            if (b.get("spec") or {}).get("deploymentRef", {}).get("name") == deployment
+        ]
+        adapters = [parse_adapter(b) for b in bodies]
+        spec, unusable = lora_deployment(deployment, cr, self.settings.images)
+        problems = adapter_problems(adapters, spec, unusable)
+        active = [a for a in adapters if a.name not in problems and not a.deleting]
+        api_key = await self._api_key(spec) if spec else None
+        pods = await self._observe_pods(spec, api_key) if spec else []
+        servers = {p.name: p.report for p in pods if p.report is not None}
+
+        # Plan.
+        slots = spec.lora.max_loras if spec else 0
+        placement = plan(active, [PodState(n, r.adapters, slots) for n, r in servers.items()])
+        calls, results = calls_to_converge(servers, adapters, placement)
+
+        # Converge.
+        urls = {p.name: p.url for p in pods}
+        outcomes = await _bounded([self._call(urls[c.pod], c, api_key) for c in calls])
+        unload_failures: dict[str, list[str]] = {}
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if call.is_load:
+                results[call.adapter, call.pod] = outcome
+            elif not outcome.ok:
+                failure = f"unload on {call.pod}: {outcome.message}"
+                unload_failures.setdefault(call.adapter_name, []).append(failure)
+        meant = pods_meant_for(placement)
+        await self._set_gates(pods, meant, results, adapters_active=bool(active))
+
+        # Write.
+        reports = {p.name: p.report for p in pods}
+        writes = []
+        for body, adapter in zip(bodies, adapters, strict=True):
+            if adapter.deleting:
+                continue  # its status no longer matters; its problems hold the finalizer
+            status = adapter_status(
+                previous=body.get("status") or {},
+                adapter=adapter,
+                problem=problems.get(adapter.name),
+                pods=placement.get(adapter.name, ()),
+                results=results,
+                reports=reports,
+                now=now(),
+            )
+            writes.append(write_status(self.kube, "LoraAdapter", body, status))
+        await _bounded(writes)
+        return problems_left(adapters, problems, results, unload_failures)
+
+    async def _api_key(self, spec: DeploymentSpec) -> str | None:
+        if spec.api_key is None:
+            return None
+        secret = await self.kube.get_or_none("Secret", spec.namespace, spec.api_key.name)
+        value = ((secret or {}).get("data") or {}).get(spec.api_key.key)
+        return base64.b64decode(value).decode() if value else None
+
+    async def _observe_pods(self, spec: DeploymentSpec, api_key: str | None) -> list[ServingPod]:
+        bodies = await self.kube.list("Pod", spec.namespace, selector_labels(spec.name))
+        urls = [server_url(b, admin_port(b, spec.port)) for b in bodies]
+        reports = await _bounded([self._report(url, api_key) for url in urls])
+        pods = [ServingPod(*seen) for seen in zip(bodies, urls, reports, strict=True)]
+        return sorted(pods, key=lambda p: p.name)
+
+    async def _report(self, url: str | None, api_key: str | None) -> ServerReport | None:
+        return await self.admin.report(url, api_key) if url else None
+
+    async def _call(self, url: str | None, call: Call, api_key: str | None) -> CallResult:
+        assert url is not None  # only serving pods get calls
+        if call.is_load:
+            assert call.path is not None
+            result = await self.admin.load(
+                url, call.adapter_name, call.path, inplace=call.inplace, api_key=api_key
+            )
+        else:
+            result = await self.admin.unload(url, call.adapter_name, api_key=api_key)
+        operation = "load" if call.is_load else "unload"
+        LORA_CALLS.labels(operation, "ok" if result.ok else "error").inc()
+        return result
+
+    async def _set_gates(
+        self,
+        pods: Sequence[ServingPod],
+        meant: Mapping[str, set[str]],
+        results: Mapping[tuple[str, str], CallResult],
+        *,
+        adapters_active: bool,
+    ) -> None:
+        updates = []
+        for pod in pods:
+            verdict = adapter_gate(
+                pod.body, pod.report, sorted(meant.get(pod.name, ())), results,
+                adapters_active=adapters_active,
+            )  # fmt: skip
+            condition = verdict and pod_gate_condition(pod.body, verdict, now=now())
+            if condition:
+                namespace = pod.body["metadata"]["namespace"]
+                updates.append(self.kube.set_pod_condition(namespace, pod.name, condition))
+        await asyncio.gather(*updates)
+
+
+async def _bounded(calls: Sequence[Awaitable[T]]) -> list[T]:
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with limit:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls))

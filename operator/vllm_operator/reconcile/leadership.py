@@ -1,0 +1,67 @@
+"""More than one operator replica: Kopf's peering as leader election.
+
+Every replica records itself in one ClusterKopfPeering object (the chart creates it) with its
+priority; Kopf pauses the handlers of every replica but the one with the highest priority, and
+resumes the next one when that one stops (at once) or dies (after its record's lifetime).
+
+Kopf pauses its own watch streams only; the operator's drift loop asks `Leadership.check`
+before each round so a standby replica writes nothing either.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kopf._core.engines.peering import Peer  # Kopf's own record parsing (kopf pinned)
+
+from ..clients.kube import Kube
+from ..metrics import LEADER
+
+LIFETIME_SECONDS = 30  # a killed leader's record expires after this; Kopf's default is 60
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Peering settings for `kopf run --peering=NAME`: without `--priority`, a random one, so
+    that two replicas never tie (on a tie Kopf pauses them all)."""
+    if settings.peering.standalone:
+        return
+    if not settings.peering.priority:
+        settings.peering.priority = random.SystemRandom().randint(1, 2**31 - 1)
+    settings.peering.lifetime = LIFETIME_SECONDS
+    settings.peering.stealth = True  # no log line per keep-alive
+
+
+def leads(peering: Mapping[str, Any] | None, identity: str | None, priority: int) -> bool:
+    """Whether Kopf lets this replica work, judged as Kopf does: no other live peer has the same
+    priority or a higher one. Without a peering object Kopf pauses nobody."""
+    records = (peering or {}).get("status") or {}
+    peers = [Peer(identity=name, **record) for name, record in records.items()]
+    return not any(
+        p.priority >= priority for p in peers if not p.is_dead and p.identity != identity
+    )
+
+
+class Leadership:
+    """Whether this replica leads, read fresh from the peering object (check-then-act: the drift
+    loop asks right before it works); keeps `vllm_operator_leader` current."""
+
+    def __init__(self, kube: Kube, peering: Any, identity: str | None) -> None:
+        self.kube = kube
+        self.peering = peering  # Kopf's settings.peering: standalone, name, priority
+        self.identity = identity
+
+    @property
+    def standalone(self) -> bool:
+        return bool(self.peering.standalone)
+
+    async def check(self) -> bool:
+        if self.standalone:
+            LEADER.set(1)
+            return True
+        record = await self.kube.get_or_none("ClusterKopfPeering", "", self.peering.name)
+        leading = leads(record, self.identity, self.peering.priority)
+        LEADER.set(int(leading))
+        return leading

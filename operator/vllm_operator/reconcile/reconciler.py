@@ -1,0 +1,127 @@
+"""`Reconciler`: the operator's state for its life (the API client, the admin client, the
+settings, the runs per object) and one method per thing that happens, which the Kopf handlers
+and the drift loop call.
+
+The CR's handlers, its children's events and the drift loop may fire together: one reconcile per
+object runs at a time (`KeyedRuns.locked`), and LoRA reconciles are shared by the callers that
+arrive while one waits (`KeyedRuns.shared`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from ..clients.kube import ApiError, Kube
+from ..clients.vllm_admin import VLLMAdminClient
+from ..config import Settings
+from ..metrics import reconcile_timer
+from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
+from .adapters import AdapterReconciler
+from .deployment import backoff, reconcile_deployment
+from .runs import KeyedRuns
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, admin: VLLMAdminClient, settings: Settings) -> None:
+        self.kube = kube
+        self.admin = admin
+        self.settings = settings
+        self.lora = AdapterReconciler(kube, admin, settings)
+        self._runs = KeyedRuns()
+
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.admin.close()
+
+    # --- what happened --------------------------------------------------------------------
+
+    async def deployment_changed(self, namespace: str, name: str, *, retry: int) -> None:
+        """A VLLMDeployment was created, changed, or found at startup: it and its adapters."""
+        await self.deployment(namespace, name, retry=retry)
+        await self._adapters_quietly(namespace, name)
+
+    async def child_changed(self, body: Mapping[str, Any], event: str | None) -> None:
+        """A child of a VLLMDeployment changed or went (pods became ready, a rollout
+        progressed, someone edited or deleted it): its owner, without pruning (only a spec
+        change can make a child unwanted). Problems are already in the status and events; the
+        CR's own handlers retry."""
+        refs = body["metadata"].get("ownerReferences") or []
+        owner = next((r for r in refs if r.get("kind") == "VLLMDeployment"), None)
+        if owner is None or event is None:
+            return  # event None: the initial listing, which the resume handlers cover
+        with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+            await self.deployment(body["metadata"]["namespace"], owner["name"], prune=False)
+
+    async def pod_changed(self, body: Mapping[str, Any], event: str | None) -> None:
+        """A pod of a LoRA-serving deployment appeared, restarted, became ready or went away:
+        its adapters (and its readiness gate, which keeps traffic off until they are loaded)
+        follow."""
+        if event is None:
+            return  # the initial listing: the resume handlers reconcile everything anyway
+        meta = body["metadata"]
+        gates = [g.get("conditionType") for g in body["spec"].get("readinessGates") or []]
+        deployment = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
+        if ADAPTERS_LOADED in gates and deployment:
+            await self._adapters_quietly(meta["namespace"], deployment)
+
+    async def adapter_changed(self, body: Mapping[str, Any], *, retry: int) -> None:
+        """A LoraAdapter was created, changed, found at startup or is being deleted (then it
+        is unloaded everywhere before its finalizer goes); retried while it has problems."""
+        meta = body["metadata"]
+        deployment = body["spec"]["deploymentRef"]["name"]
+        await self.adapters(meta["namespace"], deployment, adapter=meta["name"], retry=retry)
+
+    async def check_drift(self) -> None:
+        """Every VLLMDeployment and its adapters, against what the cluster and servers hold."""
+        for cr in await self.kube.list_all("VLLMDeployment"):
+            meta = cr["metadata"]
+            with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                await self.deployment(meta["namespace"], meta["name"])
+            await self.adapters(meta["namespace"], meta["name"])
+
+    # --- the reconciles -------------------------------------------------------------------
+
+    async def deployment(
+        self, namespace: str, name: str, *, retry: int = 0, prune: bool = True
+    ) -> None:
+        """Bring the cluster to what the VLLMDeployment asks for and write its status (see
+        `reconcile_deployment`; raises what it raises)."""
+        # Read it under the lock: a reconcile that just ran may have changed the status, and
+        # conditions (and their events) must build on the latest one.
+        async with self._runs.locked((namespace, name)), reconcile_timer("VLLMDeployment"):
+            body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            await reconcile_deployment(
+                self.kube, body, self.settings, retry=retry, prune_children=prune
+            )
+
+    async def adapters(
+        self, namespace: str, deployment: str, *, adapter: str | None = None, retry: int = 0
+    ) -> None:
+        """Make the deployment's pods hold their LoRA adapters. Raises kopf.TemporaryError,
+        with backoff, while `adapter` (a LoraAdapter name) has problems."""
+
+        async def run() -> dict[str, list[str]]:
+            async with reconcile_timer("LoraAdapters"):
+                return await self.lora.reconcile(namespace, deployment)
+
+        problems = await self._runs.shared((namespace, "lora", deployment), run)
+        if adapter is not None and problems.get(adapter):
+            raise kopf.TemporaryError("; ".join(problems[adapter]), delay=backoff(retry))
+
+    async def _adapters_quietly(self, namespace: str, deployment: str) -> None:
+        """Adapter reconciles triggered by other objects: problems land in the LoraAdapters'
+        status and events, and their own handlers retry; an API hiccup waits for the next
+        event."""
+        try:
+            await self.adapters(namespace, deployment)
+        except ApiError as e:
+            log.warning("adapter reconcile of %s/%s: %s", namespace, deployment, e)

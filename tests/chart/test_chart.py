@@ -1,0 +1,489 @@
+"""The Helm chart, rendered and linted by real Helm (helm-python-sdk bundles Helm's Go SDK), for
+a matrix of values, like the Apache Airflow chart's tests: valid Kubernetes objects, the values
+schema, labels, security, the helm test hook, and RBAC that covers what the operator does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart
+
+from vllm_testkit.admission import admit
+
+CHART = Path(__file__).parents[2] / "charts" / "vllm"
+RELEASE, NAMESPACE = "vllm", "vllm-system"
+KUBERNETES_VERSION = "1.34"
+API_CALLS = Path(__file__).parents[1] / "golden" / "operator-api-calls.json"
+
+CPU_MODEL = {
+    "name": "tiny",
+    "spec": {
+        "model": {"uri": "/models/tiny-llama", "servedName": "tiny-llama"},
+        "accelerator": "CPU",
+        "engine": {"dtype": "float32", "maxModelLen": 512},
+        "lora": {"enabled": True, "allowedSourceRoots": ["/models"]},
+    },
+}
+GPU_MODEL = {
+    "name": "llama",
+    "labels": {"team": "ml"},
+    "spec": {
+        "model": {"uri": "hf://meta-llama/Llama-3.2-1B-Instruct"},
+        "replicas": 2,
+        "gpusPerReplica": 1,
+        "apiKeySecret": {"name": "llama-api"},
+        "hfTokenSecret": {"name": "hf"},
+        "orca": {"formats": ["TEXT"]},
+    },
+}
+GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+MATRIX: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "gpu model with existing secrets": {"deployments": [GPU_MODEL]},
+    "cpu model with adapters": {
+        "deployments": [CPU_MODEL],
+        "adapters": [
+            {
+                "name": "sql",
+                "spec": {"deploymentRef": {"name": "tiny"}, "source": {"uri": "/models/sql"}},
+            },
+            {
+                "name": "chat",
+                "spec": {
+                    "deploymentRef": {"name": "tiny"},
+                    "source": {"uri": "/models/chat"},
+                    "replicas": 1,
+                },
+            },
+        ],
+    },
+    "monitoring on": {
+        "deployments": [
+            CPU_MODEL,
+            GPU_MODEL | {"spec": GPU_MODEL["spec"] | {"monitoring": {"podMonitor": True}}},
+        ],
+        "monitoring": {
+            "serviceMonitor": True,
+            "interval": "15s",
+            "labels": {"release": "prometheus"},
+        },
+    },
+    "network policy on": {
+        "deployments": [CPU_MODEL],
+        "networkPolicy": {
+            "enabled": True,
+            "from": [GATEWAY],
+            "metricsFrom": [PROMETHEUS],
+        },
+    },
+    "operator high availability": {"operator": {"replicas": 3}},
+    "operator options": {
+        "operator": {
+            "image": {"repository": "registry.example/vllm-operator", "tag": "1.2.3"},
+            "imagePullSecrets": ["registry"],
+            "extraArgs": ["--verbose"],
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "system", "operator": "Exists"}],
+            "priorityClassName": "system-cluster-critical",
+            "podAnnotations": {"example.org/a": "b"},
+        },
+        "serviceAccount": {"create": False, "name": "existing"},
+        "tests": {"enabled": False},
+    },
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = Chart.load(CHART)
+    files = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    objects = []
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+def notes(values: dict[str, Any] | None = None) -> str:
+    files = Chart.load(CHART).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    return files[f"{Path(CHART).name}/templates/NOTES.txt"]
+
+
+def is_hook(obj: dict) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_lint_strict_is_clean(case: str):
+    result = helm_python.lint(CHART, MATRIX[case], strict=True, namespace=NAMESPACE)
+    assert result["errors"] == []
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_every_object_is_valid(case: str):
+    for obj in render(MATRIX[case]):
+        if obj["apiVersion"].startswith(("serving.vllm.ai/", "kopf.dev/")):
+            assert admit(obj["kind"], obj) == [], obj["metadata"]["name"]
+        elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's schema is not at hand: test_monitoring
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_labels(case: str):
+    for obj in render(MATRIX[case]):
+        labels = obj["metadata"]["labels"]
+        assert labels["helm.sh/chart"] == "vllm-0.1.0"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert "app.kubernetes.io/version" in labels
+
+
+def test_operator_deployment():
+    (deployment,) = by_kind(render(), "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    # VLLMDeployments' NetworkPolicies let the operator's pods in by this label.
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "vllm-operator"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "ghcr.io/vllm-k8s/vllm-operator:0.1.0"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_SERVER_IMAGE_CPU"]["value"] == "ghcr.io/vllm-k8s/vllm-server:0.1.0-cpu"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_existing_service_account_is_used_not_created():
+    objects = [o for o in render(MATRIX["operator options"]) if not is_hook(o)]
+    assert by_kind(objects, "ServiceAccount") == []
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "existing", "namespace": NAMESPACE}
+    ]
+
+
+def test_models_and_adapters_from_values():
+    objects = render(MATRIX["cpu model with adapters"])
+    (model,) = by_kind(objects, "VLLMDeployment")
+    assert model["metadata"] | {"labels": None} == {
+        "name": "tiny",
+        "namespace": NAMESPACE,
+        "labels": None,
+    }
+    assert model["spec"] == CPU_MODEL["spec"]
+    assert sorted(a["metadata"]["name"] for a in by_kind(objects, "LoraAdapter")) == ["chat", "sql"]
+
+
+def test_monitoring_covers_the_operator_and_fills_in_the_models():
+    objects = render(MATRIX["monitoring on"])
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "vllm-metrics"]
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    (deployment,) = by_kind(objects, "Deployment")
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "metrics", "containerPort": 8081} in ports
+    models = {
+        m["metadata"]["name"]: m["spec"]["monitoring"] for m in by_kind(objects, "VLLMDeployment")
+    }
+    chart = {
+        "serviceMonitor": True,
+        "podMonitor": False,
+        "interval": "15s",
+        "labels": {"release": "prometheus"},
+    }
+    assert models == {"tiny": chart, "llama": chart | {"podMonitor": True}}  # the spec's own wins
+    monitoring = MATRIX["monitoring on"]["monitoring"]
+    own = {"labels": {"team": "ml", "release": "x"}}
+    model = CPU_MODEL | {"spec": CPU_MODEL["spec"] | {"monitoring": own}}
+    (rendered,) = by_kind(
+        render({"deployments": [model], "monitoring": monitoring}), "VLLMDeployment"
+    )
+    assert rendered["spec"]["monitoring"]["labels"] == {"team": "ml", "release": "x"}  # its own win
+    own["labels"] = {"team": "ml"}
+    (rendered,) = by_kind(
+        render({"deployments": [model], "monitoring": monitoring}), "VLLMDeployment"
+    )
+    assert rendered["spec"]["monitoring"]["labels"] == {"team": "ml", "release": "prometheus"}
+    assert by_kind(render(), "ServiceMonitor") == []
+    assert (
+        "monitoring"
+        not in by_kind(render(MATRIX["cpu model with adapters"]), "VLLMDeployment")[0]["spec"]
+    )
+
+
+def test_network_policies_for_the_operator_and_the_models():
+    objects = render(MATRIX["network policy on"])
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "vllm-operator"
+    assert policy["spec"]["ingress"] == [
+        {"from": [PROMETHEUS], "ports": [{"protocol": "TCP", "port": 8081}]}
+    ]
+    (model,) = by_kind(objects, "VLLMDeployment")
+    helm_test = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test"}
+    assert model["spec"]["networkPolicy"] == {
+        "enabled": True,
+        "from": [GATEWAY, {"podSelector": {"matchLabels": helm_test}}],  # `helm test` gets in
+        "metricsFrom": [PROMETHEUS],
+    }
+    (test_pod,) = [o for o in by_kind(objects, "Pod") if is_hook(o)]
+    assert helm_test.items() <= test_pod["metadata"]["labels"].items()
+    off = render(
+        {
+            "deployments": [
+                CPU_MODEL | {"spec": CPU_MODEL["spec"] | {"networkPolicy": {"enabled": False}}}
+            ],
+            "networkPolicy": {"enabled": True},
+        }
+    )
+    assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"]["enabled"] is False
+    assert by_kind(render(), "NetworkPolicy") == []
+
+
+def test_helm_test_hook_checks_ready_and_a_completion():
+    objects = render(MATRIX["gpu model with existing secrets"])
+    (pod,) = [o for o in by_kind(objects, "Pod") if "helm.sh/hook" in o["metadata"]["annotations"]]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "http://llama.vllm-system.svc:8000/ready" in script.replace(
+        "$url", "http://llama.vllm-system.svc:8000"
+    )
+    assert '"model": "meta-llama/Llama-3.2-1B-Instruct"' in script
+    (api_key,) = pod["spec"]["containers"][0]["env"]
+    assert api_key["valueFrom"]["secretKeyRef"] == {"name": "llama-api", "key": "api-key"}
+    assert by_kind(render(MATRIX["operator options"]), "Pod") == []
+
+
+def test_uninstall_hook_deletes_the_releases_adapters_before_the_operator_goes():
+    hooks = [o for o in render() if is_hook(o)]
+    assert {o["kind"] for o in hooks} == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert all(o["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete" for o in hooks)
+    (job,) = by_kind(hooks, "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["kubectl", "delete", "loraadapters.serving.vllm.ai"]
+    assert "--selector=app.kubernetes.io/instance=vllm" in command
+    (role,) = by_kind(hooks, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["serving.vllm.ai"], "resources": ["loraadapters"],
+         "verbs": ["list", "delete", "get", "watch"]}
+    ]  # fmt: skip
+    assert not [o for o in render({"uninstallHook": {"enabled": False}}) if is_hook(o)]
+
+
+def test_dashboard_shows_the_servers_metrics():
+    assert by_kind(render(), "ConfigMap") == []
+    (config_map,) = by_kind(render({"dashboard": {"enabled": True}}), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["vllm.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("vllm:server_ready", "vllm:num_tokens_running", "vllm:num_tokens_waiting",
+                   "vllm:kv_cache_usage_perc", "vllm:startup_phase_duration_seconds",
+                   "vllm_operator_reconciles_total", "vllm_operator_lora_calls_total"):  # fmt: skip
+        assert metric in exprs
+
+
+def test_notes_tell_the_next_step():
+    assert "kubectl apply" in notes()
+    with_model = notes(MATRIX["gpu model with existing secrets"])
+    assert "kubectl -n vllm-system get vllmd -w" in with_model
+    assert "http://llama.vllm-system.svc:8000/v1" in with_model
+    assert "helm test vllm -n vllm-system" in with_model
+
+
+def test_crds_come_from_the_one_copy():
+    """Helm installs crds/ as is: the files the operator and its tests read."""
+    shipped = {Path(c["name"]).name: c["data"] for c in Chart.load(CHART).crds}
+    assert shipped == {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    assert set(shipped) == {
+        "vllmdeployments.serving.vllm.ai.yaml",
+        "loraadapters.serving.vllm.ai.yaml",
+        "clusterkopfpeerings.kopf.dev.yaml",
+    }
+
+
+# --- values.schema.json -----------------------------------------------------------------------
+
+
+def _paths(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _paths(v, f"{prefix}.{k}" if prefix else k)]
+    return [prefix]
+
+
+def _schema_has(schema: dict[str, Any], path: str) -> bool:
+    node = schema
+    for part in path.split("."):
+        properties = node.get("properties") or {}
+        if part in properties:
+            node = properties[part]
+            continue
+        # A map of user keys (labels, resources, ...) or a free-form object (affinity).
+        return isinstance(node.get("additionalProperties"), dict) or (
+            node.get("type") == "object" and "properties" not in node
+        )
+    return True
+
+
+def test_every_value_is_in_the_schema_and_documented():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    missing = [p for p in _paths(values) if not _schema_has(schema, p)]
+    assert missing == []
+    text = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = [
+        line.strip() for i, line in enumerate(text)
+        if line.strip().endswith((": []", ": {}", '""', ": 1", ": true", "IfNotPresent"))
+        and not text[i - 1].strip().startswith("#")
+    ]  # fmt: skip
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"bogus": 1}, "additional properties 'bogus' not allowed"),
+        ({"operator": {"replicas": 6}}, "maximum: got 6, want 5"),
+        ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "value must be one of"),
+        (
+            {"deployments": [{"name": "Bad_Name", "spec": {"model": {"uri": "/m"}}}]},
+            "does not match pattern",
+        ),
+        ({"deployments": [{"name": "m"}]}, "missing property 'spec'"),
+        ({"deployments": [{"name": "m", "spec": {}}]}, "missing property 'model'"),
+        (
+            {"adapters": [{"name": "a", "spec": {"source": {"uri": "/a"}}}]},
+            "missing property 'deploymentRef'",
+        ),
+        ({"serviceAccount": {"create": "yes"}}, "got string, want boolean"),
+        ({"serverImages": {"gpu": ""}}, "minLength"),
+    ],
+)
+def test_wrong_values_are_rejected(values: dict[str, Any], message: str):
+    with pytest.raises(helm_python.HelmValuesError, match=message):
+        render(values)
+
+
+# --- RBAC ---------------------------------------------------------------------------------------
+
+# Granted beyond what the tests saw the operator send, each with the reason in clusterrole.yaml.
+JUSTIFIED = {
+    # server-side apply of a missing object is authorized as create too
+    ("create", "apps", "deployments"),
+    ("create", "", "services"),
+    ("create", "", "persistentvolumeclaims"),
+    ("create", "policy", "poddisruptionbudgets"),
+    ("create", "networking.k8s.io", "networkpolicies"),
+    ("create", "monitoring.coreos.com", "servicemonitors"),
+    ("create", "monitoring.coreos.com", "podmonitors"),
+    # the model cache claim is applied when a spec enables it (no kmock test does)
+    ("get", "", "persistentvolumeclaims"),
+    ("patch", "", "persistentvolumeclaims"),
+    # pruning, shown for NetworkPolicies only in the tests; same code for every kind
+    ("delete", "", "services"),
+    ("delete", "policy", "poddisruptionbudgets"),
+    ("delete", "monitoring.coreos.com", "servicemonitors"),
+    ("delete", "monitoring.coreos.com", "podmonitors"),
+    ("get", "monitoring.coreos.com", "podmonitors"),
+    ("patch", "monitoring.coreos.com", "podmonitors"),
+    ("get", "", "pods"),
+    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement (kmock enforces no RBAC)
+    ("update", "serving.vllm.ai", "vllmdeployments/finalizers"),
+    # Kopf in a real cluster: CRD-based discovery and cluster-wide namespace listing
+    ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
+    ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
+    ("list", "", "namespaces"),
+    ("watch", "", "namespaces"),
+    # LoraAdapters are only listed, never fetched alone, in the tests; the same holds for gets
+    ("get", "serving.vllm.ai", "loraadapters"),
+}
+
+
+def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
+    """What the ClusterRole grants; by default with the peering of more than one replica."""
+    (role,) = by_kind(
+        render({"operator": {"replicas": 2}} if values is None else values), "ClusterRole"
+    )
+    return {
+        (verb, group, resource)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_every_call_the_operator_made():
+    used = {tuple(c) for c in json.loads(API_CALLS.read_text())}
+    assert used - granted() == set()
+
+
+def test_rbac_grants_nothing_unused_or_unjustified():
+    used = {tuple(c) for c in json.loads(API_CALLS.read_text())}
+    assert granted() - used - JUSTIFIED == set()
+    assert JUSTIFIED - granted() == set()  # a justification for nothing is stale
+    assert not any("*" in part for grant in granted() for part in grant)
+
+
+def test_one_operator_replica_runs_standalone_without_peering_rights():
+    objects = render()
+    (deployment,) = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not by_kind(objects, "ClusterKopfPeering") and not by_kind(
+        objects, "PodDisruptionBudget"
+    )
+    assert not any(group == "kopf.dev" for _, group, _ in granted({}))
+
+
+def test_more_operator_replicas_elect_a_leader_through_kopf_peering():
+    objects = render({"operator": {"replicas": 3}})
+    (deployment,) = by_kind(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--peering=vllm" in container["args"] and "--standalone" not in container["args"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "strategy" not in deployment["spec"]  # rolling: the standby takes over
+    (peering,) = by_kind(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "vllm"
+    (pdb,) = by_kind(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    (role,) = by_kind(objects, "ClusterRole")
+    named = [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"] and "resourceNames" in r]
+    assert named == [
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["vllm"],
+            "verbs": ["get", "patch"],
+        }
+    ]

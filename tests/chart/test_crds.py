@@ -1,0 +1,156 @@
+"""The CRDs (charts/vllm/crds, the single source): valid CRDs, structural schemas described
+field by field, and sample objects accepted or rejected as the API server would: the OpenAPI
+schema checked with jsonschema, the CEL rules evaluated with cel-python."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from vllm_operator.model.schema import crd, openapi_schema, with_defaults
+from vllm_testkit.admission import admit
+from vllm_testkit.samples import GOOD, vllmd
+
+KINDS = ("VLLMDeployment", "LoraAdapter")
+
+
+def lora(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.vllm.ai/v1alpha1",
+        "kind": "LoraAdapter",
+        "metadata": {"name": "a", "namespace": "models"},
+        "spec": spec,
+    }
+
+
+# --- the CRDs themselves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_crd_is_a_valid_kubernetes_object(kind: str):
+    kubernetes_validate.validate(crd(kind), "1.34", strict=True)
+
+
+def _undescribed(schema: dict[str, Any], path: str) -> list[str]:
+    missing = [] if "description" in schema or path.endswith(".metadata") else [path]
+    for name, prop in (schema.get("properties") or {}).items():
+        missing += _undescribed(prop, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict) and schema["items"].get("properties"):
+        missing += _undescribed(schema["items"], f"{path}[]")
+    return missing
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_field_is_described_for_kubectl_explain(kind: str):
+    assert _undescribed(openapi_schema(kind), kind) == []
+
+
+def test_vllmdeployment_names_subresources_and_columns():
+    spec = crd("VLLMDeployment")["spec"]
+    assert spec["names"]["shortNames"] == ["vllmd"]
+    assert "vllm" in spec["names"]["categories"]
+    (version,) = spec["versions"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    assert "status" in version["subresources"]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert {"Model", "Ready", "Age"} <= columns.keys()
+    assert columns["URL"]["priority"] == 1
+
+
+def test_loraadapter_names():
+    spec = crd("LoraAdapter")["spec"]
+    assert spec["names"]["shortNames"] == ["lora"]
+    (version,) = spec["versions"]
+    assert "status" in version["subresources"]
+
+
+# --- objects -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_samples_are_admitted(name: str):
+    assert admit("VLLMDeployment", GOOD[name]) == []
+
+
+BAD = {
+    "no model": ({}, "model"),
+    "unknown scheme": ({"model": {"uri": "s3://bucket/m"}}, "must start with hf://, pvc:// or /"),
+    "hf without org": ({"model": {"uri": "hf://llama"}}, "an hf:// model URI is hf://ORG/NAME"),
+    "pvc without claim": ({"model": {"uri": "pvc:///m"}}, "needs a claim name"),
+    "bad served name": ({"model": {"uri": "/m", "servedName": "a b"}}, "does not match"),
+    "negative replicas": ({"model": {"uri": "/m"}, "replicas": -1}, "less than the minimum"),
+    "cpu with gpus": (
+        {"model": {"uri": "/m"}, "accelerator": "CPU", "gpusPerReplica": 1},
+        "accelerator CPU runs without GPUs",
+    ),
+    "gpu without gpus": (
+        {"model": {"uri": "/m"}, "gpusPerReplica": 0},
+        "accelerator GPU needs gpusPerReplica of at least 1",
+    ),
+    "tensor parallel above gpus": (
+        {"model": {"uri": "/m"}, "gpusPerReplica": 2, "engine": {"tensorParallelSize": 4}},
+        "tensorParallelSize cannot exceed gpusPerReplica",
+    ),
+    "lora rank not supported by vLLM": (
+        {"model": {"uri": "/m"}, "lora": {"enabled": True, "maxRank": 24}},
+        "is not one of",
+    ),
+    "orca port clash": (
+        {"model": {"uri": "/m"}, "orca": {"grpcPort": 8000}},
+        "orca.grpcPort must differ from port",
+    ),
+    "admin port clash": (
+        {"model": {"uri": "/m"}, "port": 9000, "adminPort": 9000},
+        "adminPort must differ from port",
+    ),
+    "admin port clashes with the default API port": (
+        {"model": {"uri": "/m"}, "adminPort": 8000},
+        "adminPort must differ from port",
+    ),
+    "orca port clashes with the admin port": (
+        {"model": {"uri": "/m"}, "orca": {"grpcPort": 8001}},
+        "orca.grpcPort must differ from adminPort",
+    ),
+    "unknown orca format": ({"model": {"uri": "/m"}, "orca": {"formats": ["XML"]}}, "not one of"),
+    "gpu memory above 1": (
+        {"model": {"uri": "/m"}, "engine": {"gpuMemoryUtilization": 1.5}},
+        "greater than the maximum",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_vllmdeployments_are_rejected_with_a_clear_message(case: str):
+    spec, expected = BAD[case]
+    errors = admit("VLLMDeployment", vllmd("m", spec))
+    assert any(expected in e for e in errors), errors
+
+
+def test_loraadapter_rules():
+    good = {"deploymentRef": {"name": "llama"}, "source": {"uri": "/adapters/sql"}}
+    assert admit("LoraAdapter", lora(good)) == []
+    hub = {**good, "source": {"uri": "hf://org/adapter"}}
+    assert admit("LoraAdapter", lora(hub)) == []
+    relative = {**good, "source": {"uri": "adapters/sql"}}
+    assert any("absolute path or hf://" in e for e in admit("LoraAdapter", lora(relative)))
+    escape = {**good, "source": {"uri": "/adapters/../etc"}}
+    assert any("must not contain '..'" in e for e in admit("LoraAdapter", lora(escape)))
+    moved = copy.deepcopy(good)
+    moved["deploymentRef"]["name"] = "other"
+    errors = admit("LoraAdapter", lora(moved), old=with_defaults("LoraAdapter", lora(good)))
+    assert any("deploymentRef.name is immutable" in e for e in errors)
+    named = {**good, "adapterName": "sql"}
+    renamed = {**good, "adapterName": "sql2"}
+    old = with_defaults("LoraAdapter", lora(named))
+    assert admit("LoraAdapter", lora(named), old=old) == []
+    assert any(
+        "adapterName is immutable" in e for e in admit("LoraAdapter", lora(renamed), old=old)
+    )
+    assert any("adapterName is immutable" in e for e in admit("LoraAdapter", lora(good), old=old))

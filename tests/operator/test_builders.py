@@ -1,0 +1,200 @@
+"""Builders: golden manifests, valid against the official Kubernetes schemas, and the properties
+a working vLLM pod needs. Regenerate the golden files with UPDATE_GOLDEN=1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from vllm_operator.model.builders import (
+    ADAPTERS_LOADED,
+    build_all,
+    build_deployment,
+    selector_labels,
+    server_args,
+)
+from vllm_operator.model.spec import parse_deployment
+from vllm_testkit.samples import GOOD, IMAGES, vllmd
+from vllm_testkit.tiny_model import CPU_ARGS, CPU_ENGINE
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+KUBERNETES_VERSION = "1.34"  # a current release (sleep preStop hooks need >= 1.30)
+
+
+def build(name: str) -> list[dict]:
+    spec = parse_deployment(GOOD[name], IMAGES)
+    return build_all(spec, monitoring_available=True, operator_namespace="vllm-system")
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_golden_manifests(name: str):
+    objects = build(name)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    assert objects == list(yaml.safe_load_all(path.read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_manifests_are_valid_kubernetes(name: str):
+    for obj in build(name):
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator CRDs: not in the Kubernetes schemas
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def pod(name: str) -> dict:
+    return build_deployment(parse_deployment(GOOD[name], IMAGES))["spec"]["template"]
+
+
+def test_probes_liveness_health_readiness_ready_no_startup_probe():
+    container = pod("gpu-hf-minimal")["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert "startupProbe" not in container
+
+
+def test_pod_basics():
+    template = pod("gpu-hf-minimal")
+    spec = template["spec"]
+    assert spec["enableServiceLinks"] is False
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
+    assert spec["containers"][0]["command"] == ["vllm-ext-serve"]
+    assert spec["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    assert spec["terminationGracePeriodSeconds"] == 120
+    assert selector_labels("llama").items() <= template["metadata"]["labels"].items()
+    assert "readinessGates" not in spec
+
+
+def test_gpu_requests_are_strings_and_cpu_mode_has_none():
+    gpu = pod("gpu-everything")["spec"]["containers"][0]["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == gpu["requests"]["nvidia.com/gpu"] == "2"
+    cpu = pod("cpu-tiny")["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in cpu.get("limits", {}) | cpu.get("requests", {})
+    assert cpu["requests"]["cpu"] == "2"  # a number in the CR, a string here
+
+
+def test_cpu_mode_uses_the_cpu_image_and_gpu_the_gpu_image():
+    assert pod("cpu-tiny")["spec"]["containers"][0]["image"] == IMAGES.cpu
+    assert pod("gpu-hf-minimal")["spec"]["containers"][0]["image"] == IMAGES.gpu
+
+
+def test_lora_pods_carry_the_readiness_gate():
+    assert pod("gpu-everything")["spec"]["readinessGates"] == [{"conditionType": ADAPTERS_LOADED}]
+
+
+def test_secrets_become_env_from_secret_refs():
+    env = {e["name"]: e for e in pod("gpu-everything")["spec"]["containers"][0]["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "qwen-api",
+        "key": "api-key",
+    }
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "hf-token"}
+    assert env["VLLM_LOGGING_LEVEL"]["value"] == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("uri", "model_arg"),
+    [
+        ("hf://org/name", "org/name"),
+        ("pvc://models/qwen/Qwen2.5-7B", "/models/qwen/Qwen2.5-7B"),
+        ("pvc://models", "/models"),
+        ("/weights/llama", "/weights/llama"),
+    ],
+)
+def test_model_location(uri: str, model_arg: str):
+    spec = parse_deployment(vllmd("m", {"model": {"uri": uri}}), IMAGES)
+    assert server_args(spec)[0] == model_arg
+
+
+def test_server_args_follow_the_spec():
+    args = server_args(parse_deployment(GOOD["gpu-everything"], IMAGES))
+    joined = " ".join(args)
+    assert "--served-model-name qwen" in joined
+    assert "--revision v1" in joined
+    assert "--tensor-parallel-size 2" in joined
+    assert "--enable-lora --max-loras 8 --max-lora-rank 64" in joined
+    assert "--shutdown-timeout 290" in joined  # grace 300 minus preStop and slack
+    cpu = " ".join(server_args(parse_deployment(GOOD["cpu-tiny"], IMAGES)))
+    assert "--orca-formats TEXT JSON --orca-grpc-port 9001 --orca-oob-min-interval 0.5" in cpu
+    assert cpu.endswith("--kv-cache-memory-bytes 16777216")
+
+
+def test_the_cpu_engine_spec_serves_with_the_tiny_models_cpu_flags():
+    """The e2e suite's VLLMDeployment and the local tests run the tiny model alike."""
+    spec = parse_deployment(vllmd("t", {"model": {"uri": "/m"}, "engine": CPU_ENGINE}), IMAGES)
+    assert flags(CPU_ARGS) <= flags(server_args(spec))
+
+
+def flags(argv) -> set[tuple[str, str | None]]:
+    """(flag, value) pairs of a command line: order does not matter to vLLM's parser."""
+    words = [w for w in argv if w.startswith("--")]
+    out = set()
+    for word in words:
+        i = argv.index(word)
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+        out.add((word, value))
+    return out
+
+
+def test_optional_objects_follow_the_spec():
+    kinds = [o["kind"] for o in build("gpu-hf-minimal")]
+    assert kinds == ["Deployment", "Service"]  # one replica: no PodDisruptionBudget
+    kinds = [o["kind"] for o in build("gpu-everything")]
+    assert kinds == [
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+    ]
+    spec = parse_deployment(GOOD["gpu-everything"], IMAGES)
+    without_monitoring = build_all(spec, monitoring_available=False, operator_namespace="x")
+    assert "ServiceMonitor" not in [o["kind"] for o in without_monitoring]
+
+
+def test_every_object_is_owned_by_the_vllmdeployment():
+    for obj in build("gpu-everything"):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref == {
+            "apiVersion": "serving.vllm.ai/v1alpha1",
+            "kind": "VLLMDeployment",
+            "name": "qwen",
+            "uid": "uid-qwen",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "vllm-operator"
+
+
+def test_builders_are_deterministic():
+    assert build("gpu-everything") == build("gpu-everything")
+
+
+def test_network_policy_keeps_the_admin_port_to_the_operator():
+    (policy,) = [o for o in build("gpu-everything") if o["kind"] == "NetworkPolicy"]
+    by_port = {r["ports"][0]["port"]: r["from"] for r in policy["spec"]["ingress"]}
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vllm-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm-operator"}},
+    }
+    gateway = {"namespaceSelector": {"matchLabels": {"gateway": "true"}}}
+    prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    assert by_port == {
+        8000: [operator, gateway, prometheus],  # the API and /metrics
+        8001: [operator],  # LoRA load/unload: nothing else
+        9001: [gateway],  # out-of-band ORCA
+    }
+    (deployment,) = [o for o in build("gpu-everything") if o["kind"] == "Deployment"]
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {p["name"]: p["containerPort"] for p in ports} == {
+        "http": 8000,
+        "admin": 8001,
+        "orca-grpc": 9001,
+    }

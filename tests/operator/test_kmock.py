@@ -1,0 +1,256 @@
+"""The real operator (Kopf, in-process through `kopf.testing.KopfRunner`) against kmock's
+Kubernetes emulator over HTTP: what it creates, what it writes, what it sends.
+
+kmock's gaps are listed in `kube_emulator.py`; where a test stands in for the API server (uid,
+generation, the Deployment controller's status), it says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import kmock
+import pytest
+
+from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment, build_service
+from vllm_operator.model.spec import parse_deployment
+from vllm_testkit.kube_emulator import (
+    KubeEmulator,
+    create,
+    declare,
+    events,
+    running_operator,
+    wait_for,
+)
+from vllm_testkit.samples import GOOD, IMAGES, vllmd
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
+
+NS = "models"
+CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
+DEPLOYMENT = kmock.resource("apps/v1/deployments")
+SERVICE = kmock.resource("v1/services")
+PDB = kmock.resource("policy/v1/poddisruptionbudgets")
+NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
+SERVICE_MONITOR = kmock.resource("monitoring.coreos.com/v1/servicemonitors")
+EVENT = kmock.resource("v1/events")
+POD = kmock.resource("v1/pods")
+CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+async def patch_cr(emulator, name: str, patch: dict, *, generation: int | None = None):
+    if generation is not None:  # the API server bumps it on spec changes; kmock does not
+        patch = {**patch, "metadata": {"generation": generation}}
+    response = await emulator.patch(f"{CR_PATH}/{name}", json=patch, headers=MERGE)
+    assert response.status == 200, await response.text()
+
+
+def exists(emulator, key) -> bool:
+    """kmock keeps deleted objects (with their history): present and not deleted."""
+    return key in emulator.objects and not emulator.objects[key].deleted
+
+
+def cr(emulator, name: str) -> dict:
+    return emulator.objects[CR, NS, name]
+
+
+def condition(emulator, name: str, type_: str) -> dict:
+    return next(c for c in cr(emulator, name)["status"]["conditions"] if c["type"] == type_)
+
+
+async def test_create_builds_children_and_writes_status(kmock, kubeconfig):
+    declare(kmock)
+    body = GOOD["cpu-tiny"] | {"metadata": {"name": "tiny", "namespace": NS}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, body)
+        await wait_for(lambda: "conditions" in cr(kmock, "tiny")["status"], what="a status")
+        await wait_for(lambda: exists(kmock, (SERVICE, NS, "tiny")), what="the Service")
+
+    expected = parse_deployment(vllmd("tiny", GOOD["cpu-tiny"]["spec"], NS), IMAGES)
+    deployment = kmock.objects[DEPLOYMENT, NS, "tiny"]
+    assert deployment >= {"spec": build_deployment(expected)["spec"]}
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-tiny"
+    assert kmock.objects[SERVICE, NS, "tiny"] >= {"spec": build_service(expected)["spec"]}
+    assert not exists(kmock, (PDB, NS, "tiny"))  # one replica
+    status = cr(kmock, "tiny")["status"]
+    assert status["observedGeneration"] == 1
+    assert status["selector"] == "app.kubernetes.io/name=vllm,serving.vllm.ai/deployment=tiny"
+    assert status["url"] == f"http://tiny.{NS}.svc:8000/v1"
+    assert (status["replicas"], status["readyReplicas"], status["readyText"]) == (0, 0, "0/1")
+    assert condition(kmock, "tiny", "Available")["status"] == "False"
+    assert condition(kmock, "tiny", "Progressing")["reason"] == "RollingOut"
+    assert condition(kmock, "tiny", "Degraded")["status"] == "False"
+    # Kopf's own bookkeeping stays in annotations with our prefix.
+    annotations = cr(kmock, "tiny")["metadata"]["annotations"]
+    assert all(key.startswith("serving.vllm.ai/") for key in annotations)
+
+
+async def test_status_follows_the_deployment_and_events_mark_transitions(kmock, kubeconfig):
+    declare(kmock)
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("llama", {"model": {"uri": "hf://org/llama"}}, NS))
+        await wait_for(lambda: "conditions" in cr(kmock, "llama")["status"])
+        # Standing in for the Deployment controller: the pod became ready.
+        ready = {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+        path = f"/apis/apps/v1/namespaces/{NS}/deployments/llama/status"
+        assert (await kmock.patch(path, json=ready, headers=MERGE)).status == 200
+        await wait_for(lambda: condition(kmock, "llama", "Available")["status"] == "True")
+        await wait_for(lambda: events(kmock, "MinimumReplicasReady"), what="an event")
+
+    status = cr(kmock, "llama")["status"]
+    assert (status["readyReplicas"], status["readyText"]) == (1, "1/1")
+    assert condition(kmock, "llama", "Progressing")["reason"] == "RolloutComplete"
+    (event,) = events(kmock, "MinimumReplicasReady")
+    assert event["type"] == "Normal"
+    assert event["involvedObject"]["name"] == "llama"
+
+
+async def test_update_scale_and_prune(kmock, kubeconfig):
+    declare(kmock)
+    spec = {"model": {"uri": "/m"}, "networkPolicy": {"enabled": True}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("m", spec, NS))
+        await wait_for(lambda: exists(kmock, (NETPOL, NS, "m")), what="the NetworkPolicy")
+
+        await patch_cr(kmock, "m", {"spec": {"replicas": 3}}, generation=2)
+        await wait_for(lambda: kmock.objects[DEPLOYMENT, NS, "m"]["spec"]["replicas"] == 3)
+        await wait_for(lambda: exists(kmock, (PDB, NS, "m")), what="a PodDisruptionBudget")
+        await wait_for(lambda: cr(kmock, "m")["status"]["observedGeneration"] == 2)
+
+        # An autoscaler drives the scale subresource; the operator follows, never fights it.
+        scale = f"{CR_PATH}/m/scale"
+        body = {"spec": {"replicas": 2}, "metadata": {"generation": 3}}
+        assert (await kmock.patch(scale, json=body, headers=MERGE)).status == 200
+        await wait_for(lambda: kmock.objects[DEPLOYMENT, NS, "m"]["spec"]["replicas"] == 2)
+
+        await patch_cr(kmock, "m", {"spec": {"networkPolicy": {"enabled": False}}}, generation=4)
+        await wait_for(lambda: not exists(kmock, (NETPOL, NS, "m")), what="the prune")
+        await asyncio.sleep(0.5)
+    assert kmock.objects[DEPLOYMENT, NS, "m"]["spec"]["replicas"] == 2
+    assert exists(kmock, (PDB, NS, "m"))
+
+
+async def test_deleted_service_comes_back(kmock, kubeconfig):
+    declare(kmock)
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("svc", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: exists(kmock, (SERVICE, NS, "svc")))
+        deleted = await kmock.delete(f"/api/v1/namespaces/{NS}/services/svc")
+        assert deleted.status == 200
+        assert not exists(kmock, (SERVICE, NS, "svc"))
+        await wait_for(lambda: exists(kmock, (SERVICE, NS, "svc")), what="the Service again")
+
+
+async def test_monitoring_objects_only_where_their_crds_exist(kmock, kubeconfig):
+    declare(kmock, monitoring=True)
+    spec = {"model": {"uri": "/m"}, "monitoring": {"serviceMonitor": True}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("mon", spec, NS))
+        await wait_for(lambda: exists(kmock, (SERVICE_MONITOR, NS, "mon")))
+
+
+async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubeconfig):
+    declare(kmock)
+    spec = {"model": {"uri": "/m"}, "apiKeySecret": {"name": "nope"}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("sec", spec, NS))
+        await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "True")
+        await wait_for(lambda: events(kmock, "SecretNotFound"), what="a Warning event")
+        assert not exists(kmock, (DEPLOYMENT, NS, "sec"))  # pods would only fail to start
+        assert "Secret 'nope' not found" in condition(kmock, "sec", "Degraded")["message"]
+        assert events(kmock, "SecretNotFound")[0]["type"] == "Warning"
+
+        # The Secret appears; the next reconcile (here: a spec change) goes through.
+        secret = {"metadata": {"name": "nope", "namespace": NS}, "data": {"api-key": "c2VjcmV0"}}
+        assert (await kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)).status == 200
+        await patch_cr(kmock, "sec", {"spec": {"replicas": 2}}, generation=2)
+        await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "False")
+        await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "sec")))
+
+
+async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfig):
+    declare(kmock)
+    spec = {
+        "model": {"uri": "/m"},
+        "gpusPerReplica": 2,
+        "resources": {"limits": {"nvidia.com/gpu": 1}},
+    }
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("bad", spec, NS))
+        await wait_for(lambda: condition(kmock, "bad", "Degraded")["reason"] == "InvalidSpec")
+        await wait_for(lambda: events(kmock, "InvalidSpec"))
+        before = len(list(kmock))
+        await asyncio.sleep(2)
+        after = len(list(kmock))
+    assert "nvidia.com/gpu" in condition(kmock, "bad", "Degraded")["message"]
+    assert not exists(kmock, (DEPLOYMENT, NS, "bad"))
+    assert after - before < 5  # no retry storm
+
+
+async def test_restart_resumes_without_writing_anything_new(kmock, kubeconfig):
+    declare(kmock)
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("keep", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: "conditions" in cr(kmock, "keep")["status"])
+        await asyncio.sleep(0.5)
+    status = cr(kmock, "keep")["status"]
+    before = len(list(kmock))
+    async with running_operator(kmock):
+        await asyncio.sleep(1.5)  # resume handlers run
+    assert cr(kmock, "keep")["status"] == status  # same status, same transition times
+    # The reconciler's own client (not Kopf's bookkeeping) wrote nothing: no apply, no status.
+    agents = ("kmock", "kopf")
+    writes = [
+        (r.method.value, r.url.path)
+        for r in list(kmock)[before:]
+        if r.method.value != "GET" and not r.headers.get("User-Agent", "").startswith(agents)
+    ]
+    assert writes == []
+
+
+async def test_pods_with_no_adapters_pass_the_readiness_gate(kmock, kubeconfig):
+    declare(kmock)
+    spec = {"model": {"uri": "/m"}, "lora": {"enabled": True}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("lora", spec, NS))
+        await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "lora")))
+        template = kmock.objects[DEPLOYMENT, NS, "lora"].raw["spec"]["template"]
+        assert template["spec"]["readinessGates"] == [{"conditionType": ADAPTERS_LOADED}]
+        # Standing in for the ReplicaSet controller: a pod from the template.
+        pod = {
+            "metadata": {"name": "lora-abc", "namespace": NS, **template["metadata"]},
+            "spec": template["spec"],
+        }
+        response = await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
+        assert response.status == 200
+        await wait_for(
+            lambda: (
+                kmock.objects[POD, NS, "lora-abc"]["status"]["conditions"][0]["status"] == "True"
+            ),
+            what="the readiness gate",
+        )
+    gate = kmock.objects[POD, NS, "lora-abc"]["status"]["conditions"][0]
+    assert gate["type"] == ADAPTERS_LOADED
+    assert gate["reason"] == "NoAdapters"
+
+
+async def test_delete_leaves_cleanup_to_garbage_collection(kmock, kubeconfig):
+    declare(kmock)
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("gone", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: "conditions" in cr(kmock, "gone")["status"])
+        await asyncio.sleep(0.5)  # let the first reconcile's echoes settle
+        before = len(list(kmock))
+        assert (await kmock.delete(f"{CR_PATH}/gone")).status == 200
+        await asyncio.sleep(1.0)
+        after = [r for r in list(kmock)[before:] if r.method.value != "GET"]
+    # The children carry a controller owner reference: the API server's garbage collector
+    # (which kmock lacks) deletes them. The operator neither recreates nor touches them.
+    assert kmock.objects[DEPLOYMENT, NS, "gone"]["metadata"]["ownerReferences"][0]["uid"] == (
+        "uid-gone"
+    )
+    # The reconciler's own client (not Kopf's bookkeeping, not the test's) wrote nothing.
+    agents = ("kmock", "kopf")
+    ours = [r for r in after if not r.headers.get("User-Agent", "").startswith(agents)]
+    assert [(r.method.value, r.url.path) for r in ours] == []

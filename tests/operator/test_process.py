@@ -1,0 +1,213 @@
+"""The operator as its own process (`vllm-operator`, as in its pod) against kmock's emulator:
+more than one replica through Kopf peering (one works, the other stands by and takes over when
+the first one stops), its metrics, and its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import kmock
+import kopf
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from vllm_operator.reconcile.leadership import configure, leads
+from vllm_testkit.kube_emulator import (
+    SEEN_CALLS,
+    KubeEmulator,
+    api_calls,
+    create,
+    declare,
+    wait_for,
+)
+from vllm_testkit.samples import GOOD
+from vllm_testkit.servers import free_port
+
+NS = "models"
+CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
+DEPLOYMENT = kmock.resource("apps/v1/deployments")
+PEERING = kmock.resource("kopf.dev/v1/clusterkopfpeerings")
+SERVICE = kmock.resource("v1/services")
+NAME = "vllm-operator"
+
+
+def record(priority: int, seconds_ago: float = 0, lifetime: int = 30) -> dict:
+    seen = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+def test_leads_as_kopf_decides():
+    peering = {"status": {"me": record(50), "low": record(10), "old": record(90, seconds_ago=60)}}
+    assert leads(peering, "me", 50)  # the higher one is dead, the other one lower
+    assert not leads(peering | {"status": {**peering["status"], "hi": record(51)}}, "me", 50)
+    assert not leads({"status": {"me": record(50), "twin": record(50)}}, "me", 50)  # a tie
+    assert leads(None, "me", 50)  # no peering object: Kopf pauses nobody
+    assert not leads(peering, None, 50)  # identity unknown: our own record looks like a tie
+
+
+def test_replicas_get_distinct_random_priorities_unless_given():
+    first, second, given = kopf.OperatorSettings(), kopf.OperatorSettings(), kopf.OperatorSettings()
+    given.peering.priority = 7
+    for settings in (first, second, given):
+        configure(settings)
+    assert first.peering.priority != second.peering.priority  # 1 in 2**31 to tie
+    assert first.peering.priority > 0 and given.peering.priority == 7
+    assert first.peering.lifetime == 30
+    standalone = kopf.OperatorSettings()
+    standalone.peering.standalone = True
+    configure(standalone)
+    assert standalone.peering.priority == 0
+
+
+class OperatorProcess:
+    """`vllm-operator ARGS` as its own process (as in its pod), its log in a file."""
+
+    def __init__(self, pod: str, args: list[str], kubeconfig, log) -> None:
+        self.metrics_port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": pod}
+        env["VLLM_OPERATOR_METRICS_PORT"] = str(self.metrics_port)
+        env["VLLM_OPERATOR_DRIFT_CHECK_SECONDS"] = "0.5"  # the drift loop asks who leads
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.log_path = log
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm_operator", *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    return sample.value
+        return None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def exists(emulator, resource, name: str) -> bool:
+    key = (resource, NS, name)
+    return key in emulator.objects and not emulator.objects[key].deleted
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp_path):
+    declare(kmock)
+    response = await kmock.post(
+        "/apis/kopf.dev/v1/clusterkopfpeerings",
+        json={
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": NAME},
+        },
+    )
+    assert response.status == 200
+    peering = [f"--peering={NAME}", "--verbose"]  # verbose: each handler call in the log
+    leader = OperatorProcess("leader", [*peering, "--priority=200"], kubeconfig, tmp_path / "l.log")
+    standby = OperatorProcess(
+        "standby", [*peering, "--priority=100"], kubeconfig, tmp_path / "s.log"
+    )
+    try:
+
+        def peers() -> set[str]:
+            return set(kmock.objects[PEERING, None, NAME].get("status") or {})
+
+        def drift_checks() -> int:  # the drift loops reading the peering object
+            return sum(
+                str(r.url).endswith(f"/clusterkopfpeerings/{NAME}") and r.method.value == "GET"
+                for r in kmock
+            )
+
+        await wait_for(lambda: peers() == {"leader", "standby"}, timeout=60, what="both peers")
+        await create(
+            kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "one", "namespace": NS}}
+        )
+        await wait_for(lambda: exists(kmock, SERVICE, "one"), timeout=30, what="Service one")
+        await wait_for(lambda: "[models/one] Handler" in leader.log(), what="the leader's log")
+        await wait_for(lambda: leader.metric("vllm_operator_leader") == 1, what="leader metric")
+        await wait_for(lambda: standby.metric("vllm_operator_leader") == 0, what="standby metric")
+        ok = {"kind": "VLLMDeployment", "result": "ok"}
+        reconciled = lambda: leader.metric("vllm_operator_reconciles_total", **ok)  # noqa: E731
+        await wait_for(lambda: (reconciled() or 0) >= 1, what="a reconcile counted")
+        assert leader.metric("vllm_operator_applies_total", kind="Deployment") == 1
+        assert standby.metric("vllm_operator_reconciles_total", **ok) is None  # never ran
+
+        # The leader hangs, its record still alive: the standby's handlers are paused and its
+        # drift loop stands by, so a deleted Service stays deleted.
+        leader.proc.send_signal(signal.SIGSTOP)
+        await kmock.delete(f"/api/v1/namespaces/{NS}/services/one")
+        checks = drift_checks()
+        await wait_for(lambda: drift_checks() >= checks + 3, what="three drift rounds")
+        assert not exists(kmock, SERVICE, "one")
+        assert "[models/one]" not in standby.log()
+        leader.proc.send_signal(signal.SIGCONT)  # and comes back: it repairs
+        await wait_for(lambda: exists(kmock, SERVICE, "one"), timeout=30, what="Service one back")
+
+        # The leader stops (a rollout, a drain): it leaves the peering, the standby resumes.
+        leader.proc.terminate()
+        await wait_for(lambda: peers() == {"standby"}, timeout=30, what="the leader gone")
+        await create(
+            kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "two", "namespace": NS}}
+        )
+        await wait_for(lambda: exists(kmock, DEPLOYMENT, "two"), timeout=30, what="Deployment two")
+        await wait_for(lambda: "[models/two] Handler" in standby.log(), what="the standby's log")
+        await wait_for(lambda: standby.metric("vllm_operator_leader") == 1, what="it leads")
+    finally:
+        # Waited for in threads: the emulator serves from this event loop, and an operator
+        # finishing its work on SIGTERM needs it to answer.
+        codes = await asyncio.gather(*(asyncio.to_thread(p.stop) for p in (leader, standby)))
+        SEEN_CALLS.update(api_calls(kmock))
+    assert codes == [0, 0], "both exit cleanly on SIGTERM, the standby leaving the peering"
+    assert peers() == set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_logs_are_json_and_quiet_by_default(kmock, kubeconfig, tmp_path):
+    """As the chart runs it: a JSON line per change the operator made, not one per handler."""
+    declare(kmock)
+    operator = OperatorProcess(
+        "one", ["--standalone", "--log-format=json"], kubeconfig, tmp_path / "o.log"
+    )
+    try:
+        await wait_for(
+            lambda: "Activity 'startup' succeeded" in operator.log(), timeout=30, what="start"
+        )
+        await create(
+            kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "one", "namespace": NS}}
+        )
+        await wait_for(
+            lambda: "reconciled one" in operator.log(), timeout=30, what="the change logged"
+        )
+        await asyncio.sleep(1)  # the handlers' own lines would be there by now
+    finally:
+        code = await asyncio.to_thread(operator.stop)
+    assert code == 0
+    lines = [json.loads(line) for line in operator.log().splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("reconciled one: applied") for m in messages), messages
+    assert not any("Handler " in m for m in messages), messages

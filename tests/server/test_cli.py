@@ -1,0 +1,148 @@
+"""Command-line handling, all before vLLM is imported."""
+
+import errno
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from vllm_server_ext import cli
+
+
+def test_positional_model_and_our_flags_are_split_from_vllms():
+    inv = cli.parse_command_line(
+        ["/models/m", "--log-format", "json", "--max-model-len", "512", "--port", "9001"]
+    )
+    assert inv.options.log_format == "json"
+    assert inv.vllm_argv == ["--model", "/models/m", "--max-model-len", "512", "--port", "9001"]
+    assert (inv.host, inv.port, inv.uds) == ("", 9001, None)
+
+
+def test_defaults_match_vllm_serve():
+    inv = cli.parse_command_line(["--model", "m", "--host=127.0.0.1", "--log_format=text"])
+    assert (inv.host, inv.port) == ("127.0.0.1", 8000)
+    assert inv.vllm_argv == ["--model", "m", "--host=127.0.0.1"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_server_ext", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_value_of_our_flag_is_one_line_naming_flag_and_choices():
+    result = run_cli("m", "--log-format", "xml")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "--log-format" in lines[0]
+    assert "'text', 'json'" in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--orca-formats", "TEXT,XML"],
+            "argument --orca-formats/--orca_formats: invalid choice: 'XML' "
+            "(choose from TEXT, JSON, BIN)",
+        ),
+        (
+            ["--orca_grpc_port", "70000"],
+            "argument --orca-grpc-port/--orca_grpc_port: invalid port: '70000' "
+            "(choose from 1 to 65535)",
+        ),
+        (
+            ["--orca-oob-min-interval", "0"],
+            "argument --orca-oob-min-interval/--orca_oob_min_interval: invalid interval: '0' "
+            "(seconds, above 0)",
+        ),
+    ],
+)
+def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
+    result = run_cli("m", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--admin-port", "8000"], "argument --admin-port: 8000 is the API port too (--port)"),
+        (["--port", "9000", "--admin_port", "9000"], "argument --admin-port: 9000 is the API port too (--port)"),
+        (["--uds", "/tmp/s", "--admin-port", "8001"], "argument --admin-port: not allowed with --uds"),
+        (["--admin-port", "9001", "--orca-grpc-port", "9001"], "argument --admin-port: 9001 is the ORCA gRPC port too"),
+        (["--admin-port", "x"], "argument --admin-port/--admin_port: invalid port: 'x' (choose from 1 to 65535)"),
+    ],
+)  # fmt: skip
+def test_bad_admin_port_is_one_line(args: list[str], expected: str):
+    result = run_cli("m", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
+
+
+def test_orca_formats_spaces_commas_and_case():
+    inv = cli.parse_command_line(["m", "--orca-formats", "json,Text", "BIN", "--max-num-seqs", "4"])
+    assert inv.options.orca_formats == ("JSON", "TEXT", "BIN")
+    assert inv.vllm_argv == ["--model", "m", "--max-num-seqs", "4"]
+    assert cli.parse_command_line(["m"]).options.orca_formats == ()
+
+
+def test_port_in_use_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("m", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"vllm-ext-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_admin_port_in_use_is_one_line_before_vllm_is_imported():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("m", "--host", "127.0.0.1", "--port", "0", "--admin-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"vllm-ext-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_unsupported_vllm_version_is_refused(monkeypatch):
+    monkeypatch.setattr(cli, "installed_vllm_version", lambda: "0.31.2")
+    expected = "found vLLM 0.31.2; this server supports vLLM 0.32.x"
+    with pytest.raises(SystemExit, match=re.escape(expected)):
+        cli.check_vllm_version()
+
+
+@pytest.mark.vllm  # needs vLLM installed (its version, not its import)
+def test_installed_vllm_is_the_supported_one():
+    version = cli.installed_vllm_version()
+    assert version is not None
+    assert version.startswith(cli.SUPPORTED_VLLM + ".")
+
+
+def test_dual_stack_host_falls_back_to_ipv4_on_a_kernel_without_ipv6(monkeypatch):
+    real_socket = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)  # the boundary: the kernel's answer
+    sock = cli.bind(cli.parse_command_line(["m", "--host", "::", "--port", "0"]))
+    with sock:
+        assert sock.family == socket.AF_INET and sock.getsockname()[0] == "0.0.0.0"
+    with pytest.raises(OSError):  # an explicit IPv6 address stays an error
+        cli.bind(cli.parse_command_line(["m", "--host", "::1", "--port", "0"]))

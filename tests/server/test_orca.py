@@ -1,0 +1,230 @@
+"""ORCA encoders, format choice, load tracking: checked with an independent Envoy-rules parser
+and the real `OrcaLoadReport` class."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import pytest
+from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
+
+from vllm_server_ext.load_tracker import (
+    EngineLoad,
+    LoadTracker,
+    RateWindow,
+    application_utilization,
+)
+from vllm_server_ext.orca import (
+    LoadSnapshot,
+    choose_format,
+    encode_bin,
+    encode_json,
+    encode_text,
+    parse_formats,
+)
+from vllm_server_ext.token_load import TokenLoad
+from vllm_testkit.envoy_orca import OrcaParseError, parse, weight
+
+BUSY = LoadSnapshot(
+    application_utilization=0.75,
+    rps_fractional=3.5,
+    eps=0.25,
+    cpu_utilization=1.5,  # above 1 is allowed: more than one core
+    mem_utilization=0.125,
+    num_requests_running=8,
+    num_requests_waiting=4,
+    num_tokens_running=1234,
+    num_tokens_waiting=321,
+    kv_cache_usage_perc=0.5,
+    num_lora_adapters_running=1,
+)
+IDLE = LoadSnapshot(0.01, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+NAMED = {
+    "num_requests_running",
+    "num_requests_waiting",
+    "num_tokens_running",
+    "num_tokens_waiting",
+    "kv_cache_usage_perc",
+    "num_lora_adapters_running",
+    "num_lora_adapters_waiting",
+}
+
+
+# --- the independent parser rejects what Envoy rejects ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text cpu_utilization=0.5",  # prefixes are case-sensitive
+        "TEXTcpu_utilization=0.5",
+        "CSV cpu_utilization=0.5",
+        "TEXT cpu_utilization=0.5,cpu_utilization=0.6",
+        "TEXT named_metrics.a=1,named_metrics.a=2",
+        "TEXT cpu_utilization=-0.1",
+        "TEXT cpu_utilization=nan",
+        "TEXT eps=inf",
+        "TEXT request_cost.x=1",
+        "TEXT rps=1",
+        "TEXT named_metrics.=1",
+        "TEXT cpu_utilization=",
+        "TEXT cpu_utilization",
+        "TEXT =1",
+        'JSON {"cpu_utilization": 0.5, "unknown": 1}',
+        "JSON {not json",
+        "BIN not*base64",
+    ],
+)
+def test_envoy_rules_reject(value: str):
+    with pytest.raises(OrcaParseError):
+        parse(value)
+
+
+def test_envoy_rules_accept_spacing_and_utilization_map():
+    report = parse("TEXT cpu_utilization=0.5, named_metrics.a=2 ,utilization.gpu=0.25,")
+    assert (report.cpu_utilization, report.named_metrics["a"], report.utilization["gpu"]) == (
+        0.5,
+        2,
+        0.25,
+    )
+
+
+# --- our encoders ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encode", [encode_text, encode_json, encode_bin])
+@pytest.mark.parametrize("snapshot", [BUSY, IDLE])
+def test_every_format_parses_to_the_same_report(encode, snapshot: LoadSnapshot):
+    report = parse(encode(snapshot))
+    assert report.application_utilization == pytest.approx(snapshot.application_utilization)
+    assert report.rps_fractional == pytest.approx(snapshot.rps_fractional)
+    assert report.eps == pytest.approx(snapshot.eps)
+    assert report.cpu_utilization == pytest.approx(snapshot.cpu_utilization)
+    assert report.mem_utilization == pytest.approx(snapshot.mem_utilization)
+    named = dict(report.named_metrics)
+    assert set(named) <= NAMED
+    for key in NAMED:
+        assert named.get(key, 0.0) == pytest.approx(getattr(snapshot, key))
+
+
+def test_text_has_every_key_once_and_envoy_would_weight_it():
+    value = encode_text(BUSY)
+    keys = [entry.split("=")[0] for entry in value[len("TEXT ") :].split(",")]
+    assert len(keys) == len(set(keys))
+    assert {"application_utilization", "rps_fractional", "eps"} <= set(keys)
+    assert {f"named_metrics.{k}" for k in NAMED} <= set(keys)
+    assert weight(parse(value)) == pytest.approx(3.5 / (0.75 + 0.25 / 3.5))
+
+
+def test_json_uses_snake_case_proto3_names():
+    body = encode_json(BUSY)[len("JSON ") :]
+    assert '"application_utilization"' in body
+    assert '"named_metrics"' in body
+    assert "applicationUtilization" not in body
+
+
+def test_bin_is_padded_base64_of_the_message():
+    value = encode_bin(BUSY)[len("BIN ") :]
+    assert len(value) % 4 == 0
+    report = OrcaLoadReport.FromString(base64.b64decode(value, validate=True))
+    assert report.named_metrics["num_tokens_running"] == 1234
+
+
+def test_bad_values_never_void_the_report():
+    broken = LoadSnapshot(math.nan, -1, math.inf, -0.5, 0, 0, 0, 0, 0, 0)
+    for encode in (encode_text, encode_json, encode_bin):
+        report = parse(encode(broken))
+        assert report.rps_fractional == 0
+        assert report.eps == 0
+
+
+def test_text_numbers_are_plain_decimals():
+    tiny = LoadSnapshot(1e-7, 1234567.5, 0, 0.1 + 0.2, 0, 0, 0, 0, 0, 0)
+    value = encode_text(tiny)
+    assert "e-" not in value
+    assert "rps_fractional=1234567.5," in value
+    assert "cpu_utilization=0.3," in value
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def test_parse_formats_accepts_spaces_commas_any_case_and_dedupes():
+    assert parse_formats(["text,json", "BIN", "Text"]) == ("TEXT", "JSON", "BIN")
+    assert parse_formats([]) == ()
+
+
+def test_parse_formats_names_the_bad_value_and_choices():
+    with pytest.raises(ValueError, match=r"invalid choice: 'xml' \(choose from TEXT, JSON, BIN\)"):
+        parse_formats(["text,xml"])
+
+
+def test_choose_format_follows_the_request_within_the_enabled_ones():
+    enabled = ("JSON", "TEXT")
+    assert choose_format(enabled, None) == "JSON"
+    assert choose_format(enabled, "tExT") == "TEXT"
+    assert choose_format(enabled, " text ") == "TEXT"
+    assert choose_format(enabled, "bin") == "JSON"  # disabled: the default, not an error
+    assert choose_format(enabled, "garbage") == "JSON"
+
+
+# --- load tracking ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_window_counts_recent_events_and_forgets_old_ones():
+    clock = FakeClock()
+    window = RateWindow(seconds=10, clock=clock)
+    clock.now += 20  # older than the window: the full 10 s count
+    for _ in range(30):
+        window.add()
+        clock.now += 0.1  # 10 events per second for 3 s
+    # 9 full seconds before the current one, which has just begun
+    assert window.rate() == pytest.approx(30 / 9)
+    clock.now += 10.5
+    assert window.rate() == 0.0
+
+
+def test_rate_window_of_a_young_process_divides_by_its_age():
+    clock = FakeClock()
+    window = RateWindow(seconds=10, clock=clock)
+    clock.now += 0.5
+    window.add()
+    assert window.rate() == pytest.approx(2.0)
+
+
+def test_application_utilization_is_the_busier_of_cache_and_slots_and_positive():
+    assert application_utilization(0.0, 0, 0, 8) == 0.01
+    assert application_utilization(0.6, 2, 0, 8) == 0.6
+    assert application_utilization(0.1, 8, 4, 8) == 1.5  # queueing pushes it past 1
+
+
+def test_tracker_encodes_once_per_snapshot_and_refreshes_on_change():
+    clock = FakeClock()
+    tokens = TokenLoad()
+    tracker = LoadTracker(token_load=tokens, max_num_seqs=8, clock=clock)
+    first = tracker.header("TEXT")
+    assert tracker.header("TEXT") is first  # cached: no work per response
+    tokens.added("r1", 40)
+    tracker.request_finished(200)
+    tracker.request_finished(503)
+    clock.now += 0.5
+    assert tracker.header("TEXT") is first  # requests alone do not force a new snapshot
+    tracker.record_engine(0, EngineLoad(num_requests_running=1))  # an engine step does
+    second = tracker.header("TEXT")
+    assert second is not first
+    report = parse(second.decode())
+    assert report.named_metrics["num_tokens_waiting"] == 40
+    assert report.eps > 0
+    assert report.rps_fractional >= report.eps
+    clock.now += 2  # old: rebuilt even without events, so rates decay while idle
+    assert tracker.header("TEXT") is not second
+    assert tracker.report() is tracker.report()
