@@ -5,12 +5,14 @@
 The operator runs as its own process against kmock's emulated API (see bench/operator.py).
 Per N pods: a VLLMDeployment, N pods, then one LoraAdapter is created and the clock runs until
 every pod's server holds the adapter. N = 1 uses a real `vllm-ext-serve` on the CPU; larger N
-use a LoRA-API test double (`LoraApiDouble`, one per pod address) whose loads take as long as
-the real server's did. Compared with the time one direct load call takes on the real server.
+use the test double of the servers' admin port (`vllm_testkit.vllm_admin_double`, one address
+per pod) whose loads take as long as the real server's did. Compared with the time one direct
+load call takes on the real server.
 Then the restart: the real server is stopped and started again, and the clock runs from the
 moment it serves again (the kubelet's 'ready' is written at once) until the adapter is back.
-Targets: apply-to-loaded <= direct load + 0.5 s for every N; reload <= 2 s after the server is
-live. Prints one JSON document.
+Targets: apply-to-loaded <= direct load + 0.5 s, judged separately for the real server (N = 1)
+and for the test doubles (N > 1: the operator's fan-out, not vLLM's loading); reload <= 2 s after
+the server is live. Prints one JSON document, the goal next to each figure.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import asyncio
 import json
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import kmock
-from aiohttp import web
 
 from vllm_operator.model.builders import build_deployment
 from vllm_operator.model.spec import Images, parse_deployment
@@ -35,63 +34,13 @@ from vllm_testkit.kube_bench import BenchEmulator, start_operator
 from vllm_testkit.kube_emulator import create, declare, pod_status, write_kubeconfig
 from vllm_testkit.servers import ext_server, free_port
 from vllm_testkit.tiny_model import generate_lora, generate_model
+from vllm_testkit.vllm_admin_double import VLLMAdminDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 
 NS = "bench"
 LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
 IMAGES = Images(gpu="gpu", cpu="cpu")
-
-
-class LoraApiDouble:
-    """Test double of vllm-ext-serve's LoRA API (/v1/models, load, unload, instance header),
-    serving every given address on one port from a thread; loads take `load_seconds`."""
-
-    def __init__(self, hosts: list[str], port: int, load_seconds: float) -> None:
-        self.hosts, self.port, self.load_seconds = hosts, port, load_seconds
-        self.adapters: dict[str, dict[str, str]] = {h: {} for h in hosts}
-        self.instance = uuid.uuid4().hex
-        self.models_calls = 0
-        self._ready = threading.Event()
-        threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
-        self._ready.wait()
-
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/load_lora_adapter", self._load)
-        app.router.add_post("/v1/unload_lora_adapter", self._unload)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        for host in self.hosts:
-            await web.TCPSite(runner, host, self.port).start()
-        self._ready.set()
-        await asyncio.Event().wait()
-
-    def _host(self, request: web.Request) -> str:
-        return request.transport.get_extra_info("sockname")[0]
-
-    async def _models(self, request: web.Request) -> web.Response:
-        self.models_calls += 1
-        data = [{"id": "tiny-llama", "root": "/models/tiny", "parent": None}]
-        data += [
-            {"id": n, "root": p, "parent": "tiny-llama"}
-            for n, p in self.adapters[self._host(request)].items()
-        ]
-        return web.json_response(
-            {"object": "list", "data": data}, headers={"vllm-instance-id": self.instance}
-        )
-
-    async def _load(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        await asyncio.sleep(self.load_seconds)
-        self.adapters[self._host(request)][body["lora_name"]] = body["lora_path"]
-        return web.Response(text="Success")
-
-    async def _unload(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.adapters[self._host(request)].pop(body["lora_name"], None)
-        return web.Response(text="Success")
 
 
 async def scenario(
@@ -136,7 +85,9 @@ async def scenario(
     return time.monotonic() - t0
 
 
-async def storm(emulator, name: str, hosts: list[str], double: LoraApiDouble) -> dict[str, object]:
+async def storm(
+    emulator, name: str, hosts: list[str], double: VLLMAdminDouble
+) -> dict[str, object]:
     """Every pod's status written 3 times at once (a rollout's worth of pod events): how many
     /v1/models calls (one per pod per adapter reconcile) the operator makes for them."""
     before = double.models_calls
@@ -212,8 +163,9 @@ async def run(sizes: list[int]) -> dict[str, object]:
                 else:
                     hosts = [f"127.0.1.{i + 1}" for i in range(n)]
                     ports = free_port(), free_port()  # the operator calls the admin port only
-                    double = LoraApiDouble(hosts, ports[1], load_seconds=direct)
-                    holds, kind = (lambda h, a, d=double: a in d.adapters[h]), "test double"
+                    double = VLLMAdminDouble(hosts, ports[1], load_seconds=direct)
+                    holds = lambda h, a, d=double: a in d.servers[h].adapters  # noqa: E731
+                    kind = "test double"
                 seconds = await scenario(emulator, f"d{n}", hosts, *ports, source, holds)
                 per_n[n] = {
                     "pods": n,
@@ -242,12 +194,33 @@ async def run(sizes: list[int]) -> dict[str, object]:
                 await asyncio.sleep(0.01)
             results["reload_after_restart_seconds"] = round(time.monotonic() - live, 3)
     real.stop()
-    worst = max(v["over_direct_load_seconds"] for v in results["apply_to_loaded"].values())
-    results["targets_met"] = {
-        "apply_to_loaded_le_direct_plus_0.5s": worst <= 0.5,
-        "reload_le_2s": results["reload_after_restart_seconds"] <= 2,
-    }
-    return results
+    return results | {"verdicts": verdicts(results)}
+
+
+def verdicts(results: dict) -> dict[str, object]:
+    """The real server's figure and the test doubles' figures are judged apart: the first is
+    vLLM's load plus the operator's reaction, the others the operator's fan-out alone."""
+    per_n = results["apply_to_loaded"]
+    real = [v for v in per_n.values() if v["servers"] == "real server"]
+    doubles = [v for v in per_n.values() if v["servers"] == "test double"]
+    goal = "over_direct_load_seconds <= 0.5"
+    out: dict[str, object] = {}
+    if real:
+        over = max(v["over_direct_load_seconds"] for v in real)
+        out["apply_to_loaded_real_server"] = {"over_direct_load_seconds": over, "goal": goal,
+                                              "met": over <= 0.5}  # fmt: skip
+    if doubles:
+        over = max(v["over_direct_load_seconds"] for v in doubles)
+        out["apply_to_loaded_test_doubles"] = {
+            "worst_over_direct_load_seconds": over,
+            "pods": [v["pods"] for v in doubles],
+            "goal": goal,
+            "met": over <= 0.5,
+        }
+    if "reload_after_restart_seconds" in results:
+        reload = results["reload_after_restart_seconds"]
+        out["reload_after_restart"] = {"seconds": reload, "goal": "<= 2", "met": reload <= 2}
+    return out
 
 
 def main() -> None:

@@ -6,11 +6,16 @@ Per run, from exec: time to the first `/health` 200, time to ready (stock: the f
 200, since that is when it serves; ours: the first `/ready` 200) and peak RSS of the process tree
 (API server + engine core + worker). Then, on one server of each kind, `/health` latency while
 the engine is saturated (more concurrent long requests than `--max-num-seqs`). Prints one JSON
-document with the medians and the ratios the targets are stated in:
+document with the medians, the ratios and the targets:
 
-- liveness: ours <= 1 s, and >= 20x sooner than stock's first 200;
-- ready: ours <= 105 % of stock's;
+- ready: ours <= 105 % of stock's (the figure to watch: the time-to-ready overhead, what the
+  early server, the phases and the extra routes cost before the model serves);
+- liveness: ours <= 1 s;
 - /health p99 under saturation <= 50 ms.
+
+How much sooner ours is live than stock is reported as information, not as a goal: stock vLLM
+has no early liveness (its `/health` first answers when it is ready), so the ratio is stock's
+time to ready over our early server's bind time and follows from the design.
 """
 
 from __future__ import annotations
@@ -171,35 +176,59 @@ def main() -> None:
             server.stop()
         print(f"saturation {kind}: {json.dumps(saturation[kind])}", file=sys.stderr)
 
+    print(json.dumps(summarize(runs, saturation), indent=2))
+
+
+def summarize(
+    runs: dict[str, list[dict[str, float]]], saturation: dict[str, dict[str, float]]
+) -> dict[str, object]:
+    """The JSON document: medians, the time-to-ready overhead, ratios, targets."""
+
     def median(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])
 
     summary = {kind: {key: round(median(kind, key), 3) for key in runs[kind][0]} for kind in runs}
+    ready_ratio = median("ext", "ready_s") / median("stock", "ready_s")
     ratios = {
-        "liveness_speedup": median("stock", "first_health_s") / median("ext", "first_health_s"),
-        "ready_ratio": median("ext", "ready_s") / median("stock", "ready_s"),
+        "ready_ratio": ready_ratio,
         "peak_rss_ratio": median("ext", "peak_rss_mib") / median("stock", "peak_rss_mib"),
         "health_p99_ratio": saturation["ext"]["p99_ms"] / saturation["stock"]["p99_ms"],
     }
+    # The figure to watch: what ours adds to the time to ready, run by run (interleaved pairs)
+    # and overall; the spread of the runs shows how far the median can be trusted.
+    ready_overhead = {
+        "median_pct": round((ready_ratio - 1) * 100, 1),
+        "per_run_pct": [
+            round((e["ready_s"] / s["ready_s"] - 1) * 100, 1)
+            for s, e in zip(runs["stock"], runs["ext"], strict=True)
+        ],
+        "goal": "<= 5 % (ours <= 105 % of stock's time to ready)",
+    }
+    informational = {
+        "liveness_speedup_vs_stock": round(
+            median("stock", "first_health_s") / median("ext", "first_health_s"), 1
+        ),
+        "liveness_speedup_is": (
+            "not a goal: stock vLLM has no early liveness (its /health first answers when it is "
+            "ready), so this is stock's time to ready over our early server's bind time, large "
+            "by design"
+        ),
+    }
     targets = {
+        "ready_le_105pct_of_stock": ready_ratio <= 1.05,
         "liveness_le_1s": summary["ext"]["first_health_s"] <= 1.0,
-        "liveness_speedup_ge_20x": ratios["liveness_speedup"] >= 20,
-        "ready_le_105pct_of_stock": ratios["ready_ratio"] <= 1.05,
         "health_p99_le_50ms": saturation["ext"]["p99_ms"] <= 50,
     }
-    print(
-        json.dumps(
-            {
-                "runs": runs,
-                "median": summary,
-                "health_under_saturation": saturation,
-                "ratios": {k: round(v, 3) for k, v in ratios.items()},
-                "targets_met": targets,
-                "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            },
-            indent=2,
-        )
-    )
+    return {
+        "runs": runs,
+        "median": summary,
+        "ready_overhead": ready_overhead,
+        "health_under_saturation": saturation,
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "informational": informational,
+        "targets_met": targets,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
 
 
 if __name__ == "__main__":

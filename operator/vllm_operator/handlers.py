@@ -43,9 +43,7 @@ async def owned_deployment_event(
 
 @kopf.on.event("v1", "services", labels=MANAGED)
 async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    # Deleted Services come back at once; edits wait for the drift loop.
-    if type == "DELETED":
-        await memo.reconciler.child_changed(body, type)
+    await memo.reconciler.service_changed(body, type)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)

@@ -4,11 +4,6 @@ what the LoRA calls to the servers return, and which replica leads."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _serving = False  # the endpoint is up (once per process)
@@ -39,25 +34,6 @@ LEADER = Gauge(
     "vllm_operator_leader",
     "1 while this replica is the one that works (always, with one replica); 0 on standby",
 )
-
-
-@asynccontextmanager
-async def reconcile_timer(kind: str) -> AsyncIterator[None]:
-    """Counts and times one reconcile of `kind`, by how it ended."""
-    start = time.perf_counter()
-    result = "error"
-    try:
-        yield
-        result = "ok"
-    except kopf.TemporaryError:
-        result = "retry"
-        raise
-    except kopf.PermanentError:
-        result = "invalid"
-        raise
-    finally:
-        RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - start)
-        RECONCILES.labels(kind, result).inc()
 
 
 def serve(port: int) -> bool:

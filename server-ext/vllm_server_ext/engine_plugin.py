@@ -1,10 +1,14 @@
 """`vllm.general_plugins` entry point: reports the engine's startup phases to the launcher.
 
-vLLM loads general plugins in every process it starts; this one acts only in processes started
-by `vllm-ext-serve` (the phase socket is in their environment), and imports vLLM's internals
-(through `vllm_0_32`) only there. It reports `profiling` when the engine core starts memory
-profiling and KV cache allocation, and `warming_up` when, within that, its executor starts
-compiling and warming up.
+vLLM loads general plugins in every process it starts (engine core and tensor-parallel workers
+included); this one acts only in processes started by `vllm-ext-serve` (the phase socket is in
+their environment), and imports vLLM's internals only there, through `vllm_0_32.engine`: the
+engine core's module, which those processes have already loaded, and nothing of the API
+server's. It reports `profiling` when the engine core starts memory profiling and KV cache
+allocation, and `warming_up` when, within that, its executor starts compiling and warming up.
+
+vLLM calls `register()` unguarded: an exception here would stop the engine. A failed hook costs
+the two phase reports only (one warning line), never the engine.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ import os
 
 from .engine_phases import PHASE_SOCKET_ENV, report
 from .lifecycle import Phase
+from .logs import log
 
 
 def register() -> None:
     if not os.environ.get(PHASE_SOCKET_ENV):
         return
-    from .vllm_0_32 import hook_engine_startup
+    try:
+        from .vllm_0_32.engine import hook_engine_startup
 
-    hook_engine_startup(
-        profiling=lambda: report(Phase.PROFILING),
-        warming_up=lambda: report(Phase.WARMING_UP),
-    )
+        hook_engine_startup(
+            profiling=lambda: report(Phase.PROFILING),
+            warming_up=lambda: report(Phase.WARMING_UP),
+        )
+    except Exception as e:
+        log.warning(
+            "vllm-ext-serve: the engine's startup phases will not be reported "
+            f"(profiling, warming_up): {type(e).__name__}: {e}"
+        )

@@ -1,9 +1,9 @@
 """The launcher: vLLM's own server, composed around the early server.
 
-The sequence is vLLM's `run_server` (through `vllm_0_32`, which alone knows vLLM's internals)
-with three hooks: the socket was bound and served long before (`cli`), our routes and counters
-join vLLM's app before it serves, and the early server stops right before vLLM's uvicorn takes
-over the same socket.
+The sequence is vLLM's `run_server`, log lines included (through `vllm_0_32.api`: the compat
+package alone knows vLLM's internals), with three hooks: the socket was bound and served long
+before (`cli`), our routes and counters join vLLM's app before it serves, and the early server
+stops right before vLLM's uvicorn takes over the same socket.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .orca_grpc import OrcaGrpcServer
 from .process_sampler import ProcessSampler
 from .routes import ServerExtension, ServerExtMiddleware, attach_routes
 from .token_load import TokenLoadCollector
-from .vllm_0_32 import (
+from .vllm_0_32.api import (
     AdminServer,
     Engine,
     allow_runtime_lora_updates,

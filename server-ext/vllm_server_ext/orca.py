@@ -18,6 +18,7 @@ import base64
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from decimal import Decimal
 
 HEADER = "endpoint-load-metrics"
 FORMAT_REQUEST_HEADER = "endpoint-load-metrics-format"
@@ -63,9 +64,13 @@ def _clean(value: float) -> float:
 
 
 def _number(value: float) -> str:
+    """The shortest decimal that reads back as exactly `value`, the double JSON and BIN carry
+    (rounding would drop small rates to 0 and skew Envoy's weights), written without an
+    exponent."""
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+    text = repr(value)
+    return format(Decimal(text), "f") if "e" in text else text
 
 
 def encode_text(snapshot: LoadSnapshot) -> str:

@@ -114,7 +114,7 @@ async def _not_found(send: Any, extra: list[tuple[bytes, bytes]]) -> None:
 
 
 class EngineHealth(Protocol):
-    """What readiness asks the engine (`vllm_0_32.Engine`)."""
+    """What readiness asks the engine (`vllm_0_32.api.Engine`)."""
 
     @property
     def errored(self) -> bool: ...

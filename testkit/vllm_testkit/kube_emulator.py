@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import kmock
 from kopf.testing import KopfRunner
 
@@ -63,15 +64,26 @@ APPLY = "application/apply-patch+yaml"
 
 _REQUIREMENT = re.compile(
     r"\s*(?:(?P<absent>!)\s*(?P<key_only>[\w./-]+)"
-    r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|!=|=)\s*(?P<value>[\w.-]*)"
-    r"|\s+(?P<set_op>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)"
+    r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|!=|=|>|<)\s*(?P<value>[\w.-]*)"
+    r"|\s+(?P<set_op>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,(?=\s*\S)|$)"
 )
+Requirement = tuple[str, str, frozenset[str]]
 
 
-def label_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
-    """`app=a,tier!=db,env in (x, y),gpu,!legacy` as (key, operator, values) requirements;
-    ValueError for anything else (the API server answers 400)."""
-    requirements, pos = [], 0
+@attrs.frozen
+class BadRequest(kmock.KubernetesError):
+    """A 400, as the API server answers a selector it cannot parse."""
+
+    message: str = "bad request"
+    status: int = 400
+    reason: str = "BadRequest"
+
+
+def label_selector(selector: str) -> list[Requirement]:
+    """`app=a,tier!=db,env in (x, y),gpu,!legacy,gen>3` as (key, operator, values)
+    requirements, as Kubernetes' selector parser reads them; ValueError for anything else."""
+    requirements: list[Requirement] = []
+    pos = 0
     while pos < len(selector):
         match = _REQUIREMENT.match(selector, pos)
         if match is None or match.end() == pos:
@@ -80,31 +92,48 @@ def label_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
         if match["absent"]:
             requirements.append((match["key_only"], "!", frozenset()))
         elif match["op"]:
-            op = "!=" if match["op"] == "!=" else "="
+            op = {"==": "=", "=": "="}.get(match["op"], match["op"])
             requirements.append((match["key"], op, frozenset({match["value"]})))
         elif match["set_op"]:
-            values = frozenset(v.strip() for v in match["values"].split(",") if v.strip())
+            values = frozenset(v.strip() for v in match["values"].split(","))
+            if values == {""}:
+                raise ValueError(f"{match['key']} {match['set_op']} (): needs at least one value")
             requirements.append((match["key"], match["set_op"], values))
         else:
             requirements.append((match["key"], "exists", frozenset()))
     return requirements
 
 
-def selects(requirements: list[tuple[str, str, frozenset[str]]], obj: dict[str, Any]) -> bool:
+def selects(requirements: list[Requirement], obj: dict[str, Any] | None) -> bool:
+    """Whether `obj`'s labels meet every requirement (apimachinery's `Requirement.Matches`:
+    `!=` and `notin` hold for a missing label, `>` and `<` compare integers)."""
     labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
     for key, op, values in requirements:
         value = labels.get(key)
-        ok = {
-            "=": value in values,
-            "in": value in values,
-            "!=": value not in values,  # a missing label is "not equal" too
-            "notin": value not in values,
-            "exists": key in labels,
-            "!": key not in labels,
-        }[op]
+        if op in ("=", "in"):
+            ok = value in values
+        elif op in ("!=", "notin"):
+            ok = value not in values
+        elif op == "exists":
+            ok = key in labels
+        elif op == "!":
+            ok = key not in labels
+        else:  # > or <: both sides integers, else no match
+            try:
+                have, (bound,) = int(value or ""), [int(v) for v in values]
+            except ValueError:
+                return False
+            ok = have > bound if op == ">" else have < bound
         if not ok:
             return False
     return True
+
+
+def _requirements(request: Any) -> list[Requirement]:
+    try:
+        return label_selector(request.params.get("labelSelector") or "")
+    except ValueError as e:
+        raise BadRequest(message=str(e)) from None
 
 
 class KubeEmulator(kmock.KubernetesEmulator):
@@ -112,15 +141,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
     server has."""
 
     async def _serve_list(self, request):  # kmock's fallback for lists (private API)
+        requirements = _requirements(request)
         result = await super()._serve_list(request)
-        requirements = label_selector(request.params.get("labelSelector") or "")
         result["items"] = [o for o in result["items"] if selects(requirements, o)]
         return result
 
     async def _serve_watch(self, request):  # kmock's fallback for watches (private API)
-        requirements = label_selector(request.params.get("labelSelector") or "")
+        requirements = _requirements(request)
         async for event in super()._serve_watch(request):
-            if not isinstance(event, dict) or selects(requirements, event.get("object")):
+            # Objects are filtered; anything else (the stream's start, errors) passes.
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind not in ("ADDED", "MODIFIED", "DELETED") or selects(
+                requirements, event["object"]
+            ):
                 yield event
 
     async def _handle(self, request):  # kmock's only hook before storage (private API)

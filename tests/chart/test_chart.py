@@ -5,8 +5,11 @@ schema, labels, security, the helm test hook, and RBAC that covers what the oper
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
 import kubernetes_validate
@@ -14,6 +17,7 @@ import pytest
 import yaml
 from helm_python import Chart
 
+from vllm_operator.model.schema import with_defaults
 from vllm_testkit.admission import admit
 
 CHART = Path(__file__).parents[2] / "charts" / "vllm"
@@ -269,14 +273,49 @@ def test_network_policies_for_the_operator_and_the_models():
     assert by_kind(render(), "NetworkPolicy") == []
 
 
-def test_helm_test_hook_checks_ready_and_a_completion():
-    objects = render(MATRIX["gpu model with existing secrets"])
+def urls_called(script: str) -> list[str]:
+    """Every URL in a `sh -ec` script, its variables expanded from the script's own assignments
+    as sh would (nothing from the test's expectations)."""
+    variables: dict[str, str] = {}
+
+    def expand(word: str) -> str:
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m[1], m[0]), word)
+
+    urls = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        if len(words) == 1 and re.fullmatch(r"\w+=\S*", words[0]):
+            name, value = words[0].split("=", 1)
+            variables[name] = expand(value)
+        else:
+            urls += [expand(w) for w in words if "://" in expand(w)]
+    return urls
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [{}, {"port": 9000, "adminPort": 9001}, {"port": 8001, "adminPort": 8000}],
+    ids=["defaults", "other ports", "swapped defaults"],
+)
+def test_helm_test_hook_checks_ready_and_a_completion_on_the_api_port(ports: dict[str, int]):
+    model = GPU_MODEL | {"spec": GPU_MODEL["spec"] | ports}
+    objects = render({"deployments": [model]})
     (pod,) = [o for o in by_kind(objects, "Pod") if "helm.sh/hook" in o["metadata"]["annotations"]]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["command"] == ["sh", "-ec"]
     script = pod["spec"]["containers"][0]["args"][0]
-    assert "http://llama.vllm-system.svc:8000/ready" in script.replace(
-        "$url", "http://llama.vllm-system.svc:8000"
-    )
+    # The ports the server gets: the rendered VLLMDeployment as the API server defaults it.
+    (deployment,) = by_kind(objects, "VLLMDeployment")
+    spec = with_defaults("VLLMDeployment", deployment)["spec"]
+    api, admin = spec["port"], spec["adminPort"]
+    assert (api, admin) == (ports.get("port", 8000), ports.get("adminPort", 8001))
+    urls = [urlsplit(url) for url in urls_called(script)]
+    assert [u.path for u in urls] == ["/ready", "/v1/completions"]
+    for url in urls:
+        assert (url.scheme, url.hostname) == ("http", "llama.vllm-system.svc")  # the Service
+        assert url.port == api, url.geturl()
+        assert url.port != admin  # the LoRA admin port is the operator's alone
+    assert f":{admin}" not in script
     assert '"model": "meta-llama/Llama-3.2-1B-Instruct"' in script
     (api_key,) = pod["spec"]["containers"][0]["env"]
     assert api_key["valueFrom"]["secretKeyRef"] == {"name": "llama-api", "key": "api-key"}

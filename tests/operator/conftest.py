@@ -1,25 +1,55 @@
 """The operator's tests: the emulated API server as the operator's cluster, and the record of
-every API call the operator made (the chart's RBAC must grant each)."""
+every API call the operator made (the chart's RBAC grants exactly these: tests/chart checks the
+ClusterRole against the record both ways).
+
+The record is honest both ways: a call missing from it fails the test that made it; a recorded
+call no test made fails a full run of this folder (every test here selected and passed), so a
+grant the operator does not need cannot hide behind a made-up record. UPDATE_GOLDEN=1 rewrites
+the record from what a full run saw (a partial run only adds), and then fails: review the diff.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import kubernetes
 import pytest
 
+from vllm_testkit import api_record
 from vllm_testkit.kube_emulator import SEEN_CALLS, write_kubeconfig
 from vllm_testkit.samples import IMAGES
 
-# A new call fails the tests until it is added (UPDATE_GOLDEN=1 rewrites the file).
-API_CALLS_FILE = Path(__file__).parents[1] / "golden" / "operator-api-calls.json"
+HERE = Path(__file__).parent
+API_CALLS_FILE = HERE.parent / "golden" / "operator-api-calls.json"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+_run = {"partial": False}  # whether this session runs less than every operator test here
+
+
+def _runs_the_operator(item: pytest.Item) -> bool:
+    return Path(item.path).parent == HERE and "kubeconfig" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    files = {Path(i.path) for i in session.items if Path(i.path).parent == HERE}
+    if files != set(HERE.glob("test_*.py")):
+        _run["partial"] = True
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if any(_runs_the_operator(i) for i in items):
+        _run["partial"] = True
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if Path(report.fspath).parent.name == HERE.name and (report.failed or report.skipped):
+        _run["partial"] = True
 
 
 @pytest.fixture
 def kubeconfig(kmock, tmp_path, monkeypatch):
-    """Points the operator (Kopf's login and our client) at the `kmock` emulator."""
+    """Points the operator (Kopf's login and our client) at the `kmock` emulator; after the
+    test, every API call the operator made in it must be in the record."""
     path = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
     monkeypatch.setenv("KUBECONFIG", str(path))
     # `kubernetes` read $KUBECONFIG into this default when it was first imported.
@@ -28,18 +58,20 @@ def kubeconfig(kmock, tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_SERVER_IMAGE_GPU", IMAGES.gpu)
     monkeypatch.setenv("VLLM_SERVER_IMAGE_CPU", IMAGES.cpu)
     monkeypatch.setenv("POD_NAMESPACE", "vllm-system")
-    return path
+    before = set(SEEN_CALLS)
+    yield path
+    missing = sorted(SEEN_CALLS - before - api_record.read(API_CALLS_FILE))
+    if missing and not UPDATE:
+        pytest.fail(f"API calls missing from {API_CALLS_FILE.name} (and the RBAC): {missing}")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def operator_api_calls():
-    """After the session: every API call the operator made is in the record for the RBAC."""
+    """After the session: the record is exactly what a full run saw (see the module's doc)."""
     yield
-    if not SEEN_CALLS:
-        return  # no operator ran in this session (e.g. only pure tests were selected)
-    recorded = {tuple(c) for c in json.loads(API_CALLS_FILE.read_text())}
-    if os.environ.get("UPDATE_GOLDEN"):
-        lines = ",\n".join(f"  {json.dumps(c)}" for c in sorted(recorded | SEEN_CALLS))
-        API_CALLS_FILE.write_text(f"[\n{lines}\n]\n")
-        return
-    assert recorded >= SEEN_CALLS, f"new API calls, add them: {sorted(SEEN_CALLS - recorded)}"
+    recorded, full = api_record.read(API_CALLS_FILE), not _run["partial"] and bool(SEEN_CALLS)
+    new, failure = api_record.verdict(recorded, SEEN_CALLS, full=full, update=UPDATE)
+    if new is not None:
+        api_record.write(API_CALLS_FILE, new)
+    if failure:
+        pytest.fail(failure)

@@ -18,6 +18,7 @@ from vllm_operator.model.builders import ADAPTERS_LOADED
 from vllm_operator.model.placement import Call, calls_to_converge
 from vllm_operator.model.status import (
     NOT_LOADED_YET,
+    Condition,
     adapter_conditions,
     adapter_gate,
     adapter_status,
@@ -202,3 +203,83 @@ def test_calls_load_what_is_missing_reload_what_changed_and_unload_what_is_not_m
         Call("p2", "chat"),  # meant for p1 only; "theirs" is nobody's LoraAdapter: left alone
     ]
     assert in_place == {("chat", "p1"): CallResult(True)}
+
+
+# --- messages and edge cases `make mutate` found untested ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("problem", "desired", "loaded", "errors", "expected"),
+    [
+        (None, 0, 0, [], [Condition("Ready", False, reasons.NO_SERVING_PODS, "no pod serves yet")]),
+        (None, 3, 1, [], [Condition("Ready", False, reasons.LOADING, "1/3 pods")]),
+        (None, 3, 3, [], [Condition("Ready", True, reasons.ADAPTERS_LOADED, "3/3 pods")]),
+    ],
+    ids=["NoServingPods", "Loading", "AdaptersLoaded"],
+)
+def test_fine_adapter_conditions_with_their_messages(problem, desired, loaded, errors, expected):
+    fine = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+    assert adapter_conditions(problem, desired, loaded, errors) == [*expected, fine]
+
+
+def test_gate_messages_list_every_adapter_in_name_order():
+    both = {("sql", "p1"): CallResult(True), ("chat", "p1"): CallResult(True)}
+    verdict = adapter_gate(pod(), HOLDS, ["sql", "chat"], both, adapters_active=True)
+    assert verdict == Condition(ADAPTERS_LOADED, True, reasons.ADAPTERS_LOADED, "holds chat, sql")
+    failed = {("sql", "p1"): CallResult(False, "500"), ("chat", "p1"): CallResult(False, "404")}
+    verdict = adapter_gate(pod(), HOLDS, ["sql", "chat"], failed, adapters_active=True)
+    assert verdict == Condition(
+        ADAPTERS_LOADED, False, reasons.ADAPTERS_MISSING, "missing chat, sql"
+    )
+
+
+def test_gate_counts_an_adapter_not_called_yet_as_missing():
+    verdict = adapter_gate(pod(), HOLDS, ["sql"], {}, adapters_active=True)
+    assert verdict == Condition(ADAPTERS_LOADED, False, reasons.ADAPTERS_MISSING, "missing sql")
+
+
+def test_status_reports_failed_loads_per_pod():
+    results = {("sql", "p1"): CallResult(False, "404: gone"), ("sql", "p2"): CallResult(True)}
+    reports = {"p1": ServerReport("i1", {}), "p2": ServerReport("i2", {"sql": "/a/sql"})}
+    status = adapter_status(previous={}, adapter=adapter("sql"), problem=None, pods=("p1", "p2"),
+                            results=results, reports=reports, now=T0)  # fmt: skip
+    assert status["pods"] == [
+        {"pod": "p1", "loaded": False, "serverInstance": "i1", "lastError": "404: gone"},
+        {"pod": "p2", "loaded": True, "serverInstance": "i2", "loadedAt": T0},
+    ]
+    assert status["conditions"] == [
+        {"type": "Ready", "status": "False", "reason": reasons.LOAD_FAILED, "message": "1/2 pods",
+         "lastTransitionTime": T0, "observedGeneration": 3},
+        {"type": "Degraded", "status": "True", "reason": reasons.LOAD_FAILED,
+         "message": "p1: 404: gone", "lastTransitionTime": T0, "observedGeneration": 3},
+    ]  # fmt: skip
+
+
+def test_status_of_an_adapter_that_cannot_be_served():
+    status = adapter_status(previous={}, adapter=adapter("sql"), problem="no deployment",
+                            pods=(), results={}, reports={}, now=T0)  # fmt: skip
+    assert [(c["type"], c["status"], c["reason"], c["message"]) for c in status["conditions"]] == [
+        ("Ready", "False", reasons.INVALID_ADAPTER, "no deployment"),
+        ("Degraded", "True", reasons.INVALID_ADAPTER, "no deployment"),
+    ]
+    assert (status["desiredPods"], status["loadedPods"], status["loadedText"]) == (0, 0, "0/0")
+
+
+def test_without_a_deployment_or_a_reason_every_adapter_has_no_deployment():
+    adapters = [adapter("sql"), adapter("chat")]
+    assert adapter_problems(adapters, None, None) == {
+        "sql": "no deployment",
+        "chat": "no deployment",
+    }
+
+
+def test_an_adapter_being_deleted_with_every_unload_done_has_nothing_left():
+    left = problems_left([adapter("old", deleting=True)], {}, {}, {})
+    assert left == {"old": []}
+
+
+def test_a_pod_meant_to_hold_nothing_unloads_all_of_ours_and_keeps_the_rest():
+    servers = {"p1": ServerReport("i1", {"sql": "/a/sql", "chat": "/a/chat", "theirs": "/x"})}
+    calls, in_place = calls_to_converge(servers, [adapter("sql"), adapter("chat")], {})
+    assert calls == [Call("p1", "chat"), Call("p1", "sql")]
+    assert in_place == {}

@@ -34,9 +34,14 @@ def build(name: str) -> list[dict]:
 def test_golden_manifests(name: str):
     objects = build(name)
     path = GOLDEN / f"{name}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN") == "1" and objects != golden(path):
         path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
-    assert objects == list(yaml.safe_load_all(path.read_text()))
+        pytest.fail(f"rewrote {path.name}: review the diff, then run again without UPDATE_GOLDEN")
+    assert objects == golden(path)
+
+
+def golden(path: Path) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text())) if path.exists() else []
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
@@ -126,8 +131,9 @@ def test_server_args_follow_the_spec():
 
 def test_the_cpu_engine_spec_serves_with_the_tiny_models_cpu_flags():
     """The e2e suite's VLLMDeployment and the local tests run the tiny model alike."""
+    plain = parse_deployment(vllmd("t", {"model": {"uri": "/m"}}), IMAGES)
     spec = parse_deployment(vllmd("t", {"model": {"uri": "/m"}, "engine": CPU_ENGINE}), IMAGES)
-    assert flags(CPU_ARGS) <= flags(server_args(spec))
+    assert flags(server_args(spec)) - flags(server_args(plain)) == flags(CPU_ARGS)
 
 
 def flags(argv) -> set[tuple[str, str | None]]:
@@ -198,3 +204,31 @@ def test_network_policy_keeps_the_admin_port_to_the_operator():
         "admin": 8001,
         "orca-grpc": 9001,
     }
+
+
+def test_two_replicas_get_a_disruption_budget_one_does_not():
+    def kinds(replicas: int) -> list[str]:
+        spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "replicas": replicas}), IMAGES)
+        return [
+            o["kind"] for o in build_all(spec, monitoring_available=False, operator_namespace="x")
+        ]
+
+    assert "PodDisruptionBudget" in kinds(2)
+    assert "PodDisruptionBudget" not in kinds(1)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"networkPolicy": {"enabled": True, "from": [{"podSelector": {}}]}},
+     {"networkPolicy": {"enabled": True}, "orca": {"grpcPort": 9001}}],
+    ids=["peers-without-grpc-port", "grpc-port-without-peers"],
+)  # fmt: skip
+def test_the_orca_grpc_port_opens_only_to_the_listed_peers(extra: dict):
+    """A rule with no `from` admits everyone: without peers the gRPC port gets no rule at all."""
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **extra}), IMAGES)
+    (policy,) = [o for o in build_all(spec, monitoring_available=False, operator_namespace="x")
+                 if o["kind"] == "NetworkPolicy"]  # fmt: skip
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [
+        [{"protocol": "TCP", "port": 8000}],
+        [{"protocol": "TCP", "port": 8001}],
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_testkit.kube_emulator import KubeEmulator, create, declare, label_selector
+from vllm_testkit.kube_emulator import KubeEmulator, create, declare, label_selector, selects
 
 
 def test_label_selector_syntax_of_the_api_server():
@@ -18,8 +18,31 @@ def test_label_selector_syntax_of_the_api_server():
         ("k", "=", frozenset({"v"})),
     ]
     assert label_selector("") == []
-    with pytest.raises(ValueError, match="unable to parse"):
-        label_selector("a=(b")
+    assert label_selector("gen>3,gen<10") == [
+        ("gen", ">", frozenset({"3"})),
+        ("gen", "<", frozenset({"10"})),
+    ]
+    for bad in ("a=(b", "a=b,", "a in ()", "a in (b"):
+        with pytest.raises(ValueError):
+            label_selector(bad)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ("tier!=db", {}, True),  # a missing label is "not equal"
+        ("tier notin (db)", {}, True),
+        ("tier=db", {}, False),
+        ("tier in (db, web)", {"tier": "web"}, True),
+        ("gpu", {"gpu": ""}, True),
+        ("!gpu", {"gpu": ""}, False),
+        ("gen>3", {"gen": "4"}, True),
+        ("gen>3", {"gen": "x"}, False),
+        ("gen<3", {}, False),
+    ],
+)
+def test_requirements_match_as_apimachinery_does(selector, labels, matches):
+    assert selects(label_selector(selector), {"metadata": {"labels": labels}}) is matches
 
 
 @pytest.mark.asyncio
@@ -39,3 +62,6 @@ async def test_lists_are_filtered_by_label_selector(kmock):
     assert await names("app=vllm,d=one") == ["a"]
     assert await names("app=vllm,d notin (one)") == ["b"]
     assert await names("!d") == ["c"]
+    response = await kmock.get("/api/v1/namespaces/ns/pods", params={"labelSelector": "a in ()"})
+    assert response.status == 400
+    assert "needs at least one value" in (await response.json())["message"]

@@ -11,7 +11,9 @@ import asyncio
 
 import kmock
 import pytest
+from prometheus_client import REGISTRY
 
+import vllm_operator.reconcile.deployment
 from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment, build_service
 from vllm_operator.model.spec import parse_deployment
 from vllm_testkit.kube_emulator import (
@@ -150,10 +152,12 @@ async def test_monitoring_objects_only_where_their_crds_exist(kmock, kubeconfig)
         await wait_for(lambda: exists(kmock, (SERVICE_MONITOR, NS, "mon")))
 
 
-async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubeconfig):
+async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubeconfig, monkeypatch):
     declare(kmock)
+    # One retry is all this needs: sooner than production's 5 s (the operator runs in-process).
+    monkeypatch.setattr(vllm_operator.reconcile.deployment, "backoff", lambda retry: 0.2)
     spec = {"model": {"uri": "/m"}, "apiKeySecret": {"name": "nope"}}
-    async with running_operator(kmock):
+    async with running_operator(kmock) as runner:
         await create(kmock, CR_PATH, vllmd("sec", spec, NS))
         await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "True")
         await wait_for(lambda: events(kmock, "SecretNotFound"), what="a Warning event")
@@ -167,6 +171,8 @@ async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubec
         await patch_cr(kmock, "sec", {"spec": {"replicas": 2}}, generation=2)
         await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "False")
         await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "sec")))
+    # Kopf was told to retry (output is complete once the operator stopped).
+    assert "failed temporarily: Secret 'nope' not found" in runner.output
 
 
 async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfig):
@@ -176,16 +182,24 @@ async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfi
         "gpusPerReplica": 2,
         "resources": {"limits": {"nvidia.com/gpu": 1}},
     }
-    async with running_operator(kmock):
+    async with running_operator(kmock) as runner:
         await create(kmock, CR_PATH, vllmd("bad", spec, NS))
         await wait_for(lambda: condition(kmock, "bad", "Degraded")["reason"] == "InvalidSpec")
         await wait_for(lambda: events(kmock, "InvalidSpec"))
         before = len(list(kmock))
         await asyncio.sleep(2)
         after = len(list(kmock))
+    # Kopf was told not to retry (a TemporaryError would retry after 5 s, beyond this test).
+    assert "failed permanently: invalid spec" in runner.output
+    assert "failed temporarily" not in runner.output
     assert "nvidia.com/gpu" in condition(kmock, "bad", "Degraded")["message"]
     assert not exists(kmock, (DEPLOYMENT, NS, "bad"))
     assert after - before < 5  # no retry storm
+
+
+def reconciles_ok() -> float:
+    labels = {"kind": "VLLMDeployment", "result": "ok"}
+    return REGISTRY.get_sample_value("vllm_operator_reconciles_total", labels) or 0.0
 
 
 async def test_restart_resumes_without_writing_anything_new(kmock, kubeconfig):
@@ -196,8 +210,9 @@ async def test_restart_resumes_without_writing_anything_new(kmock, kubeconfig):
         await asyncio.sleep(0.5)
     status = cr(kmock, "keep")["status"]
     before = len(list(kmock))
+    reconciles = reconciles_ok()
     async with running_operator(kmock):
-        await asyncio.sleep(1.5)  # resume handlers run
+        await wait_for(lambda: reconciles_ok() > reconciles, what="the resume reconcile")
     assert cr(kmock, "keep")["status"] == status  # same status, same transition times
     # The reconciler's own client (not Kopf's bookkeeping) wrote nothing: no apply, no status.
     agents = ("kmock", "kopf")

@@ -8,7 +8,7 @@ import kopf
 import pytest
 from prometheus_client import REGISTRY
 
-from vllm_operator.metrics import reconcile_timer
+from vllm_operator.reconcile.timing import reconcile_timer
 
 
 def count(kind: str, result: str) -> float:

@@ -125,3 +125,47 @@ def test_an_adapter_name_is_served_once_and_never_the_base_models():
         "sql-v2": "adapterName 'sql' is taken by LoraAdapter 'sql'",  # the older one keeps it
         "chat": "adapterName 'tiny-llama' is taken by the base model",
     }
+
+
+def test_each_adapter_takes_one_slot_pods_with_as_many_free_tie_by_name():
+    # p1 has one slot more; after "a" takes one there, p1 and p2 have as many free.
+    bigger = [PodState("p1", {}, 4), PodState("p2", {}, 3)]
+    assert plan([adapter("a", 1), adapter("b", 1)], bigger) == {"a": ("p1",), "b": ("p1",)}
+    # ...and after "b" too, p2 has more free: "c" goes there.
+    placed = plan([adapter("a", 1), adapter("b", 1), adapter("c", 1)], bigger)
+    assert placed["c"] == ("p2",)
+
+
+def test_parse_adapter_reads_every_field():
+    body = {
+        "metadata": {"name": "sql", "namespace": "ns", "uid": "u1", "generation": 4,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"deploymentRef": {"name": "d"}, "adapterName": "sql-v2",
+                 "source": {"uri": "/adapters/sql"}, "replicas": 2},
+    }  # fmt: skip
+    assert parse_adapter(body) == AdapterSpec(
+        name="sql", namespace="ns", uid="u1", generation=4, created="2026-01-01T00:00:00Z",
+        deployment="d", adapter_name="sql-v2", source="/adapters/sql", replicas=2,
+        deleting=False,
+    )  # fmt: skip
+
+
+def test_parse_adapter_defaults_what_a_new_object_lacks():
+    body = {"metadata": {"name": "sql", "namespace": "ns"},
+            "spec": {"deploymentRef": {"name": "d"}, "source": {"uri": "/a"}}}  # fmt: skip
+    spec = parse_adapter(body)
+    assert (spec.uid, spec.generation, spec.created, spec.replicas) == ("", None, "", None)
+
+
+@pytest.mark.parametrize("root", ["/adapters", "/adapters/"])
+@pytest.mark.parametrize("source", ["/adapters", "/adapters/", "/adapters/sql", "/adapters/sql/"])
+def test_roots_and_sources_may_end_in_a_slash(root: str, source: str):
+    lora = Lora(True, 4, 16, allowed_source_roots=(root,), allow_hub=False)
+    assert source_error(source, lora) is None
+
+
+def test_a_source_outside_the_roots_names_them_all():
+    lora = Lora(True, 4, 16, allowed_source_roots=("/adapters", "/shared/lora"), allow_hub=False)
+    assert source_error("/etc/x", lora) == (
+        "source '/etc/x' is outside the allowed roots /adapters, /shared/lora"
+    )

@@ -69,13 +69,15 @@ def test_replicas_get_distinct_random_priorities_unless_given():
 class OperatorProcess:
     """`vllm-operator ARGS` as its own process (as in its pod), its log in a file."""
 
-    def __init__(self, pod: str, args: list[str], kubeconfig, log) -> None:
+    def __init__(self, pod: str, args: list[str], kubeconfig, log, extra_env=None) -> None:
         self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": pod}
         env["VLLM_OPERATOR_METRICS_PORT"] = str(self.metrics_port)
         env["VLLM_OPERATOR_DRIFT_CHECK_SECONDS"] = "0.5"  # the drift loop asks who leads
         env.pop("KUBERNETES_SERVICE_HOST", None)
+        env |= extra_env or {}
         self.log_path = log
+        self.terminated = False
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vllm_operator", *args],
@@ -95,10 +97,17 @@ class OperatorProcess:
                     return sample.value
         return None
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM, once: a second one while Kopf shuts down would kill it outright (Kopf
+        restores the default handler), as a kubelet never does within the grace period."""
+        if not self.terminated:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
+            self.terminated = True
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -128,20 +137,26 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
     assert response.status == 200
     peering = [f"--peering={NAME}", "--verbose"]  # verbose: each handler call in the log
     leader = OperatorProcess("leader", [*peering, "--priority=200"], kubeconfig, tmp_path / "l.log")
-    standby = OperatorProcess(
-        "standby", [*peering, "--priority=100"], kubeconfig, tmp_path / "s.log"
-    )
+    standby = None
+
+    def peers() -> set[str]:
+        return set(kmock.objects[PEERING, None, NAME].get("status") or {})
+
+    def drift_checks() -> int:  # the drift loops reading the peering object
+        return sum(
+            str(r.url).endswith(f"/clusterkopfpeerings/{NAME}") and r.method.value == "GET"
+            for r in kmock
+        )
+
     try:
-
-        def peers() -> set[str]:
-            return set(kmock.objects[PEERING, None, NAME].get("status") or {})
-
-        def drift_checks() -> int:  # the drift loops reading the peering object
-            return sum(
-                str(r.url).endswith(f"/clusterkopfpeerings/{NAME}") and r.method.value == "GET"
-                for r in kmock
-            )
-
+        # The standby starts once the leader's record is there. With --peering, Kopf starts
+        # paused and resumes only if it sees no higher peer: had the standby started first, it
+        # would work until the leader's record reached it, and a CR created in between (after
+        # both records exist, before the standby saw the leader's) would be handled twice.
+        await wait_for(lambda: peers() == {"leader"}, timeout=60, what="the leader's record")
+        standby = OperatorProcess(
+            "standby", [*peering, "--priority=100"], kubeconfig, tmp_path / "s.log"
+        )
         await wait_for(lambda: peers() == {"leader", "standby"}, timeout=60, what="both peers")
         await create(
             kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "one", "namespace": NS}}
@@ -168,7 +183,7 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
         await wait_for(lambda: exists(kmock, SERVICE, "one"), timeout=30, what="Service one back")
 
         # The leader stops (a rollout, a drain): it leaves the peering, the standby resumes.
-        leader.proc.terminate()
+        leader.terminate()
         await wait_for(lambda: peers() == {"standby"}, timeout=30, what="the leader gone")
         await create(
             kmock, CR_PATH, GOOD["cpu-tiny"] | {"metadata": {"name": "two", "namespace": NS}}
@@ -179,10 +194,25 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
     finally:
         # Waited for in threads: the emulator serves from this event loop, and an operator
         # finishing its work on SIGTERM needs it to answer.
-        codes = await asyncio.gather(*(asyncio.to_thread(p.stop) for p in (leader, standby)))
+        running = [p for p in (leader, standby) if p is not None]
+        codes = await asyncio.gather(*(asyncio.to_thread(p.stop) for p in running))
         SEEN_CALLS.update(api_calls(kmock))
     assert codes == [0, 0], "both exit cleanly on SIGTERM, the standby leaving the peering"
     assert peers() == set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_a_bad_setting_stops_the_operator_naming_it(kmock, kubeconfig, tmp_path):
+    declare(kmock)
+    env = {"VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "soon"}
+    operator = OperatorProcess("one", ["--standalone"], kubeconfig, tmp_path / "o.log", env)
+    try:
+        code = await asyncio.to_thread(operator.proc.wait, 30)
+    finally:
+        operator.stop()
+    assert code != 0
+    assert "VLLM_OPERATOR_DRIFT_CHECK_SECONDS='soon': seconds, above 0" in operator.log()
 
 
 @pytest.mark.asyncio

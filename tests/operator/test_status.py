@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from vllm_operator.model import reasons
@@ -69,6 +71,15 @@ def test_conditions_while_rolling_out_and_when_complete():
         True,
         reasons.ROLLOUT_COMPLETE,
     )
+
+
+def test_a_rollout_is_not_complete_while_only_old_pods_are_ready():
+    # Both replicas ready, but one still runs the old template: still rolling out.
+    halfway = by_type(deployment_conditions(2, deployment(2, 1), None))
+    assert (halfway["Progressing"].reason, halfway["Progressing"].message) == (
+        reasons.ROLLING_OUT, "1 updated, 2 ready of 2 replicas"
+    )  # fmt: skip
+    assert halfway["Available"].status is True
 
 
 def test_conditions_when_stuck_or_failing_or_scaled_to_zero():
@@ -172,9 +183,16 @@ def test_pod_gate_condition_only_for_gated_pods_and_only_on_change():
     assert pod_gate_condition({"spec": {}}, passing, now=T0) is None
     passed = {**gated, "status": {"conditions": [condition]}}
     assert pod_gate_condition(passed, passing, now=T0) is None
-    failing = pod_gate_condition(passed, Condition(ADAPTERS_LOADED, False, "X", ""), now=T0)
+    failing = pod_gate_condition(passed, Condition(ADAPTERS_LOADED, False, "X", ""), now=T1)
     assert failing is not None
-    assert failing["status"] == "False"
+    assert (failing["status"], failing["lastTransitionTime"]) == ("False", T1)
+    # Still passing, for another reason: the reason is current, the transition time stays.
+    loaded = Condition(ADAPTERS_LOADED, True, "AdaptersLoaded", "holds sql")
+    again = pod_gate_condition(passed, loaded, now=T1)
+    assert again is not None
+    assert (again["reason"], again["message"], again["lastTransitionTime"]) == (
+        "AdaptersLoaded", "holds sql", T0
+    )  # fmt: skip
 
 
 def test_drifted_sees_changes_of_our_fields_and_ignores_server_defaults():
@@ -213,3 +231,248 @@ def test_drifted_compares_quantities_by_value_as_the_api_server_canonicalizes_th
     assert drifted(
         {"resources": {"limits": {"cpu": "lots"}}}, {"resources": {"limits": {"cpu": "lots!"}}}
     )
+
+
+# --- every condition, message included (what `kubectl describe` shows) -------------------------
+
+PROGRESS_STUCK = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+FINE = Condition("Degraded", False, reasons.AS_EXPECTED, "")
+
+
+@pytest.mark.parametrize(
+    ("desired", "deployment_", "expected"),
+    [
+        (2, None, [Condition("Available", False, reasons.NO_REPLICA_READY, "0/2 replicas ready"),
+                   Condition("Progressing", True, reasons.ROLLING_OUT, "0 updated, 0 ready of 2 replicas"),
+                   FINE]),
+        # Not created yet, even at 0 replicas: the rollout has not happened.
+        (0, None, [Condition("Available", False, reasons.SCALED_TO_ZERO, "replicas is 0"),
+                   Condition("Progressing", True, reasons.ROLLING_OUT, "0 updated, 0 ready of 0 replicas"),
+                   FINE]),
+        # Just created: the Deployment controller has not written a count yet.
+        (2, {"status": {}}, [
+            Condition("Available", False, reasons.NO_REPLICA_READY, "0/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLING_OUT, "0 updated, 0 ready of 2 replicas"),
+            FINE]),
+        (2, {"status": {"readyReplicas": 2}}, [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "2/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLING_OUT, "0 updated, 2 ready of 2 replicas"),
+            FINE]),
+        (2, deployment(1, 2), [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "1/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLING_OUT, "2 updated, 1 ready of 2 replicas"),
+            FINE]),
+        (2, deployment(2, 2), [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "2/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLOUT_COMPLETE, "2/2 replicas ready"),
+            FINE]),
+        (0, deployment(0, 0), [
+            Condition("Available", False, reasons.SCALED_TO_ZERO, "replicas is 0"),
+            Condition("Progressing", True, reasons.ROLLOUT_COMPLETE, "0/0 replicas ready"),
+            FINE]),
+        (2, deployment(0, 0, {**PROGRESS_STUCK, "message": "too slow"}), [
+            Condition("Available", False, reasons.NO_REPLICA_READY, "0/2 replicas ready"),
+            Condition("Progressing", False, reasons.PROGRESS_DEADLINE_EXCEEDED, "too slow"),
+            Condition("Degraded", True, reasons.PROGRESS_DEADLINE_EXCEEDED, "too slow")]),
+        (2, deployment(0, 0, PROGRESS_STUCK), [
+            Condition("Available", False, reasons.NO_REPLICA_READY, "0/2 replicas ready"),
+            Condition("Progressing", False, reasons.PROGRESS_DEADLINE_EXCEEDED, ""),
+            Condition("Degraded", True, reasons.PROGRESS_DEADLINE_EXCEEDED, "")]),
+        (2, deployment(2, 2, {"type": "ReplicaFailure", "status": "True", "message": "quota"}), [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "2/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLOUT_COMPLETE, "2/2 replicas ready"),
+            Condition("Degraded", True, reasons.REPLICA_FAILURE, "quota")]),
+        (2, deployment(2, 2, {"type": "ReplicaFailure", "status": "True"}), [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "2/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLOUT_COMPLETE, "2/2 replicas ready"),
+            Condition("Degraded", True, reasons.REPLICA_FAILURE, "replica failure")]),
+        (2, deployment(2, 2, {"type": "ReplicaFailure", "status": "False", "message": "old"}), [
+            Condition("Available", True, reasons.MINIMUM_REPLICAS_READY, "2/2 replicas ready"),
+            Condition("Progressing", True, reasons.ROLLOUT_COMPLETE, "2/2 replicas ready"),
+            FINE]),
+    ],
+    ids=["not-created", "not-created-at-zero", "no-counts-yet", "ready-but-not-updated",
+         "rolling-out", "complete", "scaled-to-zero", "deadline-exceeded",
+         "deadline-exceeded-without-message", "replica-failure", "replica-failure-without-message",
+         "replica-failure-over"],
+)  # fmt: skip
+def test_every_deployment_condition_with_its_message(desired, deployment_, expected):
+    assert deployment_conditions(desired, deployment_, None) == expected
+
+
+def test_a_condition_that_lost_its_transition_time_gets_one_without_a_flip():
+    old = [{"type": "Available", "status": "True", "reason": "X", "message": ""}]
+    out = set_condition(old, Condition("Available", True, "X", ""), now=T1, generation=None)
+    assert out[0]["lastTransitionTime"] == T1
+
+
+def test_status_of_a_deployment_without_counts_yet():
+    status = deployment_status(
+        previous={}, desired=2, deployment={"status": {}}, problem=None,
+        selector="a=b", url="http://m.ns.svc:8000/v1", generation=4, now=T0,
+    )  # fmt: skip
+    conditions = status.pop("conditions")
+    assert status == {
+        "replicas": 0,
+        "readyReplicas": 0,
+        "readyText": "0/2",
+        "selector": "a=b",
+        "url": "http://m.ns.svc:8000/v1",
+        "observedGeneration": 4,
+    }
+    assert [(c["type"], c["lastTransitionTime"], c["observedGeneration"]) for c in conditions] == [
+        ("Available", T0, 4), ("Progressing", T0, 4), ("Degraded", T0, 4)
+    ]  # fmt: skip
+
+
+def test_status_carries_the_reconciles_problem_as_degraded():
+    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    status = deployment_status(
+        previous={}, desired=1, deployment=None, problem=problem,
+        selector="a=b", url="http://x", generation=None, now=T0,
+    )  # fmt: skip
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded == {"type": "Degraded", "status": "True", "reason": reasons.SECRET_NOT_FOUND,
+                        "message": "Secret 'x' not found", "lastTransitionTime": T0}  # fmt: skip
+    assert "observedGeneration" not in status
+
+
+def test_a_degraded_that_stays_degraded_is_no_news():
+    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    before = set_condition([], problem, now=T0, generation=1)
+    still = set_condition(before, problem, now=T1, generation=2)
+    assert transitions(before, still) == []
+
+
+# --- spec parsing: what the schema does not check, and every field read ------------------------
+
+
+@pytest.mark.parametrize("model", [{}, {"uri": ""}])
+def test_a_spec_without_a_model_uri_is_refused(model: dict):
+    with pytest.raises(InvalidSpec, match=r"^spec\.model\.uri is required$"):
+        parse_deployment(vllmd("m", {"model": model}), IMAGES)
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [{"port": 9000, "adminPort": 9000}, {"port": 9000, "orca": {"grpcPort": 9000}},
+     {"adminPort": 9001, "orca": {"grpcPort": 9001}}],
+    ids=["port-admin", "port-grpc", "admin-grpc"],
+)  # fmt: skip
+def test_the_server_ports_must_differ(ports: dict):
+    with pytest.raises(InvalidSpec, match=r"^port, adminPort and orca\.grpcPort must differ: \["):
+        parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **ports}), IMAGES)
+
+
+def test_spec_reads_the_objects_identity_and_defaults_what_metadata_lacks():
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}}), IMAGES)
+    assert (spec.name, spec.namespace, spec.uid, spec.generation) == ("m", "models", "uid-m", 1)
+    bare = vllmd("m", {"model": {"uri": "/m"}})
+    bare["metadata"] = {"name": "m", "namespace": "models"}
+    spec = parse_deployment(bare, IMAGES)
+    assert (spec.uid, spec.generation) == ("", None)
+
+
+def test_spec_lora_and_pdb_defaults_and_settings():
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}}), IMAGES)
+    assert spec.lora.allow_hub is False
+    assert spec.lora.allowed_source_roots == ()
+    assert spec.pdb_max_unavailable == 1
+    assert spec.engine.enforce_eager is False
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "/m"},
+                    "lora": {"enabled": True, "allowHub": True, "allowedSourceRoots": ["/a", "/b"]},
+                    "podDisruptionBudget": {"maxUnavailable": "25%"}}),
+        IMAGES,
+    )  # fmt: skip
+    assert (spec.lora.allow_hub, spec.lora.allowed_source_roots) == (True, ("/a", "/b"))
+    assert spec.pdb_max_unavailable == "25%"
+
+
+def test_parsing_leaves_the_object_as_it_was():
+    body = vllmd("m", {"model": {"uri": "/m"}, "lora": {"enabled": True}, "engine": {}})
+    before = copy.deepcopy(body)
+    parse_deployment(body, IMAGES)
+    assert body == before  # the defaults went into a copy
+
+
+def test_defaults_apply_inside_list_items_and_are_copies(monkeypatch):
+    """The API server's structural defaulting, which `with_defaults` repeats: a default applies
+    where a field is missing and its parent exists, list items included."""
+    from vllm_operator.model import schema
+
+    ports = {"type": "array", "items": {"properties": {"protocol": {"default": "TCP"}}}}
+    labels = {"type": "object", "default": {"team": "ml"}}
+    fake = {"properties": {"spec": {"properties": {"ports": ports, "hosts": ports,
+                                                   "labels": labels}}}}  # fmt: skip
+    monkeypatch.setattr(schema, "openapi_schema", lambda kind: fake)
+    obj = {"spec": {"ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}], "hosts": None}}
+    out = schema.with_defaults("Fake", obj)
+    assert out["spec"]["ports"] == [
+        {"port": 80, "protocol": "TCP"},
+        {"port": 81, "protocol": "UDP"},
+    ]
+    assert out["spec"]["hosts"] is None  # a null list stays null
+    out["spec"]["labels"]["team"] = "changed"
+    assert labels["default"] == {"team": "ml"}  # the schema's default is not shared
+    assert obj == {
+        "spec": {"ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}], "hosts": None}
+    }
+
+
+# --- drift: what makes the operator apply, and whose object it is ------------------------------
+
+
+def test_the_digest_is_stable_across_key_order_and_releases():
+    """A digest that changed with key order or between releases would re-apply every child
+    object (and roll every pod) for nothing."""
+    from vllm_operator.model.drift import APPLIED, with_digest
+
+    obj = {"metadata": {"name": "x"}, "spec": {"replicas": 1, "paused": False}}
+    reordered = {"spec": {"paused": False, "replicas": 1}, "metadata": {"name": "x"}}
+    digest = with_digest(obj)["metadata"]["annotations"][APPLIED]
+    assert digest == with_digest(reordered)["metadata"]["annotations"][APPLIED]
+    assert digest == "be412716bd22cb20"  # sha256 of the sorted JSON, 16 hex digits
+
+
+def test_the_digest_joins_the_objects_own_annotations():
+    from vllm_operator.model.drift import APPLIED, with_digest
+
+    obj = {"metadata": {"name": "x", "annotations": {"team": "ml"}}, "spec": {}}
+    annotations = with_digest(obj)["metadata"]["annotations"]
+    assert annotations.keys() == {"team", APPLIED}
+    assert annotations["team"] == "ml"
+
+
+def test_needs_apply_when_missing_or_drifted_whatever_the_api_version():
+    from vllm_operator.model.drift import needs_apply
+
+    wanted = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+              "spec": {"maxUnavailable": 1}}  # fmt: skip
+    assert needs_apply(wanted, None) is True
+    # Read back through another version (or without one): the same object, nothing to do.
+    assert needs_apply(wanted, {**wanted, "apiVersion": "policy/v1beta1"}) is False
+    assert (
+        needs_apply(wanted, {"kind": "PodDisruptionBudget", "spec": {"maxUnavailable": 1}}) is False
+    )
+    assert needs_apply(wanted, {**wanted, "spec": {"maxUnavailable": 2}}) is True
+
+
+@pytest.mark.parametrize(
+    ("refs", "owned"),
+    [
+        ([{"uid": "u1", "controller": True}], True),
+        ([{"uid": "u0", "controller": True}, {"uid": "u1", "controller": True}], True),
+        ([{"uid": "u1"}], False),  # an owner, not the controller
+        ([{"uid": "u1", "controller": False}], False),
+        ([{"uid": "u2", "controller": True}], False),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_owned_by_means_the_controller_owner_reference(refs, owned: bool):
+    from vllm_operator.model.drift import owned_by
+
+    obj = {"metadata": {} if refs is None else {"ownerReferences": refs}}
+    assert owned_by(obj, "u1") is owned
+    assert owned_by({}, "u1") is False

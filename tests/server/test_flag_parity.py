@@ -66,6 +66,7 @@ def test_our_flags_are_none_of_vllms(vllm_parser):
 @pytest.mark.parametrize(
     "args",
     [
+        [],  # vLLM's defaults
         ["--port", "9001"],
         ["--port=9001"],
         ["--por", "9001"],
@@ -79,7 +80,16 @@ def test_our_flags_are_none_of_vllms(vllm_parser):
 def test_the_bound_address_is_the_one_vllm_reads(vllm_parser, args):
     inv = cli.parse_command_line(["m", *args])
     read = vllm_parser.parse_args(inv.vllm_argv)
+    # `setup_server` binds `(args.host or "", args.port)`, or `args.uds`.
     assert (inv.host, inv.port, inv.uds) == (read.host or "", read.port, read.uds)
+
+
+def test_with_no_address_flags_we_bind_vllms_default_address(vllm_parser):
+    inv = cli.parse_command_line(["m"])
+    read = vllm_parser.parse_args(inv.vllm_argv)
+    assert (read.host, read.port, read.uds) == (None, 8000, None)  # vLLM's, as this test knows
+    assert (inv.host, inv.port, inv.uds) == (read.host or "", read.port, read.uds)
+    assert (inv.host, inv.port, inv.uds) == DEFAULT_ADDRESS
 
 
 @pytest.fixture

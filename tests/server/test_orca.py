@@ -124,6 +124,13 @@ def test_json_uses_snake_case_proto3_names():
     assert "applicationUtilization" not in body
 
 
+def test_json_is_one_header_line():
+    """protobuf's MessageToJson indents by default: a header value must not hold a newline."""
+    value = encode_json(BUSY)
+    assert "\n" not in value
+    assert value.startswith('JSON {"') and value.endswith("}")
+
+
 def test_bin_is_padded_base64_of_the_message():
     value = encode_bin(BUSY)[len("BIN ") :]
     assert len(value) % 4 == 0
@@ -140,11 +147,43 @@ def test_bad_values_never_void_the_report():
 
 
 def test_text_numbers_are_plain_decimals():
-    tiny = LoadSnapshot(1e-7, 1234567.5, 0, 0.1 + 0.2, 0, 0, 0, 0, 0, 0)
+    tiny = LoadSnapshot(1e-7, 1234567.5, 0, 0.1 + 0.2, 0, 0, 0, 0, 0, 0, 1e16)
     value = encode_text(tiny)
-    assert "e-" not in value
+    assert "e-" not in value and "e+" not in value
+    assert "application_utilization=0.0000001," in value
     assert "rps_fractional=1234567.5," in value
-    assert "cpu_utilization=0.3," in value
+    assert "cpu_utilization=0.30000000000000004," in value  # 0.1 + 0.2, not rounded to 0.3
+    assert "named_metrics.num_lora_adapters_running=10000000000000000," in value
+
+
+# Values no short decimal holds: rates over a 10 s window, utilizations, tiny error rates.
+AWKWARD = LoadSnapshot(
+    application_utilization=2 / 3,
+    rps_fractional=30 / 9,
+    eps=1 / 9.5,
+    cpu_utilization=0.1 + 0.2,
+    mem_utilization=0.0123456789,
+    num_requests_running=7,
+    num_requests_waiting=0,
+    num_tokens_running=123456789,
+    num_tokens_waiting=0,
+    kv_cache_usage_perc=1.234e-5,
+    num_lora_adapters_running=1e-7,
+    num_lora_adapters_waiting=98765.4321,
+)
+
+
+@pytest.mark.parametrize("snapshot", [AWKWARD, BUSY])
+def test_text_carries_the_full_value_as_json_and_bin_do(snapshot: LoadSnapshot):
+    """What Envoy reads from TEXT is the very report it reads from BIN and JSON: every value to
+    the last bit, none rounded."""
+    text, binary, json = (
+        parse(encode(snapshot)) for encode in (encode_text, encode_bin, encode_json)
+    )
+    assert text == binary == json
+    for key, value in snapshot.fields().items():
+        read = getattr(text, key) if hasattr(text, key) else text.named_metrics[key]
+        assert read == value, key  # exact, not approx
 
 
 # --- formats ----------------------------------------------------------------------------------

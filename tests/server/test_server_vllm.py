@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vllm_server_ext.cli import installed_vllm_version
 from vllm_server_ext.early import INSTANCE_HEADER
 from vllm_server_ext.lifecycle import STARTUP_PHASES
 from vllm_testkit.servers import SERVED_NAME, ServerProcess, ext_server
@@ -90,6 +92,18 @@ def test_ready_reports_every_startup_phase_and_the_instance(server: ServerProces
     # profiling and warming_up come from the engine process through the general plugin.
     assert set(body["startup_seconds"]) == {p.value for p in STARTUP_PHASES}
     assert response.headers[INSTANCE_HEADER] == body["instance_id"]
+
+
+def test_the_log_has_vllm_serves_startup_lines(server: ServerProcess):
+    """vLLM's own `setup_server` and `build_and_serve` lines (its functions, its loggers), in
+    `vllm serve`'s order; the engine's startup hook loaded without a warning."""
+    log = server.log()
+    version = re.search(rf"version\s+{re.escape(installed_vllm_version() or '?')}", log)
+    assert version is not None, log[-3000:]
+    lines = ["non-default args: ", "Supported tasks: ", f"Starting vLLM server on {server.url}"]
+    at = [version.start(), *(log.find(line) for line in lines)]
+    assert -1 not in at and at == sorted(at), (at, log[-3000:])
+    assert "startup phases will not be reported" not in log
 
 
 # --- vLLM's routes, unchanged -----------------------------------------------------------------

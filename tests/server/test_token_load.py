@@ -53,3 +53,37 @@ def test_random_interleavings_match_a_full_recount():
             load.finished(rid)
         assert load.waiting == sum(p for p, g in live.values() if g == 0)
         assert load.running == sum(p + g for p, g in live.values() if g > 0)
+
+
+def test_the_collector_exposes_both_totals_with_vllms_labels_at_scrape_time():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from vllm_server_ext.token_load import TokenLoadCollector
+
+    load = TokenLoad()
+    registry = CollectorRegistry()
+    registry.register(TokenLoadCollector(load, model_name="tiny", engine="1"))
+    load.added("a", 10)
+    load.added("b", 5)
+    load.generated("a", 2)
+    assert generate_latest(registry).decode().splitlines() == [
+        "# HELP vllm:num_tokens_running Prompt plus generated tokens of requests that have produced output.",
+        "# TYPE vllm:num_tokens_running gauge",
+        'vllm:num_tokens_running{engine="1",model_name="tiny"} 12.0',
+        "# HELP vllm:num_tokens_waiting Prompt tokens of requests queued or in prefill (no output token yet).",
+        "# TYPE vllm:num_tokens_waiting gauge",
+        'vllm:num_tokens_waiting{engine="1",model_name="tiny"} 5.0',
+    ]
+    load.finished("a")  # read on the next scrape, no update of its own
+    assert (
+        'vllm:num_tokens_running{engine="1",model_name="tiny"} 0.0'
+        in generate_latest(registry).decode().splitlines()
+    )
+
+
+def test_the_collector_labels_engine_0_by_default():
+    from vllm_server_ext.token_load import TokenLoadCollector
+
+    (running, waiting) = TokenLoadCollector(TokenLoad(), model_name="tiny").collect()
+    for family in (running, waiting):
+        assert [s.labels for s in family.samples] == [{"model_name": "tiny", "engine": "0"}]

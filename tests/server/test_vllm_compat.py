@@ -1,48 +1,47 @@
-"""The vLLM compat module: every vLLM symbol it relies on is still where it was, and nothing else
+"""The vLLM compat package: every vLLM symbol it relies on is still where it was, and nothing else
 in the package touches vLLM. After a vLLM upgrade, this fails in seconds with the list of what
-moved, before any server is started. (That no other module imports vLLM is an import contract:
-tests/static/test_layers.py.)"""
+moved, before any server is started. (That no other module imports vLLM, and that the engine
+side imports nothing of the API server's, are import contracts: tests/static/test_layers.py.)"""
 
 from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
 import inspect
+import logging
+import os
 import re
+import subprocess
 import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 import vllm_server_ext
-from vllm_server_ext import SUPPORTED_VLLM
+from vllm_server_ext import SUPPORTED_VLLM, engine_plugin
+from vllm_server_ext.engine_phases import PHASE_SOCKET_ENV
 
 PACKAGE = Path(vllm_server_ext.__file__).parent
 COMPAT = f"vllm_server_ext.vllm_{SUPPORTED_VLLM.replace('.', '_')}"
-COMPAT_FILE = PACKAGE / f"{COMPAT.rsplit('.', 1)[1]}.py"
+COMPAT_DIR = PACKAGE / COMPAT.rsplit(".", 1)[1]
+COMPAT_FILES = sorted(COMPAT_DIR.glob("*.py"))
+# The compat package's modules that import vLLM (its __init__, the tables, imports none).
+COMPAT_MODULES = [f"{COMPAT}.{path.stem}" for path in COMPAT_FILES if path.stem != "__init__"]
 
 
-def load_compat() -> tuple[ModuleType, str | None]:
-    """The compat module, and the error of its vLLM imports if they fail: its table comes before
-    them, so it is read even then (from a second run of the module, kept as far as it got)."""
-    try:
-        return importlib.import_module(COMPAT), None
-    except ImportError as e:
-        error = f"{COMPAT} imports: {type(e).__name__}: {e}"
-    spec = importlib.util.find_spec(COMPAT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[COMPAT] = module  # as during an import (dataclasses look their module up)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError:
-        pass
-    finally:
-        del sys.modules[COMPAT]
-    return module, error
+def load_compat() -> tuple[types.ModuleType, list[str]]:
+    """The compat package's tables (they import no vLLM, so they are read even when vLLM moved),
+    and the errors of its modules' vLLM imports."""
+    errors = []
+    for name in COMPAT_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            errors.append(f"{name} imports: {type(e).__name__}: {e}")
+    return importlib.import_module(COMPAT), errors
 
 
 def resolve(module: str, name: str) -> Any:
@@ -87,14 +86,25 @@ def vllm_imports(tree: ast.AST) -> set[tuple[str, str | None]]:
     return found
 
 
-def test_the_compat_module_is_named_for_the_supported_vllm():
-    assert COMPAT_FILE.exists(), f"{COMPAT_FILE.name} missing for vLLM {SUPPORTED_VLLM}"
+def test_the_compat_package_is_named_for_the_supported_vllm():
+    assert (COMPAT_DIR / "__init__.py").exists(), f"{COMPAT_DIR.name}/ missing for {SUPPORTED_VLLM}"
+    assert {"api", "engine"} <= {name.rsplit(".", 1)[1] for name in COMPAT_MODULES}
+
+
+def test_the_compat_tables_import_no_vllm():
+    """The tables are read without vLLM (and before every `engine` or `api` import)."""
+    tree = ast.parse((COMPAT_DIR / "__init__.py").read_text())
+    assert vllm_imports(tree) == set()
+    assert [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0  # nothing of the package either
+    ] == []
 
 
 @pytest.mark.vllm
 def test_every_vllm_symbol_in_the_table_is_still_there():
-    compat, import_error = load_compat()
-    problems = [import_error] if import_error else []
+    compat, problems = load_compat()
     for symbol in compat.VLLM_SYMBOLS:
         where = f"{symbol.module}:{symbol.name}"
         try:
@@ -124,21 +134,100 @@ def test_every_serve_argument_read_is_still_a_vllm_serve_argument():
     assert sorted(compat.SERVE_ARGS - dests) == []
 
 
-@pytest.mark.vllm  # reading the table imports the compat module, vLLM with it
 def test_the_tables_list_everything_the_package_uses():
-    """Each vLLM import of the compat module is in its table, each `args.X` read by the
-    launcher or the compat module is in `SERVE_ARGS`: neither table can fall behind the code."""
-    compat, _ = load_compat()
+    """Each vLLM import of any module of the compat package is in its table, each `args.X` read
+    by the launcher or the compat package is in `SERVE_ARGS`: neither table can fall behind the
+    code. (Reads the source only: no vLLM needed.)"""
+    compat = importlib.import_module(COMPAT)
     listed = {(s.module, s.name.split(".")[0]) for s in compat.VLLM_SYMBOLS}
     modules = {s.module for s in compat.VLLM_SYMBOLS}
-    imported = vllm_imports(ast.parse(COMPAT_FILE.read_text()))
-    unlisted = sorted(
-        f"{module}:{name}" if name else module
-        for module, name in imported
-        if ((module, name) not in listed if name else module not in modules)
-    )
-    assert unlisted == []
+    unlisted = []
+    for path in COMPAT_FILES:
+        for module, name in vllm_imports(ast.parse(path.read_text())):
+            if (module, name) not in listed if name else module not in modules:
+                unlisted.append(f"{path.name}: {module}" + (f":{name}" if name else ""))
+    assert sorted(unlisted) == []
     read = set()
-    for path in (PACKAGE / "launcher.py", COMPAT_FILE):
+    for path in (PACKAGE / "launcher.py", *COMPAT_FILES):
         read |= set(re.findall(r"\bargs\.(\w+)", path.read_text()))
     assert sorted(read - compat.SERVE_ARGS) == []
+
+
+# --- the engine plugin -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The package's log records (its logger may not propagate: see `logs.configure`)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("vllm_server_ext")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_failing_engine_hook_does_not_stop_the_engine(monkeypatch, warnings_logged):
+    """vLLM calls `register()` unguarded: a failure costs the phase reports (one warning line),
+    not the engine."""
+    broken = types.ModuleType(f"{COMPAT}.engine")
+
+    def hook_engine_startup(**_: object) -> None:
+        raise AttributeError("type object 'EngineCore' has no attribute '_initialize_kv_caches'")
+
+    broken.hook_engine_startup = hook_engine_startup  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, f"{COMPAT}.engine", broken)
+    monkeypatch.setenv(PHASE_SOCKET_ENV, "@vllm-ext-test-nowhere")
+    engine_plugin.register()
+    assert [(r.levelname, r.getMessage()) for r in warnings_logged] == [
+        (
+            "WARNING",
+            "vllm-ext-serve: the engine's startup phases will not be reported (profiling, "
+            "warming_up): AttributeError: type object 'EngineCore' has no attribute "
+            "'_initialize_kv_caches'",
+        )
+    ]
+
+
+def test_an_engine_hook_that_cannot_import_does_not_stop_the_engine(monkeypatch, warnings_logged):
+    monkeypatch.setitem(sys.modules, f"{COMPAT}.engine", None)  # its import raises
+    monkeypatch.setenv(PHASE_SOCKET_ENV, "@vllm-ext-test-nowhere")
+    engine_plugin.register()
+    assert len(warnings_logged) == 1
+    assert "startup phases will not be reported" in warnings_logged[0].getMessage()
+    assert "ModuleNotFoundError" in warnings_logged[0].getMessage()
+
+
+def test_the_engine_plugin_does_nothing_outside_vllm_ext_serve(monkeypatch, warnings_logged):
+    monkeypatch.setitem(sys.modules, f"{COMPAT}.engine", None)  # would fail if imported
+    monkeypatch.delenv(PHASE_SOCKET_ENV, raising=False)
+    engine_plugin.register()
+    assert warnings_logged == []
+
+
+@pytest.mark.vllm
+def test_the_engine_plugin_imports_nothing_of_the_api_server():
+    """vLLM loads the plugin in every process it starts: in the engine core's (and its workers'),
+    `register()` adds no launcher, uvicorn, FastAPI or vLLM entry point module to what
+    `vllm.v1.engine.core` (already loaded there) brings, and hooks the engine core."""
+    check = (
+        "import sys\n"
+        "import vllm.v1.engine.core\n"
+        "before = set(sys.modules)\n"
+        "from vllm_server_ext import engine_plugin\n"
+        "engine_plugin.register()\n"
+        "heavy = ('uvicorn', 'fastapi', 'vllm.entrypoints', 'vllm_server_ext.vllm_0_32.api',\n"
+        "         'vllm_server_ext.launcher', 'vllm_server_ext.routes', 'starlette', 'watchfiles')\n"
+        "added = sorted(m for m in set(sys.modules) - before if m.startswith(heavy))\n"
+        "hooked = getattr(vllm.v1.engine.core.EngineCore, '_vllm_ext_startup_hook', False)\n"
+        "print('uvicorn' in sys.modules, hooked, added)\n"
+    )
+    env = os.environ | {PHASE_SOCKET_ENV: "@vllm-ext-test-nowhere"}
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "False True []", result.stderr[-3000:]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,10 @@ def test_the_default_test_run_leaves_the_e2e_suite_out(pytestconfig):
     assert "-m e2e" in pytest_line and " -s" in pytest_line, pytest_line  # a later -m wins
 
 
+def test_the_suite_and_these_checks_see_the_same_checkout():
+    assert e2e.ROOT == ROOT  # else the path checks below would check nothing
+
+
 def test_the_suite_commands_use_files_that_exist(tmp_path):
     commands = e2e.build_commands(tmp_path / "models") + e2e.install_commands(tmp_path)
     for command in commands:
@@ -89,6 +95,32 @@ def test_the_suite_commands_use_files_that_exist(tmp_path):
 def test_the_suite_skips_with_one_reason_where_tools_are_missing(monkeypatch):
     monkeypatch.setattr(e2e.shutil, "which", lambda tool: None if tool == "kind" else "/bin/x")
     assert e2e.missing_tools() == "the e2e suite needs kind (docker, kind, helm and kubectl)"
+
+
+def run_suite_without_tools(tmp_path, **env) -> subprocess.CompletedProcess:
+    """The e2e suite as `make e2e` runs it, on a PATH without docker, kind, helm or kubectl."""
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "e2e", "tests/e2e", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, env={**os.environ, "PATH": str(empty), **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_without_its_tools_the_suite_skips_unless_it_is_required(tmp_path):
+    skipped = run_suite_without_tools(tmp_path)
+    assert skipped.returncode == 0, skipped.stdout[-2000:]
+    assert " skipped" in skipped.stdout and "the e2e suite needs" in skipped.stdout
+    required = run_suite_without_tools(tmp_path, E2E_REQUIRED="1")
+    assert required.returncode != 0, required.stdout[-2000:]
+    assert "E2E_REQUIRED=1: the e2e suite needs" in required.stdout
+
+
+def test_the_e2e_workflow_requires_the_suite_to_run():
+    (job,) = yaml.safe_load((ROOT / ".github/workflows/e2e.yml").read_text())["jobs"].values()
+    (step,) = [s for s in job["steps"] if "make e2e" in s.get("run", "")]
+    assert step["env"]["E2E_REQUIRED"] == "1"
 
 
 def test_chart_values_of_the_suite_are_accepted_by_the_chart():

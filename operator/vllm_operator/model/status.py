@@ -64,21 +64,18 @@ def pod_gate_condition(
     pod: Mapping[str, Any], verdict: Condition, *, now: str
 ) -> dict[str, Any] | None:
     """The readiness-gate condition (`verdict.type` names the gate) to write on `pod`, or None
-    if the pod does not carry the gate or already has the condition with this status."""
+    if the pod does not carry the gate or already says the same. lastTransitionTime moves only
+    when the status flips (a new reason or message alone keeps it)."""
     gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
     if verdict.type not in gates:
         return None
-    current = get_condition((pod.get("status") or {}).get("conditions") or [], verdict.type)
+    current = get_condition((pod.get("status") or {}).get("conditions") or [], verdict.type) or {}
     status = "True" if verdict.status else "False"
-    if current is not None and current.get("status") == status:
+    wanted = {"status": status, "reason": verdict.reason, "message": verdict.message}
+    if all(current.get(k) == v for k, v in wanted.items()):
         return None
-    return {
-        "type": verdict.type,
-        "status": status,
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "lastTransitionTime": now,
-    }
+    since = current.get("lastTransitionTime") if current.get("status") == status else None
+    return {"type": verdict.type, **wanted, "lastTransitionTime": since or now}
 
 
 def get_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:

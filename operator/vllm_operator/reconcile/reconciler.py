@@ -19,11 +19,11 @@ import kopf
 from ..clients.kube import ApiError, Kube
 from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
-from ..metrics import reconcile_timer
 from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
 from .adapters import AdapterReconciler
 from .deployment import backoff, reconcile_deployment
 from .runs import KeyedRuns
+from .timing import reconcile_timer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ class Reconciler:
             return  # event None: the initial listing, which the resume handlers cover
         with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
             await self.deployment(body["metadata"]["namespace"], owner["name"], prune=False)
+
+    async def service_changed(self, body: Mapping[str, Any], event: str | None) -> None:
+        """A Service of ours changed: a deleted one comes back at once; edits wait for the
+        drift loop."""
+        if event == "DELETED":
+            await self.child_changed(body, event)
 
     async def pod_changed(self, body: Mapping[str, Any], event: str | None) -> None:
         """A pod of a LoRA-serving deployment appeared, restarted, became ready or went away:

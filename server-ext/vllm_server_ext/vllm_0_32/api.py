@@ -1,205 +1,23 @@
-"""Every touch of vLLM's internals, written against vLLM 0.32.
+"""Everything the API process uses of vLLM: the launcher's steps (vLLM's own `setup_server` and
+`run_server_worker` pieces, with room for our hooks between them, and their log lines, so the
+log reads as `vllm serve`'s), the `Engine` facade, vLLM's app and its HTTP servers.
 
-vLLM moves its internal paths and private methods between releases, so the rest of the package
-talks to the small surface here: the launcher's steps (vLLM's own `setup_server` and
-`run_server_worker` pieces, with room for our hooks between them), the `Engine` facade, and the
-engine process's startup hook. `VLLM_SYMBOLS` lists each vLLM symbol this module relies on (and
-`SERVE_ARGS` each `vllm serve` argument the package reads), checked against the installed vLLM
-by `tests/server/test_vllm_compat.py` in seconds. A new vLLM gets a new module, this one its draft.
-
-The three modules that build vLLM's app take ~0.3 s to import and are imported where they are
-used: the engine process imports this module for its startup hook alone.
+Imported by `launcher` only, once the early server answers. The three modules that build vLLM's
+app take ~0.3 s to import and are imported where they are used, after the arguments are checked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import socket
 from argparse import Namespace
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-
-from .load_tracker import EngineLoad, LoadTracker
-from .logs import log
-from .token_load import TokenLoad
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-
-@dataclass(frozen=True)
-class Symbol:
-    """One vLLM symbol this module relies on."""
-
-    module: str
-    name: str  # inside the module; "Class.attribute" for a method or property
-    params: tuple[str, ...] = ()  # its leading parameters (after self), as called or overridden
-    attrs: tuple[str, ...] = ()  # attributes read or replaced on its instances (or, for a
-    # function, set on the object it fills)
-
-
-_LAUNCHER = "vllm.entrypoints.launchers"
-VLLM_SYMBOLS: tuple[Symbol, ...] = (
-    # Parsing and checking `vllm serve` arguments, as vLLM's api_server entry point does.
-    Symbol("vllm.entrypoints.serve.utils.api_utils", "cli_env_setup"),
-    Symbol("vllm.utils.argparse_utils", "FlexibleArgumentParser"),
-    Symbol(f"{_LAUNCHER}.cli_args", "make_arg_parser", params=("parser",)),
-    Symbol("vllm.logger", "configure_logging_from_args", params=("args",)),
-    Symbol(f"{_LAUNCHER}.cli_args", "validate_parsed_serve_args", params=("args",)),
-    Symbol("vllm.envs", "VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
-    # `setup_server`'s steps, but its socket.
-    Symbol("vllm.tool_parsers", "ToolParserManager.import_tool_parser", params=("plugin_path",)),
-    Symbol(
-        "vllm.reasoning",
-        "ReasoningParserManager.import_reasoning_parser",
-        params=("plugin_path",),
-    ),
-    Symbol(f"{_LAUNCHER}.launcher", "validate_api_server_args", params=("args",)),
-    Symbol("vllm.utils.system_utils", "set_ulimit"),
-    # The engine client and vLLM's app, as `run_server_worker` and `build_and_serve` build them.
-    Symbol(f"{_LAUNCHER}.api_server.entry", "build_async_engine_client", params=("args",)),
-    Symbol(
-        "vllm.v1.engine.async_llm",
-        "AsyncLLM",
-        attrs=("vllm_config", "model_config", "output_processor", "logger_manager"),
-    ),
-    Symbol("vllm.v1.engine.async_llm", "AsyncLLM.errored"),
-    Symbol("vllm.v1.engine.async_llm", "AsyncLLM.is_sleeping"),
-    Symbol("vllm.v1.engine.async_llm", "AsyncLLM.get_supported_tasks"),
-    Symbol("vllm.v1.engine.async_llm", "AsyncLLM.shutdown", params=("timeout",)),
-    Symbol("vllm.config", "VllmConfig", attrs=("model_config", "scheduler_config")),
-    Symbol("vllm.config", "ModelConfig", attrs=("enable_sleep_mode",)),
-    Symbol("vllm.config", "SchedulerConfig", attrs=("max_num_seqs",)),
-    Symbol(f"{_LAUNCHER}.app", "build_app", params=("args", "supported_tasks", "model_config")),
-    Symbol(
-        f"{_LAUNCHER}.api_server.app_state",
-        "init_app_state",
-        params=("engine_client", "state", "args", "supported_tasks"),
-        attrs=("openai_serving_models",),
-    ),
-    # Refusing a LoRA adapter before the engine loads it.
-    Symbol(
-        "vllm.entrypoints.openai.models.serving",
-        "OpenAIServingModels.load_lora_adapter",
-        params=("request", "base_model_name"),
-    ),
-    Symbol(
-        "vllm.entrypoints.serve.lora.protocol",
-        "LoadLoRAAdapterRequest",
-        attrs=("lora_name", "lora_path"),
-    ),
-    Symbol(
-        "vllm.entrypoints.serve",
-        "create_error_response",
-        params=("message", "err_type", "status_code"),
-    ),
-    # Serving HTTP, on the API socket and the admin socket.
-    Symbol(f"{_LAUNCHER}.launcher", "serve_http", params=("app", "sock", "enable_ssl_refresh")),
-    Symbol(f"{_LAUNCHER}.launcher", "NoSignalServer", params=("config",)),
-    Symbol(
-        f"{_LAUNCHER}.utils.ssl",
-        "SSLCertRefresher",
-        params=("ssl_context", "key_path", "cert_path", "ca_path"),
-    ),
-    Symbol(f"{_LAUNCHER}.utils.server_utils", "get_uvicorn_log_config", params=("args",)),
-    Symbol(f"{_LAUNCHER}.utils.constants", "H11_MAX_HEADER_COUNT_DEFAULT"),
-    Symbol(f"{_LAUNCHER}.utils.constants", "H11_MAX_INCOMPLETE_EVENT_SIZE_DEFAULT"),
-    Symbol("vllm.envs", "VLLM_HTTP_TIMEOUT_KEEP_ALIVE"),
-    # Token load: vLLM's output processor, subclassed and swapped onto the engine's instance.
-    Symbol("vllm.v1.engine.output_processor", "OutputProcessor", attrs=("request_states",)),
-    Symbol("vllm.v1.engine.output_processor", "OutputProcessor.add_request", params=("request",)),
-    Symbol(
-        "vllm.v1.engine.output_processor",
-        "OutputProcessor._update_stats_from_output",
-        params=("req_state", "engine_core_output"),
-    ),
-    Symbol(
-        "vllm.v1.engine.output_processor",
-        "OutputProcessor._finish_request",
-        params=("req_state",),
-    ),
-    Symbol(
-        "vllm.v1.engine.output_processor",
-        "OutputProcessor.abort_requests",
-        params=("request_ids", "internal"),
-    ),
-    Symbol("vllm.v1.engine.output_processor", "RequestState", attrs=("request_id", "prompt_len")),
-    Symbol("vllm.v1.engine", "EngineCoreRequest", attrs=("request_id",)),
-    Symbol("vllm.v1.engine", "EngineCoreOutput", attrs=("new_token_ids",)),
-    # Engine load for ORCA: a stat logger added to the engine client's.
-    Symbol("vllm.v1.metrics.loggers", "StatLoggerManager", attrs=("stat_loggers",)),
-    Symbol("vllm.v1.metrics.loggers", "AggregateStatLoggerBase"),
-    Symbol(
-        "vllm.v1.metrics.loggers",
-        "AggregateStatLoggerBase.record",
-        params=("scheduler_stats", "iteration_stats", "mm_cache_stats", "engine_idx"),
-    ),
-    Symbol("vllm.v1.metrics.loggers", "AggregateStatLoggerBase.log_engine_initialized"),
-    Symbol(
-        "vllm.v1.metrics.loggers",
-        "AggregateStatLoggerBase.record_admission_rejection",
-        params=("reason",),
-    ),
-    Symbol(
-        "vllm.v1.metrics.stats",
-        "SchedulerStats",
-        attrs=(
-            "num_running_reqs",
-            "num_waiting_reqs",
-            "kv_cache_usage",
-            "running_lora_adapters",
-            "waiting_lora_adapters",
-        ),
-    ),
-    # The engine process's startup steps.
-    Symbol("vllm.v1.engine.core", "EngineCore", attrs=("model_executor",)),
-    Symbol("vllm.v1.engine.core", "EngineCore._initialize_kv_caches", params=("vllm_config",)),
-    Symbol("vllm.v1.executor", "Executor.compile_or_warm_up_model"),
-)
-
-# The `vllm serve` arguments this package reads by name (their `dest`s).
-SERVE_ARGS = frozenset(
-    {
-        "api_server_count",
-        "data_parallel_multi_port_external_lb",
-        "disable_log_stats",
-        "disable_uvicorn_access_log",
-        "enable_lora",
-        "enable_ssl_refresh",
-        "grpc",
-        "h11_max_header_count",
-        "h11_max_incomplete_event_size",
-        "headless",
-        "host",
-        "max_lora_rank",
-        "middleware",
-        "model",
-        "port",
-        "reasoning_parser_plugin",
-        "served_model_name",
-        "ssl_ca_certs",
-        "ssl_cert_reqs",
-        "ssl_certfile",
-        "ssl_ciphers",
-        "ssl_keyfile",
-        "tool_parser_plugin",
-        "uds",
-        "uvicorn_log_level",
-    }
-)
-
-
-# vLLM's own modules come after the table, so that the table can still be read (and checked)
-# when one of them has moved.
-# ruff: noqa: E402
 import vllm.envs as envs
 from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
 from vllm.entrypoints.launchers.launcher import (
@@ -214,15 +32,34 @@ from vllm.entrypoints.launchers.utils.constants import (
 from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
 from vllm.entrypoints.launchers.utils.ssl import SSLCertRefresher
 from vllm.entrypoints.serve import create_error_response
-from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
-from vllm.logger import configure_logging_from_args
+from vllm.entrypoints.serve.utils.api_utils import (
+    cli_env_setup,
+    log_non_default_args,
+    log_version_and_model,
+)
+from vllm.logger import configure_logging_from_args, init_logger
 from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.utils.network_utils import is_valid_ipv6_address
 from vllm.utils.system_utils import set_ulimit
-from vllm.v1.engine.core import EngineCore
 from vllm.v1.engine.output_processor import OutputProcessor
 from vllm.v1.metrics.loggers import AggregateStatLoggerBase
+from vllm.version import __version__ as VLLM_VERSION
+
+from ..load_tracker import EngineLoad, LoadTracker
+from ..logs import log
+from ..token_load import TokenLoad
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+# The lines vLLM's `setup_server` and `build_and_serve` log, logged here in their place by the
+# same loggers, so that the log reads as `vllm serve`'s.
+_setup_logger = init_logger(validate_api_server_args.__module__)
+_serve_logger = init_logger("vllm.entrypoints.launchers.api_server.entry")
+
 
 # --- arguments -------------------------------------------------------------------------------
 
@@ -243,8 +80,11 @@ def allow_runtime_lora_updates() -> None:
 
 def prepare_api_server(args: Namespace) -> None:
     """What vLLM's `setup_server` does before the engine is built, but binding the socket (ours
-    was bound long before): import the tool and reasoning parser plugins (so their names pass
-    the check), check the API server's arguments, raise the open-files limit."""
+    was bound long before): log vLLM's version and the model, and the non-default arguments;
+    import the tool and reasoning parser plugins (so their names pass the check), check the API
+    server's arguments, raise the open-files limit."""
+    log_version_and_model(_setup_logger, VLLM_VERSION, args.model)
+    log_non_default_args(args)
     # vLLM's own test for "a plugin was given" (empty strings and the like are skipped).
     if args.tool_parser_plugin and len(args.tool_parser_plugin) > 3:
         ToolParserManager.import_tool_parser(args.tool_parser_plugin)
@@ -383,6 +223,7 @@ def build_api_app(engine: Engine, args: Namespace, middleware: type) -> FastAPI:
     `--middleware` list: the app refuses middleware once built."""
     from vllm.entrypoints.launchers.app import build_app
 
+    _serve_logger.info("Supported tasks: %s", engine.supported_tasks)
     args.middleware = [*args.middleware, f"{middleware.__module__}.{middleware.__qualname__}"]
     return build_app(args, engine.supported_tasks, engine._client.model_config)  # type: ignore[arg-type]
 
@@ -412,6 +253,16 @@ def check_lora_loads(app: FastAPI, check: Callable[[str, str], str | None]) -> N
 # --- HTTP ------------------------------------------------------------------------------------
 
 
+def listen_address(args: Namespace) -> str:
+    """Where the API is served, worded as vLLM's `setup_server` words it."""
+    if args.uds:
+        return f"unix:{args.uds}"
+    host = args.host or ""
+    scheme = "https" if args.ssl_keyfile and args.ssl_certfile else "http"
+    host_part = f"[{host}]" if is_valid_ipv6_address(host) else host or "0.0.0.0"
+    return f"{scheme}://{host_part}:{args.port}"
+
+
 def uvicorn_settings(args: Namespace) -> dict[str, Any]:
     """uvicorn's settings as vLLM's `build_and_serve` passes them."""
     settings: dict[str, Any] = {
@@ -435,6 +286,7 @@ async def serve_api(
     """Serve `app` on `sock` with vLLM's `serve_http` (its signal handlers drain the engine and
     its watchdog stops the server when the engine dies) until the server stops; returns what
     is left of the shutdown, to await once the engine client is closed."""
+    _serve_logger.info("Starting vLLM server on %s", listen_address(args))
     return await serve_http(
         app,
         sock=sock,
@@ -482,34 +334,3 @@ class AdminServer:
         if self.refresher is not None:
             self.refresher.stop()
         await asyncio.gather(self.task, return_exceptions=True)
-
-
-# --- the engine process ----------------------------------------------------------------------
-
-
-def hook_engine_startup(*, profiling: Callable[[], None], warming_up: Callable[[], None]) -> None:
-    """In this process, call `profiling` when an `EngineCore` starts memory profiling and KV
-    cache allocation (`_initialize_kv_caches`), and `warming_up` when, within that step, its
-    executor starts compiling and warming up. Idempotent."""
-    if getattr(EngineCore, "_vllm_ext_startup_hook", False):
-        return
-    initialize_kv_caches = EngineCore._initialize_kv_caches
-
-    @functools.wraps(initialize_kv_caches)
-    def _initialize_kv_caches(self, vllm_config):  # type: ignore[no-untyped-def]
-        profiling()
-        executor = self.model_executor
-        warm_up = executor.compile_or_warm_up_model
-
-        def compile_or_warm_up_model(*args, **kwargs):  # type: ignore[no-untyped-def]
-            warming_up()
-            return warm_up(*args, **kwargs)
-
-        executor.compile_or_warm_up_model = compile_or_warm_up_model
-        try:
-            return initialize_kv_caches(self, vllm_config)
-        finally:
-            del executor.compile_or_warm_up_model  # back to the class's method
-
-    EngineCore._initialize_kv_caches = _initialize_kv_caches  # type: ignore[method-assign]
-    EngineCore._vllm_ext_startup_hook = True  # type: ignore[attr-defined]
