@@ -28,10 +28,8 @@ from pathlib import Path
 import httpx
 import kmock
 
-from vllm_operator.model.builders import build_deployment
-from vllm_operator.model.spec import Images, parse_deployment
 from vllm_testkit.kube_bench import BenchEmulator, start_operator
-from vllm_testkit.kube_emulator import create, declare, pod_status, write_kubeconfig
+from vllm_testkit.kube_emulator import create, declare, pod_status, start_pods, write_kubeconfig
 from vllm_testkit.servers import ext_server, free_port
 from vllm_testkit.tiny_model import generate_lora, generate_model
 from vllm_testkit.vllm_admin_double import VLLMAdminDouble
@@ -40,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 NS = "bench"
 LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
-IMAGES = Images(gpu="gpu", cpu="cpu")
 
 
 async def scenario(
@@ -61,15 +58,11 @@ async def scenario(
         "spec": spec,
     }
     await create(emulator, f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments", body)
-    template = build_deployment(parse_deployment(body, IMAGES))["spec"]["template"]
-    for i, host in enumerate(hosts):
-        pod = {
-            "metadata": {"name": f"{name}-{i}", "namespace": NS, **template["metadata"]},
-            "spec": template["spec"],
-            "status": pod_status(host, ready=True),
-        }
-        response = await emulator.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
-        assert response.status == 200
+    deployment = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+    while (await emulator.get(deployment)).status != 200:  # the operator applies it
+        await asyncio.sleep(0.05)
+    statuses = {f"{name}-{i}": pod_status(host, ready=True) for i, host in enumerate(hosts)}
+    await start_pods(emulator, NS, name, statuses)
     await asyncio.sleep(1.0)  # the operator has seen the pods
     adapter = {
         "apiVersion": "serving.vllm.ai/v1alpha1",

@@ -9,6 +9,7 @@ here), and subresources as separate endpoints (/status and /scale patch the whol
 Added here, as a real API server behaves (named so, in `KubeEmulator`):
 - `metadata.generateName` names the object (Kopf's Events use it);
 - server-side apply of a missing object creates it;
+- a created object gets a `uid` and a `creationTimestamp` (unless the test set them);
 - `labelSelector` on lists and watches (equality and set-based requirements); a watch does not
   turn an object that stops matching into a DELETED event, as a real one would.
 """
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import re
 import secrets
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "v1/secrets": {"kind": "Secret"},
     "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim"},
     "apps/v1/deployments": {"kind": "Deployment", "subresources": ["status", "scale"]},
+    "apps/v1/replicasets": {"kind": "ReplicaSet", "subresources": ["status", "scale"]},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget"},
     "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy"},
     "serving.vllm.ai/v1alpha1/vllmdeployments": {
@@ -136,9 +140,29 @@ def _requirements(request: Any) -> list[Requirement]:
         raise BadRequest(message=str(e)) from None
 
 
+@attrs.frozen
+class Refused(kmock.KubernetesError):
+    """A refusal a test asked for (`KubeEmulator.refusals`): an admission webhook, a quota, an
+    etcd timeout."""
+
+    message: str = "refused"
+    status: int = 422
+    reason: str = "Invalid"
+
+
 class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with generateName, create-on-apply and label selectors, as a real API
-    server has."""
+    server has. Tests make it refuse requests through `refusals`: (verb, plural, name or None)
+    -> (status, message), verbs as in `api_calls` (get, list, create, patch, delete)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refusals: dict[tuple[str, str, str | None], tuple[int, str]] = {}
+        self.last_write = time.monotonic()  # of any create, update, patch or delete
+
+    def idle_for(self) -> float:
+        """Seconds since anything was written."""
+        return time.monotonic() - self.last_write
 
     async def _serve_list(self, request):  # kmock's fallback for lists (private API)
         requirements = _requirements(request)
@@ -157,11 +181,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 yield event
 
     async def _handle(self, request):  # kmock's only hook before storage (private API)
+        if request.action not in (kmock.action.FETCH, kmock.action.LIST, kmock.action.WATCH):
+            self.last_write = time.monotonic()
+        if self.refusals and request.resource is not None:
+            verb = _verb(request)
+            for name in (request.name, None):
+                if (
+                    refusal := self.refusals.get((verb, request.resource.plural, name))
+                ) is not None:
+                    raise Refused(message=refusal[1], status=refusal[0])
         data = request.data if isinstance(request.data, dict) else None
         if request.action == kmock.action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
             if meta.get("generateName") and not meta.get("name"):
                 meta["name"] = meta["generateName"] + secrets.token_hex(3)
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", _now())
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
         key = (request.resource, request.namespace, request.name)
         if (
@@ -171,7 +206,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
             and (key not in self.objects or self.objects[key].deleted)
         ):
             # Store it first; the apply below then merges into it (and notifies watchers).
-            stub = {"metadata": {"name": request.name, "namespace": request.namespace}}
+            stub = {
+                "metadata": {
+                    "name": request.name,
+                    "namespace": request.namespace,
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": _now(),
+                }
+            }
             if key in self.objects:
                 self.objects[key].create(stub)  # kmock keeps deleted objects' history
             else:
@@ -179,30 +221,39 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def declare(emulator: kmock.KubernetesEmulator, *, monitoring: bool = False) -> None:
     for name, spec in {**RESOURCES, **PEERING, **(MONITORING if monitoring else {})}.items():
         emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}
 
 
+_VERBS = {
+    kmock.action.LIST: "list",
+    kmock.action.WATCH: "watch",
+    kmock.action.FETCH: "get",
+    kmock.action.CREATE: "create",
+    kmock.action.DELETE: "delete",
+}
+
+
+def _verb(request: Any) -> str:
+    if request.action == kmock.action.UPDATE:
+        return "update" if request.method.value == "PUT" else "patch"
+    return _VERBS[request.action]
+
+
 def api_calls(emulator: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
     """(verb, group, resource[/subresource]) of every request that did not come from the test
     itself (kmock's own client) and was not API discovery."""
-    verbs = {
-        kmock.action.LIST: "list",
-        kmock.action.WATCH: "watch",
-        kmock.action.FETCH: "get",
-        kmock.action.CREATE: "create",
-        kmock.action.DELETE: "delete",
-    }
     calls = set()
     for r in emulator:
         agent = {k.lower(): v for k, v in r.headers.items()}.get("user-agent", "")
         if agent.startswith("kmock") or r.resource is None or not r.resource.plural:
             continue
-        if r.action == kmock.action.UPDATE:
-            verb = "update" if r.method.value == "PUT" else "patch"
-        else:
-            verb = verbs[r.action]
+        verb = _verb(r)
         plural = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
         calls.add((verb, r.resource.group or "", plural))
     return calls
@@ -280,4 +331,57 @@ def pod_status(ip: str, *, ready: bool, restarts: int = 0) -> dict:
         "phase": "Running",
         "podIP": ip,
         "containerStatuses": [{"name": "server", "ready": ready, "restartCount": restarts}],
+    }
+
+
+async def start_pods(
+    emulator: kmock.KubernetesEmulator, namespace: str, deployment: str, pods: dict[str, dict]
+) -> None:
+    """Stand in for the Deployment and ReplicaSet controllers: a ReplicaSet controlled by the
+    Deployment (which must exist), and pods from its template controlled by the ReplicaSet, each
+    with the given status (see `pod_status`)."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"
+    owner = await (await emulator.get(path)).json()
+    template = owner["spec"]["template"]
+    replica_set = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{deployment}-rs",
+            "namespace": namespace,
+            "labels": template["metadata"].get("labels", {}),
+            "ownerReferences": [_controller(owner)],
+        },
+        "spec": {"template": template},
+    }
+    rs_path = f"/apis/apps/v1/namespaces/{namespace}/replicasets"
+    if (await emulator.get(f"{rs_path}/{deployment}-rs")).status == 404:
+        assert (await emulator.post(rs_path, json=replica_set)).status == 200
+    replica_set = await (await emulator.get(f"{rs_path}/{deployment}-rs")).json()
+    for name, status in pods.items():
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                **template["metadata"],
+                "ownerReferences": [_controller(replica_set)],
+            },
+            "spec": template["spec"],
+            "status": status,
+        }
+        response = await emulator.post(f"/api/v1/namespaces/{namespace}/pods", json=pod)
+        assert response.status == 200, await response.text()
+
+
+def _controller(owner: dict) -> dict:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", "apps/v1"),
+        "kind": owner.get("kind", "ReplicaSet"),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }

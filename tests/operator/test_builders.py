@@ -232,3 +232,24 @@ def test_the_orca_grpc_port_opens_only_to_the_listed_peers(extra: dict):
         [{"protocol": "TCP", "port": 8000}],
         [{"protocol": "TCP", "port": 8001}],
     ]
+
+
+def test_a_claim_paths_last_character_is_kept_only_its_slash_goes():
+    # Only a trailing slash is dropped (rstrip strips a set of characters, not a suffix).
+    for uri in ("pvc://models/phi-3-ONNX", "pvc://models/phi-3-ONNX/"):
+        spec = parse_deployment(vllmd("m", {"model": {"uri": uri}}), IMAGES)
+        assert server_args(spec)[0] == "/models/phi-3-ONNX"
+
+
+def test_the_network_policy_keeps_the_admin_port_to_the_operator_and_opens_the_api_port():
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "/m"}, "networkPolicy": {"enabled": True}}), IMAGES
+    )
+    (policy,) = [o for o in build_all(spec, monitoring_available=False,
+                                      operator_namespace="ops") if o["kind"] == "NetworkPolicy"]  # fmt: skip
+    api, admin = policy["spec"]["ingress"]
+    assert api == {"ports": [{"protocol": "TCP", "port": 8000}]}  # no `from`: every client
+    assert admin["ports"] == [{"protocol": "TCP", "port": 8001}]
+    (operator,) = admin["from"]
+    assert operator["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ops"}
+    assert operator["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm-operator"}

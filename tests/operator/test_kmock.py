@@ -22,6 +22,7 @@ from vllm_testkit.kube_emulator import (
     declare,
     events,
     running_operator,
+    start_pods,
     wait_for,
 )
 from vllm_testkit.samples import GOOD, IMAGES, vllmd
@@ -232,13 +233,8 @@ async def test_pods_with_no_adapters_pass_the_readiness_gate(kmock, kubeconfig):
         await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "lora")))
         template = kmock.objects[DEPLOYMENT, NS, "lora"].raw["spec"]["template"]
         assert template["spec"]["readinessGates"] == [{"conditionType": ADAPTERS_LOADED}]
-        # Standing in for the ReplicaSet controller: a pod from the template.
-        pod = {
-            "metadata": {"name": "lora-abc", "namespace": NS, **template["metadata"]},
-            "spec": template["spec"],
-        }
-        response = await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
-        assert response.status == 200
+        # Standing in for the Deployment and ReplicaSet controllers: a pod from the template.
+        await start_pods(kmock, NS, "lora", {"lora-abc": {}})
         await wait_for(
             lambda: (
                 kmock.objects[POD, NS, "lora-abc"]["status"]["conditions"][0]["status"] == "True"

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vllm_operator.model import reasons
-from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment
-from vllm_operator.model.spec import parse_deployment
+from vllm_operator.model.builders import ADAPTERS_LOADED
+from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
     KubeEmulator,
     create,
@@ -22,7 +22,7 @@ from vllm_testkit.kube_emulator import (
     running_operator,
     wait_for,
 )
-from vllm_testkit.samples import IMAGES, vllmd
+from vllm_testkit.samples import vllmd
 from vllm_testkit.servers import free_port
 from vllm_testkit.vllm_admin_double import BASE_MODEL, VLLMAdminDouble
 
@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
 POD = kmock.resource("v1/pods")
+DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "models"
 CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
 LORA_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/loraadapters"
@@ -51,16 +52,10 @@ async def start_pods(emulator, double: VLLMAdminDouble) -> None:
         "adminPort": double.port,
         "lora": {"enabled": True, "maxLoras": 2, "maxRank": 8},
     }
-    body = vllmd("tiny", spec, NS)
-    await create(emulator, CR_PATH, body)
-    template = build_deployment(parse_deployment(body, IMAGES))["spec"]["template"]
-    for name, ip in HOSTS.items():
-        pod = {
-            "metadata": {"name": name, "namespace": NS, **template["metadata"]},
-            "spec": template["spec"],
-            "status": pod_status(ip, ready=True),
-        }
-        assert (await emulator.post(f"/api/v1/namespaces/{NS}/pods", json=pod)).status == 200
+    await create(emulator, CR_PATH, vllmd("tiny", spec, NS))
+    await wait_for(lambda: (DEPLOYMENT, NS, "tiny") in emulator.objects, what="the Deployment")
+    statuses = {name: pod_status(ip, ready=True) for name, ip in HOSTS.items()}
+    await kube_emulator.start_pods(emulator, NS, "tiny", statuses)
 
 
 async def add_adapter(emulator, name: str, **spec) -> None:

@@ -13,8 +13,8 @@ import kmock
 import pytest
 from prometheus_client import REGISTRY
 
-from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment
-from vllm_operator.model.spec import parse_deployment
+from vllm_operator.model.builders import ADAPTERS_LOADED
+from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
     KubeEmulator,
     create,
@@ -24,13 +24,14 @@ from vllm_testkit.kube_emulator import (
     running_operator,
     wait_for,
 )
-from vllm_testkit.samples import IMAGES, vllmd
+from vllm_testkit.samples import vllmd
 from vllm_testkit.servers import ext_server, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
 POD = kmock.resource("v1/pods")
+DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "models"
 CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
 LORA_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/loraadapters"
@@ -83,25 +84,12 @@ def deployment_spec(server, root) -> dict:
     }
 
 
-def pod_body(name: str, template: dict, ip: str, *, ready: bool, restarts: int = 0) -> dict:
-    return {
-        "metadata": {"name": name, "namespace": NS, **template["metadata"]},
-        "spec": template["spec"],
-        "status": pod_status(ip, ready=ready, restarts=restarts),
-    }
-
-
 async def start_pods(emulator, servers, root) -> list[str]:
-    body = vllmd("tiny", deployment_spec(servers[0], root), NS)
-    await create(emulator, CR_PATH, body)
-    template = build_deployment(parse_deployment(body, IMAGES))["spec"]["template"]
-    names = []
-    for i, server in enumerate(servers):
-        name = f"tiny-{i}"
-        pod = pod_body(name, template, server.host, ready=True)
-        response = await emulator.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
-        assert response.status == 200
-        names.append(name)
+    await create(emulator, CR_PATH, vllmd("tiny", deployment_spec(servers[0], root), NS))
+    await wait_for(lambda: (DEPLOYMENT, NS, "tiny") in emulator.objects, what="the Deployment")
+    names = [f"tiny-{i}" for i in range(len(servers))]
+    statuses = {n: pod_status(s.host, ready=True) for n, s in zip(names, servers, strict=True)}
+    await kube_emulator.start_pods(emulator, NS, "tiny", statuses)
     return names
 
 

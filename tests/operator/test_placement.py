@@ -169,3 +169,11 @@ def test_a_source_outside_the_roots_names_them_all():
     assert source_error("/etc/x", lora) == (
         "source '/etc/x' is outside the allowed roots /adapters, /shared/lora"
     )
+
+
+def test_only_slashes_are_trimmed_from_roots_and_sources():
+    # Only a trailing slash is dropped (rstrip strips a set of characters, not a suffix).
+    lora = Lora(True, 4, 16, allowed_source_roots=("/models/ONNX/",), allow_hub=False)
+    assert source_error("/models/ONNX", lora) is None
+    assert source_error("/models/ONNX/sql-X", lora) is None
+    assert source_error("/models/ONN/sql", lora) is not None

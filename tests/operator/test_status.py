@@ -402,9 +402,9 @@ def test_defaults_apply_inside_list_items_and_are_copies(monkeypatch):
     from vllm_operator.model import schema
 
     ports = {"type": "array", "items": {"properties": {"protocol": {"default": "TCP"}}}}
-    labels = {"type": "object", "default": {"team": "ml"}}
+    selector = {"type": "object", "default": {"matchLabels": {"team": "ml"}}}
     fake = {"properties": {"spec": {"properties": {"ports": ports, "hosts": ports,
-                                                   "labels": labels}}}}  # fmt: skip
+                                                   "selector": selector}}}}  # fmt: skip
     monkeypatch.setattr(schema, "openapi_schema", lambda kind: fake)
     obj = {"spec": {"ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}], "hosts": None}}
     out = schema.with_defaults("Fake", obj)
@@ -413,8 +413,8 @@ def test_defaults_apply_inside_list_items_and_are_copies(monkeypatch):
         {"port": 81, "protocol": "UDP"},
     ]
     assert out["spec"]["hosts"] is None  # a null list stays null
-    out["spec"]["labels"]["team"] = "changed"
-    assert labels["default"] == {"team": "ml"}  # the schema's default is not shared
+    out["spec"]["selector"]["matchLabels"]["team"] = "changed"
+    assert selector["default"] == {"matchLabels": {"team": "ml"}}  # not shared with the schema
     assert obj == {
         "spec": {"ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}], "hosts": None}
     }
@@ -476,3 +476,34 @@ def test_owned_by_means_the_controller_owner_reference(refs, owned: bool):
     obj = {"metadata": {} if refs is None else {"ownerReferences": refs}}
     assert owned_by(obj, "u1") is owned
     assert owned_by({}, "u1") is False
+
+
+def test_child_action_creates_applies_or_leaves_our_children():
+    from vllm_operator.model.drift import child_action
+
+    ours = {"metadata": {"name": "m", "ownerReferences": [{"uid": "cr1", "controller": True}]}}
+    service = {**ours, "kind": "Service", "spec": {"ports": [{"port": 8000}]}}
+    claim = {**ours, "kind": "PersistentVolumeClaim", "spec": {"resources": {"storage": "50Gi"}}}
+    assert child_action(service, None, "cr1") == "apply"
+    assert child_action(service, service, "cr1") == "none"
+    assert child_action(service, {**service, "spec": {"ports": []}}, "cr1") == "apply"
+    # A claim is created once and never written again, whatever changed in the spec.
+    assert child_action(claim, None, "cr1") == "create"
+    assert child_action(claim, claim, "cr1") == "none"
+    assert (
+        child_action(claim, {**claim, "spec": {"resources": {"storage": "1Gi"}}}, "cr1") == "none"
+    )
+
+
+@pytest.mark.parametrize("kind", ["Service", "PersistentVolumeClaim"])
+@pytest.mark.parametrize(
+    "refs",
+    [[], [{"uid": "cr2", "controller": True}], [{"uid": "cr1", "controller": False}]],
+    ids=["unowned", "another-controller", "owner-not-controller"],
+)
+def test_a_child_name_held_by_someone_else_is_a_conflict(kind: str, refs: list):
+    from vllm_operator.model.drift import child_action
+
+    wanted = {"kind": kind, "metadata": {"name": "m"}, "spec": {}}
+    theirs = {"kind": kind, "metadata": {"name": "m", "ownerReferences": refs}, "spec": {}}
+    assert child_action(wanted, theirs, "cr1") == "conflict"

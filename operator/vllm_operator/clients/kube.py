@@ -50,6 +50,7 @@ KINDS = {
         Kind("v1", "Event", "events"),
         Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
         Kind("apps/v1", "Deployment", "deployments"),
+        Kind("apps/v1", "ReplicaSet", "replicasets"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
@@ -182,6 +183,16 @@ class Kube:
             body=obj,
             params={"fieldManager": MANAGER, "force": "true"},
             content_type="application/apply-patch+yaml",
+        )
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create `obj` (for objects never written again once they exist)."""
+        meta = obj["metadata"]
+        return await self.request(
+            "POST",
+            KINDS[obj["kind"]].path(meta.get("namespace")),
+            body=obj,
+            params={"fieldManager": MANAGER},
         )
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:

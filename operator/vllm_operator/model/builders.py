@@ -304,8 +304,9 @@ def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[str, Any]:
-    """Ingress by port: the API port for the listed peers, Prometheus and the operator; the ORCA
-    gRPC port for the listed peers; the admin port (LoRA load/unload) for the operator only."""
+    """Ingress by port: the admin port (LoRA load/unload) for the operator only; the API port for
+    everyone, or, once `from` lists peers, for those, Prometheus (`metricsFrom`) and the
+    operator; the ORCA gRPC port for the listed peers only."""
 
     def operator() -> dict[str, Any]:
         return {
@@ -315,14 +316,13 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
             "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
         }
 
-    def rule(peers: list[dict[str, Any]], port: int) -> dict[str, Any]:
-        return {"from": peers, "ports": [{"protocol": "TCP", "port": port}]}
+    def rule(peers: list[dict[str, Any]] | None, port: int) -> dict[str, Any]:
+        ports = {"ports": [{"protocol": "TCP", "port": port}]}
+        return ports if peers is None else {"from": peers, **ports}  # no `from`: anyone
 
     peers, scrapers = spec.network_policy_from, spec.network_policy_metrics_from
-    ingress = [
-        rule([operator(), *deepcopy(peers), *deepcopy(scrapers)], spec.port),
-        rule([operator()], spec.admin_port),
-    ]
+    api_peers = [operator(), *deepcopy(peers), *deepcopy(scrapers)] if peers else None
+    ingress = [rule(api_peers, spec.port), rule([operator()], spec.admin_port)]
     if spec.orca.grpc_port and peers:
         ingress.append(rule([*deepcopy(peers)], spec.orca.grpc_port))
     return {

@@ -1,5 +1,5 @@
-"""Comparing what the operator wants with what the cluster holds (pure): whether a child drifted,
-the digest that makes removed fields count as a change, and who controls an object."""
+"""Comparing what the operator wants with what the cluster holds (pure): whether a child is ours
+to write at all, whether it drifted, the digest that makes removed fields count as a change."""
 
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
 def needs_apply(wanted: Mapping[str, Any], actual: Mapping[str, Any] | None) -> bool:
     """Whether `wanted` (with its digest) must be applied over `actual` (None: missing)."""
     return actual is None or drifted({k: v for k, v in wanted.items() if k != "apiVersion"}, actual)
+
+
+# Created when missing, never written again: a claim's size or class may only grow or not change
+# at all, and the data on it outlives any spec change.
+CREATE_ONLY = frozenset({"PersistentVolumeClaim"})
+
+
+def child_action(wanted: Mapping[str, Any], actual: Mapping[str, Any] | None, owner: str) -> str:
+    """What to do with the child `wanted` (with its digest) of the object with uid `owner`,
+    given what the cluster holds under its name: "create" or "apply" it, leave it ("none"), or
+    "conflict": an object of that name not controlled by the owner is someone else's, never
+    applied over, adopted or deleted."""
+    if actual is None:
+        return "create" if wanted["kind"] in CREATE_ONLY else "apply"
+    if not owned_by(actual, owner):
+        return "conflict"
+    if wanted["kind"] in CREATE_ONLY:
+        return "none"
+    return "apply" if needs_apply(wanted, actual) else "none"
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .builders import ADMIN_PORT_NAME
+from .drift import owned_by
 
 
 def admin_port(pod: Mapping[str, Any], default: int) -> int:
@@ -35,3 +36,23 @@ def server_url(pod: Mapping[str, Any], port: int) -> str | None:
 def containers_ready(pod: Mapping[str, Any]) -> bool:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return bool(statuses) and all(s.get("ready") for s in statuses)
+
+
+def pods_of(
+    deployment: Mapping[str, Any] | None,
+    replica_sets: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    owner: str,
+) -> list[Mapping[str, Any]]:
+    """The pods of `deployment` through their owner chain: the Deployment controlled by the
+    VLLMDeployment with uid `owner`, its ReplicaSets, their pods. Labels only narrow the lists:
+    anyone can label a pod, and such a pod must never get the API key, adapters or a gate."""
+    if deployment is None or not owned_by(deployment, owner):
+        return []
+    controller = (deployment.get("metadata") or {}).get("uid")
+    sets = {
+        rs["metadata"].get("uid")
+        for rs in replica_sets
+        if controller and owned_by(rs, controller) and rs["metadata"].get("uid")
+    }
+    return [p for p in pods if any(owned_by(p, uid) for uid in sets)]

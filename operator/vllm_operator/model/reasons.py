@@ -14,6 +14,7 @@ AS_EXPECTED = "AsExpected"
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"
 APPLY_FAILED = "ApplyFailed"
+NAME_CONFLICT = "NameConflict"  # a child's name is held by an object this CR does not control
 
 # The LoRA readiness gate on pods
 NO_ADAPTERS = "NoAdapters"

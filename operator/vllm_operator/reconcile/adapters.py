@@ -30,7 +30,7 @@ from ..model.adapters import (
 )
 from ..model.builders import selector_labels
 from ..model.placement import Call, PodState, calls_to_converge, plan, pods_meant_for
-from ..model.pods import admin_port, server_url
+from ..model.pods import admin_port, pods_of, server_url
 from ..model.spec import DeploymentSpec
 from ..model.status import adapter_gate, adapter_status, pod_gate_condition
 from .status_writer import now, write_status
@@ -123,7 +123,15 @@ class AdapterReconciler:
         return base64.b64decode(value).decode() if value else None
 
     async def _observe_pods(self, spec: DeploymentSpec, api_key: str | None) -> list[ServingPod]:
-        bodies = await self.kube.list("Pod", spec.namespace, selector_labels(spec.name))
+        """The deployment's pods through their owner chain (labels only narrow the lists), each
+        with what its server says."""
+        labels = selector_labels(spec.name)
+        deployment = await self.kube.get_or_none("Deployment", spec.namespace, spec.name)
+        replica_sets = (
+            await self.kube.list("ReplicaSet", spec.namespace, labels) if deployment else []
+        )
+        listed = await self.kube.list("Pod", spec.namespace, labels) if replica_sets else []
+        bodies = pods_of(deployment, replica_sets, listed, spec.uid)
         urls = [server_url(b, admin_port(b, spec.port)) for b in bodies]
         reports = await _bounded([self._report(url, api_key) for url in urls])
         pods = [ServingPod(*seen) for seen in zip(bodies, urls, reports, strict=True)]

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..metrics import APPLIES
 from ..model import reasons
 from ..model.builders import build_all, selector_labels, service_url
-from ..model.drift import needs_apply, owned_by, with_digest
+from ..model.drift import child_action, owned_by, with_digest
 from ..model.spec import DeploymentSpec, InvalidSpec, parse_deployment
 from ..model.status import Condition, deployment_status
 from .status_writer import now, write_status
@@ -61,16 +61,23 @@ async def reconcile_deployment(
             monitoring_available=await kube.serves("ServiceMonitor"),
             operator_namespace=settings.namespace,
         )
-        try:
-            applied = await apply_drifted(kube, wanted)
-            removed = await prune(kube, spec, wanted) if prune_children else []
-            if applied or removed:
-                log.info(
-                    "reconciled %s: applied %s, pruned %s",
-                    spec.name, applied or "nothing", removed or "nothing",
-                )  # fmt: skip
-        except ApiError as e:
-            problem = Condition("Degraded", True, reasons.APPLY_FAILED, str(e))
+        applied, conflicts, failures = await apply_children(kube, spec, wanted)
+        removed = []
+        if prune_children:
+            try:
+                removed = await prune(kube, spec, wanted)
+            except ApiError as e:
+                failures.append(f"pruning: {e}")
+        if applied or removed:
+            log.info(
+                "reconciled %s: applied %s, pruned %s",
+                spec.name, applied or "nothing", removed or "nothing",
+            )  # fmt: skip
+        if conflicts:
+            message = "; ".join(conflicts + failures)
+            problem = Condition("Degraded", True, reasons.NAME_CONFLICT, message)
+        elif failures:
+            problem = Condition("Degraded", True, reasons.APPLY_FAILED, "; ".join(failures))
 
     await _write_status(kube, body, spec, problem)
     if problem is not None:
@@ -88,19 +95,36 @@ async def missing_secrets(kube: Kube, spec: DeploymentSpec) -> list[str]:
     return missing
 
 
-async def apply_drifted(kube: Kube, wanted: list[dict[str, Any]]) -> list[str]:
-    """Apply the objects that are missing, that we now want differently (the digest), or that
-    someone changed (a field of ours differs); returns what was applied. An unchanged object
-    costs a read, not a write (and no watch event echoing back to us)."""
-    applied = []
+async def apply_children(
+    kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]
+) -> tuple[list[str], list[str], list[str]]:
+    """Create or apply each child that is missing, that we now want differently (the digest), or
+    that someone changed (a field of ours differs); one child's failure does not stop the
+    others. Returns what was written, the name conflicts (an object of a child's name that this
+    VLLMDeployment does not control: left as it is) and the failures. An unchanged object costs
+    a read, not a write (and no watch event echoing back to us)."""
+    applied, conflicts, failures = [], [], []
     for obj in map(with_digest, wanted):
         meta = obj["metadata"]
-        actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
-        if needs_apply(obj, actual):
-            await kube.apply(obj)
-            APPLIES.labels(obj["kind"]).inc()
-            applied.append(f"{obj['kind']}/{meta['name']}")
-    return applied
+        what = f"{obj['kind']}/{meta['name']}"
+        try:
+            actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
+            action = child_action(obj, actual, spec.uid)
+            if action == "conflict":
+                conflicts.append(f"{what} exists and is not controlled by this VLLMDeployment")
+                continue
+            if action == "create":
+                await kube.create(obj)
+            elif action == "apply":
+                await kube.apply(obj)
+            else:
+                continue
+        except ApiError as e:
+            failures.append(f"{what}: {e.message}")
+            continue
+        APPLIES.labels(obj["kind"]).inc()
+        applied.append(what)
+    return applied, conflicts, failures
 
 
 async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) -> list[str]:

@@ -88,9 +88,12 @@ class Reconciler:
         """Every VLLMDeployment and its adapters, against what the cluster and servers hold."""
         for cr in await self.kube.list_all("VLLMDeployment"):
             meta = cr["metadata"]
-            with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-                await self.deployment(meta["namespace"], meta["name"])
-            await self.adapters(meta["namespace"], meta["name"])
+            try:
+                with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                    await self.deployment(meta["namespace"], meta["name"])
+                await self.adapters(meta["namespace"], meta["name"])
+            except Exception:  # one object's failure never skips the others
+                log.exception("drift check of %s/%s failed", meta["namespace"], meta["name"])
 
     # --- the reconciles -------------------------------------------------------------------
 

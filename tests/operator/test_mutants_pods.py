@@ -1,0 +1,142 @@
+"""What the operator reads off its pods (model/pods.py), pure: the port its server takes LoRA
+calls on, the URL to reach it at, whether it is going away or serving, and whether it is ours
+at all. Written to kill the mutants `make mutate` found alive: the module had no unit tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_operator.model.builders import build_deployment
+from vllm_operator.model.pods import (
+    admin_port,
+    containers_ready,
+    deleting,
+    pods_of,
+    server_url,
+)
+from vllm_operator.model.spec import parse_deployment
+from vllm_testkit.samples import IMAGES, vllmd
+
+T0 = "2026-01-01T00:00:00Z"
+
+
+def pod(ip: str | None = "10.0.0.7", phase: str | None = "Running", *, gone: bool = False) -> dict:
+    status = {k: v for k, v in (("podIP", ip), ("phase", phase)) if v is not None}
+    return {"metadata": {"name": "p1"} | ({"deletionTimestamp": T0} if gone else {}),
+            "status": status}  # fmt: skip
+
+
+def test_admin_port_is_the_one_the_builder_names_admin():
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "adminPort": 9100}), IMAGES)
+    template = build_deployment(spec)["spec"]["template"]
+    assert admin_port(template, default=8001) == 9100
+
+
+def test_admin_port_is_found_in_any_container_and_port_list():
+    sidecar = {"name": "proxy", "ports": [{"name": "http", "containerPort": 15001}]}
+    server = {"name": "server", "ports": [{"name": "http", "containerPort": 8000},
+                                          {"name": "admin", "containerPort": 8101}]}  # fmt: skip
+    assert admin_port({"spec": {"containers": [sidecar, server]}}, default=8001) == 8101
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"spec": {}},
+        {"spec": {"containers": [{"name": "server"}]}},
+        {"spec": {"containers": [{"name": "server", "ports": [{"containerPort": 8000}]}]}},
+        {"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8000}]}]}},
+    ],
+    ids=["no-spec", "no-containers", "no-ports", "unnamed-port", "no-admin-port"],
+)
+def test_pods_from_before_the_admin_port_get_the_default(body: dict):
+    assert admin_port(body, default=8001) == 8001
+
+
+def test_server_url_of_a_running_pod_by_ipv4_and_bracketed_ipv6():
+    assert server_url(pod("10.0.0.7"), 8001) == "http://10.0.0.7:8001"
+    assert server_url(pod("fd00::7"), 8001) == "http://[fd00::7]:8001"
+    # An emulated or older status without a phase counts as running.
+    assert server_url(pod("10.0.0.7", phase=None), 8001) == "http://10.0.0.7:8001"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [pod(ip=None), pod(ip=""), pod(phase="Pending"), pod(phase="Succeeded"), pod(gone=True),
+     {"metadata": {"name": "p1"}}],
+    ids=["no-ip", "empty-ip", "pending", "finished", "deleting", "no-status"],
+)  # fmt: skip
+def test_no_server_url_for_a_pod_without_address_not_running_or_going_away(body: dict):
+    assert server_url(body, 8001) is None
+
+
+def test_deleting_is_the_deletion_timestamp():
+    assert deleting(pod(gone=True)) is True
+    assert deleting(pod()) is False
+    assert deleting({}) is False
+
+
+@pytest.mark.parametrize(
+    ("statuses", "ready"),
+    [
+        ([{"name": "server", "ready": True}], True),
+        ([{"name": "server", "ready": True}, {"name": "proxy", "ready": True}], True),
+        ([{"name": "server", "ready": True}, {"name": "proxy", "ready": False}], False),
+        ([{"name": "server"}], False),
+        ([], False),  # no container status yet: nothing serves
+        (None, False),
+    ],
+)
+def test_containers_ready_only_when_every_container_says_so(statuses, ready: bool):
+    body = {"status": {} if statuses is None else {"containerStatuses": statuses}}
+    assert containers_ready(body) is ready
+
+
+# --- the owner chain: VLLMDeployment -> Deployment -> ReplicaSet -> pod -------------------------
+
+
+def owned(kind: str, uid: str | None, *owners: str, controller: bool = True) -> dict:
+    refs = [{"uid": o, "controller": controller} for o in owners]
+    meta = {"name": f"{kind}-{uid}", "ownerReferences": refs} | ({"uid": uid} if uid else {})
+    return {"kind": kind, "metadata": meta}
+
+
+DEPLOYMENT = owned("Deployment", "d1", "cr1")
+SETS = [owned("ReplicaSet", "rs-old", "d1"), owned("ReplicaSet", "rs-new", "d1")]
+
+
+def test_pods_of_follow_the_controller_chain_through_every_replica_set():
+    pods = [owned("Pod", "p1", "rs-old"), owned("Pod", "p2", "rs-new")]
+    assert pods_of(DEPLOYMENT, SETS, pods, "cr1") == pods
+
+
+def test_a_pod_that_only_looks_like_ours_is_not():
+    """Labels can be set by anyone: a pod outside the owner chain never gets the API key,
+    adapters or a readiness gate."""
+    lookalikes = [
+        owned("Pod", "bare"),  # our labels, no owner
+        owned("Pod", "stray", "rs-theirs"),  # another ReplicaSet's
+        owned("Pod", "mere-owner", "rs-new", controller=False),  # an owner, not the controller
+        owned("Pod", "direct", "d1"),  # the Deployment never owns pods itself
+    ]
+    ours = owned("Pod", "p1", "rs-new")
+    theirs = [owned("ReplicaSet", "rs-theirs", "d-other")]
+    assert pods_of(DEPLOYMENT, SETS + theirs, [*lookalikes, ours], "cr1") == [ours]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "sets"),
+    [
+        (None, SETS),  # not created yet
+        (owned("Deployment", "d1", "cr-other"), SETS),  # someone else's Deployment of that name
+        (owned("Deployment", "d1", "cr1", controller=False), SETS),
+        (owned("Deployment", None, "cr1"), SETS),  # no uid: nothing can be its child
+        (DEPLOYMENT, [owned("ReplicaSet", None, "d1")]),  # a ReplicaSet without a uid
+        (DEPLOYMENT, [owned("ReplicaSet", "rs-new", "d-other")]),
+    ],
+    ids=["no-deployment", "not-ours", "owner-not-controller", "deployment-without-uid",
+         "set-without-uid", "set-of-another-deployment"],
+)  # fmt: skip
+def test_no_pods_without_an_unbroken_chain(deployment, sets):
+    assert pods_of(deployment, sets, [owned("Pod", "p1", "rs-new")], "cr1") == []
