@@ -57,6 +57,18 @@ def _extension_parser() -> argparse.ArgumentParser:
         "on this second port, beside the whole API, so a NetworkPolicy can keep them to the "
         "operator; default: on the API port, as vLLM does",
     )
+    parser.add_argument(
+        "--lora-allowed-roots",
+        "--lora_allowed_roots",
+        nargs="+",
+        action=_Once,
+        type=_allowed_root,
+        default=None,
+        metavar="DIR",
+        help="load runtime LoRA adapters only from under these directories (their real paths, "
+        "symlinks resolved) or from the hub as ORG/NAME; other sources get a 400; "
+        "default: any source",
+    )
     orca = parser.add_argument_group("ORCA load reports")
     orca.add_argument(
         "--orca-formats",
@@ -98,6 +110,23 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"invalid port: {value!r} (choose from 1 to 65535)")
     return int(value)
+
+
+class _Once(argparse.Action):
+    """Store the values, refusing the flag a second time: a later occurrence (appended extra
+    arguments) must not replace or widen the first."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+        if getattr(namespace, self.dest) is not None:
+            raise argparse.ArgumentError(self, "given more than once")
+        setattr(namespace, self.dest, values)
+
+
+def _allowed_root(value: str) -> str:
+    if not os.path.isabs(value):
+        raise argparse.ArgumentTypeError(f"invalid root: {value!r} (an absolute directory)")
+    return os.path.normpath(value)
 
 
 def _positive_seconds(value: str) -> float:

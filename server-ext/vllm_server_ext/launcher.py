@@ -3,7 +3,8 @@
 The sequence is vLLM's `run_server`, log lines included (through `vllm_0_32.api`: the compat
 package alone knows vLLM's internals), with three hooks: the socket was bound and served long
 before (`cli`), our routes and counters join vLLM's app before it serves, and the early server
-stops right before vLLM's uvicorn takes over the same socket.
+stops right before vLLM's uvicorn takes over the same socket. With an admin port, the API port
+serves vLLM's app without its LoRA admin routes, the admin port all of it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from .early import EarlyServer
 from .lifecycle import Phase, ServerState, StateCollector
 from .load_tracker import LoadTracker
 from .logs import log
-from .lora_checks import lora_rank_error
+from .lora_checks import lora_load_error
 from .orca_grpc import OrcaGrpcServer
 from .process_sampler import ProcessSampler
-from .routes import ServerExtension, ServerExtMiddleware, attach_routes
+from .routes import (
+    ServerExtension,
+    ServerExtMiddleware,
+    attach_routes,
+    lora_managed_on_admin_port,
+)
 from .token_load import TokenLoadCollector
 from .vllm_0_32.api import (
     AdminServer,
@@ -35,6 +41,7 @@ from .vllm_0_32.api import (
     parse_serve_args,
     prepare_api_server,
     serve_api,
+    split_for_admin_port,
     start_engine,
     uvicorn_settings,
 )
@@ -132,8 +139,10 @@ async def serve(
             attach_routes(app, ext, engine)
             await init_api_state(engine, app, args)
             if args.enable_lora:
-                max_rank = args.max_lora_rank
-                check_lora_loads(app, lambda name, path: lora_rank_error(name, path, max_rank))
+                max_rank, roots = args.max_lora_rank, options.lora_allowed_roots
+                check_lora_loads(
+                    app, lambda name, path: lora_load_error(name, path, max_rank, roots)
+                )
             REGISTRY.register(StateCollector(state))  # type: ignore[arg-type]
             token_collector = TokenLoadCollector(token_load, model_name=state.model)
             REGISTRY.register(token_collector)  # type: ignore[arg-type]
@@ -145,14 +154,18 @@ async def serve(
                 log.info("draining", extra={"timeout": timeout})
 
             engine.on_shutdown(drain)
+            # With an admin port, the API port serves an app without the LoRA admin routes.
+            api_app, admin_app = (
+                split_for_admin_port(app, lora_managed_on_admin_port) if admin_sock else (app, None)
+            )
             settings = uvicorn_settings(args)
             early.stop()
             state.enter(Phase.READY)
             log.info("ready", extra={"startup_seconds": state.startup_seconds()})
-            admin = AdminServer(app, admin_sock, args, settings) if admin_sock else None
+            admin = AdminServer(admin_app, admin_sock, args, settings) if admin_sock else None
             try:
                 # Returns once the server stopped.
-                shutdown = await serve_api(app, sock, args, settings)
+                shutdown = await serve_api(api_app, sock, args, settings)
             finally:
                 if admin:
                     await admin.stop()

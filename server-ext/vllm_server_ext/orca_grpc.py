@@ -23,6 +23,24 @@ from .logs import log
 SERVICE = "xds.service.orca.v3.OpenRcaService"
 METHOD = "StreamCoreMetrics"
 
+# Bounds on what clients may hold open (a balancer holds one stream per backend connection): a
+# call beyond MAX_STREAMS gets RESOURCE_EXHAUSTED, a stream beyond MAX_STREAMS_PER_CONNECTION
+# waits for one of its connection's to end, a connection beyond MAX_CONNECTIONS is closed.
+MAX_STREAMS = 128
+MAX_STREAMS_PER_CONNECTION = 16
+MAX_CONNECTIONS = 128
+MAX_REQUEST_BYTES = 4096  # an OrcaLoadReportRequest is a few bytes
+IDLE_CONNECTION_SECONDS = 300  # a connection without a stream for this long is closed
+
+
+def server_options(max_streams_per_connection: int, max_connections: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_concurrent_streams", max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_SECONDS * 1000),
+    ]
+
 
 def report_interval(request: OrcaLoadReportRequest, floor: float) -> float:
     """The requested interval, clamped to `floor` (an unset interval gets the floor)."""
@@ -31,10 +49,22 @@ def report_interval(request: OrcaLoadReportRequest, floor: float) -> float:
 
 
 class OrcaGrpcServer:
-    def __init__(self, tracker: LoadTracker, *, host: str, port: int, min_interval: float):
+    def __init__(
+        self,
+        tracker: LoadTracker,
+        *,
+        host: str,
+        port: int,
+        min_interval: float,
+        max_streams: int = MAX_STREAMS,
+        max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.tracker = tracker
         self.address = f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
         self.min_interval = min_interval
+        self.max_streams = max_streams
+        self.options = server_options(max_streams_per_connection, max_connections)
         self.streams = 0
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -69,7 +99,7 @@ class OrcaGrpcServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server = grpc.aio.server()
+        server = grpc.aio.server(maximum_concurrent_rpcs=self.max_streams, options=self.options)
         handler = grpc.method_handlers_generic_handler(
             SERVICE,
             {

@@ -18,23 +18,20 @@ _FORMAT_REQUEST_HEADER = FORMAT_REQUEST_HEADER.encode()
 _ORCA_HEADER = HEADER.encode()
 # The OpenAI API surface: its responses carry ORCA reports and count towards the request rate.
 API_PREFIX = "/v1/"
-# vLLM's runtime LoRA routes: with an admin port, served there only. vLLM also mounts the same
-# handlers as SageMaker's `POST /adapters` and `DELETE /adapters/{name}`.
-ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters"})
-ADMIN_PREFIXES = ("/adapters/",)
-
-
-def is_admin_path(scope: Any) -> bool:
-    """Whether the request goes to a LoRA admin route, wherever the app is mounted
-    (`--root-path`), as vLLM's own API-key check reads paths."""
-    path = scope["path"].removeprefix(scope.get("root_path") or "")
-    return path in ADMIN_PATHS or path.startswith(ADMIN_PREFIXES)
-
 
 _NOT_ON_THIS_PORT = (
     b'{"error": {"message": "LoRA adapters are managed on the admin port", '
     b'"type": "NotFoundError", "code": 404}}'
 )
+
+
+async def lora_managed_on_admin_port(scope: Any, receive: Any, send: Any) -> None:
+    """The API port's answer to a request for one of the LoRA admin routes, which its app does
+    not have (`vllm_0_32.api.split_for_admin_port`): a 404 saying where they are."""
+    headers = [(b"content-type", b"application/json")]
+    headers.append((b"content-length", str(len(_NOT_ON_THIS_PORT)).encode()))
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": _NOT_ON_THIS_PORT})
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ class ServerExtension:
     state: ServerState
     tracker: LoadTracker
     orca_formats: tuple[str, ...]
-    admin_port: int | None = None  # with it, the LoRA admin routes answer on that port only
+    admin_port: int | None = None  # requests on that port are the operator's, not load
 
     @cached_property  # built once, appended to every response
     def instance_header(self) -> tuple[bytes, bytes]:
@@ -55,8 +52,9 @@ class ServerExtMiddleware:
     """Pure ASGI, so streaming responses pass through untouched. On every HTTP response: the
     instance id header; on OpenAI API responses, with ORCA on, one `endpoint-load-metrics`
     report (built from the shared snapshot) and the request counted for `rps_fractional`/`eps`.
-    With an admin port, the LoRA admin routes get a 404 on any other port, and requests on the
-    admin port (the operator's) are not counted as load.
+    Requests on the admin port (the operator's) carry no report and are not counted as load.
+    (The LoRA admin routes are kept off the API port by the app that port serves, which lacks
+    them: see `vllm_0_32.api.split_for_admin_port`.)
 
     Added through vLLM's `--middleware` list (the app refuses middleware once built), which
     constructs it with the app alone; the rest comes from `app.state` at request time.
@@ -70,11 +68,9 @@ class ServerExtMiddleware:
             return await self.app(scope, receive, send)
         ext: ServerExtension = scope["app"].state.server_ext
         extra = [ext.instance_header]
-        on_admin_port = False
-        if ext.admin_port:
-            on_admin_port = (scope.get("server") or (None, None))[1] == ext.admin_port
-            if not on_admin_port and is_admin_path(scope):
-                return await _not_found(send, extra)
+        on_admin_port = bool(ext.admin_port) and (
+            (scope.get("server") or (None, None))[1] == ext.admin_port
+        )
         api = ext.orca_formats and scope["path"].startswith(API_PREFIX) and not on_admin_port
         if api:
             requested = next(
@@ -104,13 +100,6 @@ class ServerExtMiddleware:
         finally:
             if api:
                 ext.tracker.request_finished(status)
-
-
-async def _not_found(send: Any, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"application/json"), *extra]
-    headers.append((b"content-length", str(len(_NOT_ON_THIS_PORT)).encode()))
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
-    await send({"type": "http.response.body", "body": _NOT_ON_THIS_PORT})
 
 
 class EngineHealth(Protocol):

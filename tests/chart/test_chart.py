@@ -200,7 +200,8 @@ def test_models_and_adapters_from_values():
         "namespace": NAMESPACE,
         "labels": None,
     }
-    assert model["spec"] == CPU_MODEL["spec"]
+    secure_default = {"networkPolicy": {"enabled": True, "from": [], "metricsFrom": []}}
+    assert model["spec"] == CPU_MODEL["spec"] | secure_default
     assert sorted(a["metadata"]["name"] for a in by_kind(objects, "LoraAdapter")) == ["chat", "sql"]
 
 
@@ -270,7 +271,11 @@ def test_network_policies_for_the_operator_and_the_models():
         }
     )
     assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"]["enabled"] is False
-    assert by_kind(render(), "NetworkPolicy") == []
+    # On by default: the models' admin port kept to the operator, their API open to all (no
+    # `from`, so `helm test`'s pods need no peer of their own).
+    (default,) = by_kind(render({"deployments": [CPU_MODEL]}), "VLLMDeployment")
+    assert default["spec"]["networkPolicy"] == {"enabled": True, "from": [], "metricsFrom": []}
+    assert by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
 
 
 def urls_called(script: str) -> list[str]:

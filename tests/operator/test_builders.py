@@ -149,7 +149,8 @@ def flags(argv) -> set[tuple[str, str | None]]:
 
 def test_optional_objects_follow_the_spec():
     kinds = [o["kind"] for o in build("gpu-hf-minimal")]
-    assert kinds == ["Deployment", "Service"]  # one replica: no PodDisruptionBudget
+    # One replica: no PodDisruptionBudget; the NetworkPolicy is on by default.
+    assert kinds == ["Deployment", "Service", "NetworkPolicy"]
     kinds = [o["kind"] for o in build("gpu-everything")]
     assert kinds == [
         "PersistentVolumeClaim",
@@ -253,3 +254,15 @@ def test_the_network_policy_keeps_the_admin_port_to_the_operator_and_opens_the_a
     (operator,) = admin["from"]
     assert operator["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ops"}
     assert operator["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm-operator"}
+
+
+def test_the_servers_get_the_allowed_adapter_roots():
+    lora = {"enabled": True, "allowedSourceRoots": ["/models", "/adapters"]}
+    args = server_args(parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "lora": lora}), IMAGES))
+    i = args.index("--lora-allowed-roots")
+    assert args[i + 1 : i + 3] == ["/models", "/adapters"]
+    assert args.count("--lora-allowed-roots") == 1
+    open_lora = {"model": {"uri": "/m"}, "lora": {"enabled": True}}
+    assert "--lora-allowed-roots" not in server_args(
+        parse_deployment(vllmd("m", open_lora), IMAGES)
+    )

@@ -6,7 +6,6 @@ server is covered in test_server_vllm and test_orca_vllm."""
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -146,7 +145,7 @@ def counted(ext: ServerExtension, clock: FakeClock) -> tuple[float, float]:
         ("/v1/completions", API_PORT, ()),  # ORCA off
         ("/health", API_PORT, ("TEXT",)),
         ("/metrics", API_PORT, ("TEXT",)),
-        ("/v1/load_lora_adapter", API_PORT, ("TEXT",)),  # refused with a 404: still there
+        ("/v1/load_lora_adapter", API_PORT, ("TEXT",)),
         ("/v1/load_lora_adapter", ADMIN_PORT, ("TEXT",)),
     ],
 )
@@ -262,25 +261,16 @@ ADMIN_ROUTES = [
 
 @pytest.mark.parametrize(("method", "path", "root_path"), ADMIN_ROUTES)
 @pytest.mark.parametrize("port", [API_PORT, 9999, None])  # any port but the admin one, or a socket
-def test_lora_routes_are_refused_off_the_admin_port(
-    method: str, path: str, root_path: str, port: int | None
-):
-    clock = FakeClock()
-    ext = extension(("TEXT",), clock=clock)
+def test_the_middleware_refuses_no_path(method: str, path: str, root_path: str, port: int | None):
+    """Keeping the LoRA routes off the API port is the job of the app that port serves, which
+    lacks them (`vllm_0_32.api.split_for_admin_port`, tested against real vLLM in
+    tests/security), not of a path check here."""
+    ext = extension(("TEXT",))
     app = EchoApp()
     scope = http_scope(ext, path, method=method, port=port, root_path=root_path)
     messages = run(app, scope)
-    assert app.scopes == []  # never reaches vLLM
-    start, body = messages
-    assert start["status"] == 404
-    headers = dict(start["headers"])
-    assert headers[b"content-type"] == b"application/json"
-    assert int(headers[b"content-length"]) == len(body["body"])
-    assert headers[INSTANCE] == ext.state.instance_id.encode()
-    assert json.loads(body["body"]) == {
-        "error": {"message": ADMIN_MESSAGE, "type": "NotFoundError", "code": 404}
-    }
-    assert not body.get("more_body", False)
+    assert app.scopes == [scope]
+    assert messages[0]["status"] == 200
 
 
 @pytest.mark.parametrize(("method", "path", "root_path"), ADMIN_ROUTES)
@@ -365,11 +355,4 @@ def test_requests_outside_the_api_are_not_counted():
     ext = extension(("TEXT",), clock=clock)
     for path in ("/health", "/ready", "/metrics", "/orca"):
         run(EchoApp(status=503), http_scope(ext, path, method="GET"))
-    assert counted(ext, clock) == (0, 0)
-
-
-def test_refused_lora_calls_are_not_counted():
-    clock = FakeClock()
-    ext = extension(("TEXT",), clock=clock)
-    run(EchoApp(), http_scope(ext, "/v1/load_lora_adapter"))
     assert counted(ext, clock) == (0, 0)

@@ -2,10 +2,17 @@
 
 Each call has its own timeout; the reconciler fans them out with bounded concurrency. A server
 answers with its instance id (`vllm-instance-id`, new on every start) on every response.
+
+A pod is not trusted with the operator's memory: every body is read in chunks up to
+`MAX_BODY` (a longer one, or one that says so in Content-Length, is not read on), compressed
+bodies are refused rather than inflated, and `/v1/models` must have the shape vLLM gives it.
+Whatever a pod answers that is not that is "no report" for that pod, never an exception.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -15,11 +22,81 @@ from ..model.adapters import CallResult, ServerReport
 INSTANCE_HEADER = "vllm-instance-id"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+# vLLM's /v1/models with the base model and 256 adapters (maxLoras' maximum) is about 100 KiB.
+MAX_BODY = 1 << 20
+MAX_MESSAGE = 1024  # of a server's error message, as it goes into the LoraAdapter's status
+MAX_INSTANCE = 128  # vllm-ext-serve's instance ids are 32 hex digits; they go into the status too
+_CHUNK = 64 << 10
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, read in chunks, or None (and the connection closed, the rest unread) as soon
+    as it, or its Content-Length, passes `MAX_BODY`. Compressed bodies are refused: inflating
+    them is the same attack (the session asks for identity and does not decompress)."""
+    compressed = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    if compressed or (response.content_length or 0) > MAX_BODY:
+        response.close()
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY:
+            response.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _adapters(raw: bytes) -> dict[str, str] | None:
+    """Adapter name -> path from a `/v1/models` body, or None unless it is vLLM's shape: an
+    object whose `data` is a list of objects with a string `id` (and `root`, `parent` strings
+    or null)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    adapters = {}
+    for model in data:
+        if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+            return None
+        root, parent = model.get("root"), model.get("parent")
+        if not all(v is None or isinstance(v, str) for v in (root, parent)):
+            return None
+        if parent:  # adapters name their base model; the base model does not
+            adapters[model["id"]] = root or ""
+    return adapters
+
+
+def _message(raw: bytes | None) -> str:
+    """A server's error message: vLLM's `{"error": {"message": ...}}`, else the text, cut to
+    `MAX_MESSAGE` characters."""
+    if raw is None:
+        return f"(error body over {MAX_BODY} bytes or compressed: not read)"
+    message = None
+    try:
+        error = json.loads(raw)["error"]
+        message = error["message"] if isinstance(error, Mapping) else None
+    except (ValueError, RecursionError, KeyError, TypeError):
+        pass
+    if not isinstance(message, str):
+        message = raw[: MAX_MESSAGE * 4].decode("utf-8", "replace").strip()
+    return _cut(message)
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
 class VLLMAdminClient:
     def __init__(self) -> None:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64),
+            auto_decompress=False,
+            headers={"Accept-Encoding": "identity"},
+        )
 
     async def close(self) -> None:
         await self._session.close()
@@ -29,22 +106,21 @@ class VLLMAdminClient:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def report(self, url: str, api_key: str | None) -> ServerReport | None:
-        """The server's adapters, or None if it does not serve (yet)."""
+        """The server's adapters, or None if it does not serve (yet), or answers anything but
+        vLLM's `/v1/models` (too long, not JSON, another shape, an instance id too long)."""
         try:
             async with self._session.get(
                 f"{url}/v1/models", headers=self._headers(api_key), timeout=PROBE_TIMEOUT
             ) as response:
                 if response.status != 200:
                     return None
-                body: dict[str, Any] = await response.json()
+                raw = await _read_capped(response)
                 instance = response.headers.get(INSTANCE_HEADER, "")
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
-        adapters = {
-            m["id"]: m.get("root") or ""
-            for m in body.get("data") or []
-            if m.get("parent")  # adapters name their base model; the base model does not
-        }
+        adapters = None if raw is None else _adapters(raw)
+        if adapters is None or len(instance) > MAX_INSTANCE:
+            return None
         return ServerReport(instance, adapters)
 
     async def load(
@@ -69,11 +145,7 @@ class VLLMAdminClient:
             ) as response:
                 if response.status == 200:
                     return CallResult(True)
-                text = await response.text()
-                try:
-                    message = (await response.json(content_type=None))["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    message = text.strip()
+                message = _message(await _read_capped(response))
                 return CallResult(False, f"{response.status}: {message}")
         except (aiohttp.ClientError, TimeoutError) as e:
-            return CallResult(False, f"server unreachable: {e or type(e).__name__}")
+            return CallResult(False, _cut(f"server unreachable: {e or type(e).__name__}"))

@@ -97,6 +97,8 @@ def server_args(spec: DeploymentSpec) -> list[str]:
     if spec.lora.enabled:
         args += ["--enable-lora", "--max-loras", str(spec.lora.max_loras)]
         args += ["--max-lora-rank", str(spec.lora.max_rank)]
+        if spec.lora.allowed_source_roots:  # the server checks real paths (symlinks) itself
+            args += ["--lora-allowed-roots", *spec.lora.allowed_source_roots]
     if spec.orca.formats:
         args += ["--orca-formats", *spec.orca.formats]
     if spec.orca.grpc_port:

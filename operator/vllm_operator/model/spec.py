@@ -7,7 +7,8 @@ that did not apply them) and checks what the schema cannot express.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,74 @@ GPU_RESOURCE = "nvidia.com/gpu"
 _OPTIONAL_OBJECTS = (
     "engine", "lora", "orca", "modelCache", "monitoring", "podDisruptionBudget", "networkPolicy",
 )  # fmt: skip
+
+# The CRD's rules, again (objects stored before a rule existed; API servers that skip CEL):
+# each is also in charts/vllm/crds/vllmdeployments.serving.vllm.ai.yaml, tests keep them equal.
+# metadata.name names the Service (a DNS-1035 label) and is a label value on every child.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME = 63
+# A sane fleet for one model: far above any real one, far below what a typo (replicas: 100000)
+# would do to the scheduler, the API server and the operator, which calls every pod's admin port.
+MAX_REPLICAS = 1000
+MAX_GPUS = 16  # gpusPerReplica's maximum, for nvidia.com/gpu in the resources too
+# vllm-ext-serve's --orca-oob-min-interval: seconds, above 0 and below a day.
+MAX_REPORT_INTERVAL = 86400
+_INTERVAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+# A label value (Kubernetes' syntax, at most 63 characters) and a label or annotation key: an
+# optional DNS subdomain prefix and a name.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
+_KEY_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+# Flags the operator sets (builders.server_args) or keeps unset (the API key comes from a
+# Secret; a root path, a socket, a middleware or a config file would break the probes, the admin
+# port or the flags above), in every spelling `vllm serve` takes: `--flag value`,
+# `--flag=value`, `--flag.key value` (JSON), underscores for dashes, and any prefix (vLLM's
+# parser takes unambiguous abbreviations, `--root-pa`). `--admin-port`, `--log-format`,
+# `--lora-allowed-roots` (which extraArgs could widen) and `--orca-*` are vllm-ext-serve's.
+MANAGED_FLAGS = (
+    "--model", "--served-model-name", "--host", "--port", "--uds", "--root-path",
+    "--api-key", "--middleware", "--config", "--revision",
+    "--max-model-len", "--dtype", "--tensor-parallel-size", "-tp", "--gpu-memory-utilization",
+    "--device-memory-utilization", "--max-num-seqs", "--enforce-eager", "--no-enforce-eager",
+    "--shutdown-timeout", "--enable-lora", "--no-enable-lora", "--max-loras", "--max-lora-rank",
+    "--admin-port", "--log-format", "--lora-allowed-roots", "--orca-*",
+)  # fmt: skip
+
+
+def _prefix_trie(words: Iterable[str], dash: str) -> str:
+    """A regex matching every non-empty prefix of `words` (`*` ends a word with any name)."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+
+    def alternatives(node: dict[str, Any]) -> str:
+        branches = []
+        for char, child in sorted(node.items()):
+            atom = {"-": dash, "*": "[^=.]*"}.get(char, re.escape(char))
+            rest = alternatives(child)
+            branches.append(f"{atom}({rest})?" if rest else atom)
+        if len(branches) < 2:
+            return "".join(branches)
+        return f"({'|'.join(branches)})"
+
+    return alternatives(trie)
+
+
+# An extraArgs item that sets (or abbreviates) a managed flag; the CRD's rule holds this text.
+EXTRA_ARG_PATTERN = (
+    "(?s)^(--"
+    + _prefix_trie((f[2:] for f in MANAGED_FLAGS if f.startswith("--")), "[-_]")
+    + "|-"
+    + _prefix_trie((f[1:] for f in MANAGED_FLAGS if not f.startswith("--")), "-")
+    + ")([=.].*)?$"
+)
+# CEL's regexes are RE2's, whose `$` is the end of the text; Python's `$` also matches before a
+# final newline, `\Z` does not.
+_MANAGED_ARG = re.compile(EXTRA_ARG_PATTERN.removesuffix("$") + r"\Z")
 
 
 class InvalidSpec(ValueError):
@@ -159,6 +228,67 @@ def _secret(ref: Mapping[str, Any] | None, default_key: str) -> SecretRef | None
     return SecretRef(ref["name"], ref.get("key", default_key)) if ref else None
 
 
+def _label_key_error(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if len(name) > 63 or not _KEY_NAME.fullmatch(name):
+        return "its name must be 1 to 63 letters, digits, '-', '_' or '.', alphanumeric at the ends"
+    if "/" in key and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return "its prefix must be a DNS subdomain"
+    return None
+
+
+def _check_labels(field: str, labels: Mapping[str, Any], *, values: bool = True) -> None:
+    for key, value in labels.items():
+        if (error := _label_key_error(key)) is not None:
+            raise InvalidSpec(f"{field}: key {key!r} is not a label key: {error}")
+        if values and not (
+            isinstance(value, str) and len(value) <= 63 and _LABEL_VALUE.fullmatch(value)
+        ):
+            raise InvalidSpec(
+                f"{field}: {key}={value!r} is not a label value (at most 63 letters, digits, "
+                "'-', '_' or '.', alphanumeric at both ends)"
+            )
+
+
+def _check(name: str, spec: Mapping[str, Any]) -> None:
+    """What the CRD's rules refuse, and what they cannot express (label keys)."""
+    if len(name) > MAX_NAME or not re.fullmatch(NAME_PATTERN, name):
+        raise InvalidSpec(
+            f"metadata.name {name!r} cannot name the Service: at most {MAX_NAME} lowercase "
+            "letters, digits and '-', starting with a letter and not ending with '-'"
+        )
+    if spec["replicas"] > MAX_REPLICAS:
+        raise InvalidSpec(f"replicas {spec['replicas']} is above the maximum, {MAX_REPLICAS}")
+    for arg in spec["engine"].get("extraArgs") or ():
+        if _MANAGED_ARG.match(arg):
+            raise InvalidSpec(
+                f"engine.extraArgs must not set a flag the operator manages: {arg[:80]!r} "
+                "(set it through the spec's own fields)"
+            )
+    interval = spec["orca"].get("minReportInterval")
+    if interval is not None and not (
+        _INTERVAL.fullmatch(interval) and 0 < float(interval) < MAX_REPORT_INTERVAL
+    ):
+        raise InvalidSpec(
+            f"orca.minReportInterval {interval!r} must be seconds above 0 and below "
+            f"{MAX_REPORT_INTERVAL}"
+        )
+    _check_labels("podLabels", spec.get("podLabels") or {})
+    _check_labels("nodeSelector", spec.get("nodeSelector") or {})
+    _check_labels("monitoring.labels", spec["monitoring"].get("labels") or {})
+    _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
+    pool = (spec.get("inferencePool") or {}).get("name")
+    if pool is not None:
+        _check_labels("inferencePool.name", {"inference.networking.k8s.io/pool": pool})
+
+
+def _whole_number(value: str) -> int:
+    """A GPU count: ASCII digits only (`str.isdigit` takes "²", which `int` refuses)."""
+    if not (value.isascii() and value.isdecimal()):
+        raise InvalidSpec(f"{GPU_RESOURCE} must be a whole number, not {value!r}")
+    return int(value)
+
+
 def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
     meta = body["metadata"]
     # Optional objects left out entirely get their fields' defaults too.
@@ -180,15 +310,19 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
     gpus = spec.get("gpusPerReplica")
     if in_resources:
         (value,) = in_resources
-        if not value.isdigit():
-            raise InvalidSpec(f"{GPU_RESOURCE} must be a whole number, not {value!r}")
-        if gpus is not None and gpus != int(value):
+        count = _whole_number(value)
+        if gpus is not None and gpus != count:
             raise InvalidSpec(f"gpusPerReplica {gpus} and {GPU_RESOURCE} {value} disagree")
-        gpus = int(value)
+        if count > MAX_GPUS:
+            raise InvalidSpec(f"{GPU_RESOURCE} {count} is above the maximum, {MAX_GPUS}")
+        gpus = count
     if gpus is None:
         gpus = 0 if accelerator == CPU else 1
     if accelerator == CPU and gpus:
         raise InvalidSpec("accelerator CPU runs without GPUs: set gpusPerReplica to 0")
+    if accelerator != CPU and not gpus:
+        raise InvalidSpec(f"accelerator GPU needs at least 1 GPU ({GPU_RESOURCE} is 0)")
+    _check(meta["name"], spec)
     ports = [spec["port"], spec["adminPort"], (spec.get("orca") or {}).get("grpcPort")]
     if len(set(ports)) < len(ports):
         raise InvalidSpec(f"port, adminPort and orca.grpcPort must differ: {ports}")

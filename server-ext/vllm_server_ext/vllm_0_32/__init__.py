@@ -93,11 +93,15 @@ VLLM_SYMBOLS: tuple[Symbol, ...] = (
         "LoadLoRAAdapterRequest",
         attrs=("lora_name", "lora_path"),
     ),
+    Symbol("vllm.entrypoints.serve.engine.protocol", "ErrorResponse", attrs=("error",)),
     Symbol(
-        "vllm.entrypoints.serve",
-        "create_error_response",
-        params=("message", "err_type", "status_code"),
+        "vllm.entrypoints.serve.engine.protocol",
+        "ErrorInfo",
+        attrs=("message", "type", "code"),
     ),
+    # The API port's app without the LoRA admin routes: vLLM's LoRA router's endpoints (the
+    # routes of the app, SageMaker's included, that serve them are left out of it).
+    Symbol("vllm.entrypoints.serve.lora.api_router", "router", attrs=("routes",)),
     # Serving HTTP, on the API socket and the admin socket.
     Symbol(f"{_LAUNCHER}.launcher", "serve_http", params=("app", "sock", "enable_ssl_refresh")),
     Symbol(f"{_LAUNCHER}.launcher", "NoSignalServer", params=("config",)),

@@ -9,6 +9,8 @@ app take ~0.3 s to import and are imported where they are used, after the argume
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import os
 import socket
 from argparse import Namespace
@@ -31,7 +33,7 @@ from vllm.entrypoints.launchers.utils.constants import (
 )
 from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
 from vllm.entrypoints.launchers.utils.ssl import SSLCertRefresher
-from vllm.entrypoints.serve import create_error_response
+from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import (
     cli_env_setup,
     log_non_default_args,
@@ -237,17 +239,132 @@ async def init_api_state(engine: Engine, app: FastAPI, args: Namespace) -> None:
 
 def check_lora_loads(app: FastAPI, check: Callable[[str, str], str | None]) -> None:
     """Before vLLM asks the engine to load a LoRA adapter, `check(name, path)`: a message
-    refuses the load with a 400 carrying it (in vLLM's error format)."""
+    refuses the load with a 400 carrying it (in vLLM's error format, but as written: vLLM's
+    `create_error_response` would replace the paths in it, the allowed roots included, with
+    `<path>`; ours name only what the caller sent and the server's settings)."""
     models = app.state.openai_serving_models
     load = models.load_lora_adapter
 
     async def load_lora_adapter(request: Any, base_model_name: str | None = None) -> Any:
         error = check(request.lora_name, request.lora_path)
         if error is not None:
-            return create_error_response(error, "BadRequestError", HTTPStatus.BAD_REQUEST)
+            info = ErrorInfo(
+                message=error, type="BadRequestError", code=HTTPStatus.BAD_REQUEST.value
+            )
+            return ErrorResponse(error=info)
         return await load(request, base_model_name)
 
     models.load_lora_adapter = load_lora_adapter
+
+
+# --- the API port without the LoRA admin routes ------------------------------------------------
+
+# The requests that must find no route on the API port's app (checked once, at startup).
+_LORA_ADMIN_REQUESTS = (
+    ("POST", "/v1/load_lora_adapter"),
+    ("POST", "/v1/unload_lora_adapter"),
+    ("POST", "/adapters"),  # SageMaker's, mounted by vLLM on the same handlers
+    ("DELETE", "/adapters/x"),
+)
+
+
+def _lora_endpoints() -> frozenset[Callable[..., Any]]:
+    """vLLM's runtime LoRA endpoint functions (`/v1/load_lora_adapter`,
+    `/v1/unload_lora_adapter`), as its LoRA router declares them."""
+    from vllm.entrypoints.serve.lora.api_router import router
+
+    return frozenset(getattr(route, "endpoint", None) for route in router.routes) - {None}
+
+
+def _wraps(function: Any, targets: frozenset[Callable[..., Any]]) -> bool:
+    """Whether `function` is one of `targets` or wraps one: through `__wrapped__`
+    (functools.wraps) or its closure (SageMaker's transform decorator keeps vLLM's handler in
+    the closure of the function it mounts as `POST /adapters` and `DELETE /adapters/{name}`)."""
+    wanted = {id(f) for f in targets}
+    seen: set[int] = set()
+    todo = [function]
+    while todo and len(seen) < 10_000:  # a bound, for callables that make attributes up
+        f = todo.pop()
+        if id(f) in seen or not callable(f):
+            continue
+        seen.add(id(f))
+        if id(f) in wanted:
+            return True
+        todo.append(getattr(f, "__wrapped__", None))
+        for cell in getattr(f, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                todo.append(cell.cell_contents)
+    return False
+
+
+def lora_admin_routes(app: FastAPI) -> list[Any]:
+    """The route objects of `app` that serve vLLM's runtime LoRA endpoints, under whatever path:
+    vLLM's own and SageMaker's, which call them."""
+    endpoints = _lora_endpoints()
+    return [r for r in app.router.routes if _wraps(getattr(r, "endpoint", None), endpoints)]
+
+
+def _route_for(routes: Sequence[Any], method: str, path: str) -> Any:
+    """The first of `routes` that Starlette's routing would pick for `method path` (also for
+    another method: a 405 is still that route's), or None."""
+    from starlette.routing import Match
+
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    for route in routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            return route
+    return None
+
+
+def split_for_admin_port(app: FastAPI, refuse: Callable[..., Awaitable[None]]) -> tuple[Any, Any]:
+    """Two apps over vLLM's built `app`, sharing its state, handlers and exception handlers:
+    (for the API port, for the admin port).
+
+    The API port's is `app` itself, its routes less the LoRA admin routes, found by their
+    endpoint functions, not by paths: whatever Starlette's routing would send there (under any
+    `--root-path`, encoding or request-target form) finds no route. A request that one of them
+    would have matched is answered by the ASGI app `refuse`, any other unmatched one as vLLM
+    answers it. The admin port's is a copy of `app` with every route and its own middleware
+    stack, less vLLM's HTTP request metrics (the operator's calls are not load, and a second
+    instance of that middleware would register the same metrics again). Call once every route
+    is added; raises if a LoRA admin route would still be served on the API port.
+    """
+    from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+    from starlette.routing import Match
+
+    router = app.router
+    if router.middleware_stack != router.app:
+        raise RuntimeError("vLLM's router has middleware of its own: not supported")
+    admin_router = copy.copy(router)
+    admin_router.routes = list(router.routes)
+    admin_router.middleware_stack = admin_router.app  # the copy's routes, not the original's
+    admin = copy.copy(app)  # the same `app.state`
+    admin.router = admin_router
+    admin.user_middleware = [
+        m for m in app.user_middleware if m.cls is not PrometheusInstrumentatorMiddleware
+    ]
+    admin.middleware_stack = admin.build_middleware_stack()
+
+    # `app` keeps its router object, changed in place: its middleware stack (which SageMaker's
+    # bootstrap has built already) wraps that object.
+    lora = lora_admin_routes(app)
+    router.routes = [r for r in router.routes if all(r is not x for x in lora)]
+    not_found = router.default
+
+    async def refuse_lora_route(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and any(r.matches(scope)[0] is not Match.NONE for r in lora):
+            await refuse(scope, receive, send)
+        else:
+            await not_found(scope, receive, send)
+
+    router.default = refuse_lora_route
+    for method, path in _LORA_ADMIN_REQUESTS:
+        if (route := _route_for(router.routes, method, path)) is not None:
+            raise RuntimeError(
+                f"cannot keep the LoRA admin routes off the API port: {method} {path} would be "
+                f"served there by {getattr(route, 'endpoint', route)!r}"
+            )
+    return app, admin
 
 
 # --- HTTP ------------------------------------------------------------------------------------

@@ -1,0 +1,424 @@
+"""Any object the CRDs admit either works or is `InvalidSpec` with a message, never another
+exception: property-based tests over VLLMDeployments and LoraAdapters generated from the CRDs'
+own openAPIV3Schema (hypothesis-jsonschema), kept to what the API server would admit (`admit()`:
+defaults, schema, CEL rules), then parsed and built by the operator. Every object built must be
+valid Kubernetes: its schema (kubernetes_validate) and what a schema cannot say, the syntax of
+names, labels and annotation keys (the API server's ObjectMeta validation).
+
+Before the fix, `nvidia.com/gpu: "²"` passed the CRD and `str.isdigit()`, then `int()` raised
+ValueError; names like `a-` or `Model` were admitted and built Services no API server takes.
+
+The schema is OpenAPI v3.0 with Kubernetes extensions; for generation: `x-kubernetes-*` keys are
+dropped (int-or-string is spelled out with anyOf in our CRDs); objects with declared properties
+get no others (the API server prunes unknown fields); `x-kubernetes-preserve-unknown-fields`
+objects (env, tolerations, affinity, NetworkPolicy peers: Kubernetes' own types, passed to the
+children as they are and checked by the API server there) get only their declared fields. A few
+fields get hints besides their schema (URIs that pass the CEL rules, digits from other scripts in
+GPU quantities, managed flags in extraArgs, boundary report intervals, names of every shape), so
+that the rules are exercised in 150 examples rather than filtered away; GPU counts get a property
+of their own (the broad one meets `resources` in few of its examples).
+
+Hypothesis runs derandomized (the same examples every run, from the test's name) without an
+example database (.hypothesis/ keeps only Hypothesis' caches, git-ignored), 150 examples per
+property, no deadline: about 15 s for this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from typing import Any
+
+import celpy
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+
+from vllm_operator.model.adapters import (
+    adapter_problems,
+    lora_deployment,
+    parse_adapter,
+)
+from vllm_operator.model.builders import build_all
+from vllm_operator.model.schema import openapi_schema
+from vllm_operator.model.spec import InvalidSpec, parse_deployment
+from vllm_testkit.admission import admit
+from vllm_testkit.samples import GOOD, IMAGES
+
+KUBERNETES_VERSION = "1.34"
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+# --- the CRDs' schemas, for generation ----------------------------------------------------------
+
+
+def _generation_schema(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_generation_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        k: _generation_schema(v)
+        for k, v in schema.items()
+        if not k.startswith("x-kubernetes-") and k not in ("description", "default")
+    }
+    if schema.get("type") == "object" and "additionalProperties" not in schema:
+        out["additionalProperties"] = False  # pruned by the API server; preserved ones: see above
+    if schema.get("type") == "integer":  # the API server's integers are int64
+        out.setdefault("minimum", -(2**63))
+        out.setdefault("maximum", 2**63 - 1)
+    return out
+
+
+def _either(*weighted: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, by weight (the first, the CRD's own, where Hypothesis shrinks to)."""
+    total = sum(weight for weight, _ in weighted)
+
+    @st.composite
+    def pick(draw: st.DrawFn) -> Any:
+        n = draw(st.integers(0, total - 1))
+        for weight, strategy in weighted:
+            if n < weight:
+                return draw(strategy)
+            n -= weight
+        raise AssertionError("unreachable")
+
+    return pick()
+
+
+# Flags the operator sets, as a user might slip them into extraArgs.
+MANAGED_SPELLINGS = [
+    "--port", "--port=9000", "--po", "--host=0.0.0.0", "--admin-port", "--admin_port=9",
+    "--api-key", "--root_path=/x", "--root-pa", "--uds=/tmp/s", "--model", "--served-model-name",
+    "--enable-lora", "--no-enable-lora", "--max-loras=1", "--max_lora_rank", "--orca-formats",
+    "--orca_grpc_port", "--shutdown-timeout=0", "--middleware", "--config", "-tp", "-tp=4",
+    "--tensor-parallel-size", "--max-model-len.x", "--dtype", "--lora-allowed-roots",
+]  # fmt: skip
+# GPU counts as a CR may spell them: numbers, digits of other scripts (str.isdigit takes "²"
+# and the Arabic-Indic 1, int() takes the latter but not "²"), signs, fractions.
+_QUANTITY = _either(
+    (1, st.integers(-2, 20)),
+    (3, st.sampled_from(["1", "2", "0", "²", "\u0661", "\uff11", "1.5", "-1", "01", "1e3"])),
+    (1, st.from_regex("[-0-9²³¹\u0661\u0662\uff13.]{1,3}", fullmatch=True)),
+    (1, st.text(max_size=3)),
+)
+# Map keys: label keys of every shape (with a prefix, without, what no label key may be).
+_LABEL_KEYS = st.one_of(
+    st.from_regex(
+        r"([a-z0-9]{1,5}(\.[a-z]{1,3})?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,6}[A-Za-z0-9])?",
+        fullmatch=True,
+    ),
+    st.text(max_size=8),
+)
+# Per field of a VLLMDeployment's spec: (weight of the CRD's own schema, hint, its weight).
+_HINTS: dict[tuple[str, ...], tuple[int, st.SearchStrategy[Any], int]] = {
+    ("model", "uri"): (
+        1,
+        st.one_of(
+            st.from_regex(
+                r"hf://[A-Za-z0-9][A-Za-z0-9._-]{0,6}/[A-Za-z0-9][-A-Za-z0-9._]{0,6}",
+                fullmatch=True,
+            ),
+            st.from_regex(
+                r"pvc://[a-z0-9]([-a-z0-9]{0,6}[a-z0-9])?(/[-a-zA-Z0-9._/]{0,8})?", fullmatch=True
+            ),
+            st.from_regex(r"/[-a-zA-Z0-9._/]{0,10}", fullmatch=True),
+        ),
+        4,
+    ),
+    ("resources",): (
+        1,
+        st.fixed_dictionaries(
+            {"limits": st.fixed_dictionaries({"nvidia.com/gpu": _QUANTITY})},
+            optional={
+                "requests": st.fixed_dictionaries({}, optional={"nvidia.com/gpu": _QUANTITY})
+            },
+        ),
+        3,
+    ),
+    ("engine", "extraArgs", "[]"): (
+        6,
+        st.one_of(
+            st.sampled_from(MANAGED_SPELLINGS),
+            st.from_regex(r"--?[a-z_]{1,8}(-[a-z]{1,6})?([=.][a-z0-9]{0,3})?", fullmatch=True),
+        ),
+        1,
+    ),
+    ("orca", "minReportInterval"): (
+        3,
+        st.sampled_from(["0", "0.0", "00", "86400", "86399.99", "0.001", "100000"]),
+        1,
+    ),
+}
+
+
+def _from_crd_schema(schema: dict[str, Any], path: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    """`from_schema`, but objects with declared properties as fixed dictionaries of their
+    properties' strategies (built once: hypothesis-jsonschema rebuilds an object's property
+    strategies on every draw, a tenth of a second for a VLLMDeployment), lists of them too,
+    and the hints mixed in."""
+    if schema.get("type") == "object" and schema.get("properties"):
+        required = set(schema.get("required", ()))
+        fields = {k: _from_crd_schema(v, (*path, k)) for k, v in schema["properties"].items()}
+        strategy = st.fixed_dictionaries(
+            {k: v for k, v in fields.items() if k in required},
+            optional={k: v for k, v in fields.items() if k not in required},
+        )
+    elif schema.get("type") == "object":
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict):  # a map: labels, annotations, resources
+            strategy = st.dictionaries(
+                _LABEL_KEYS, _from_crd_schema(values, (*path, "{}")), max_size=3
+            )
+        else:
+            strategy = st.just({})  # nothing declared (preserved fields: see the module's doc)
+    elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        items = _from_crd_schema(schema["items"], (*path, "[]"))
+        size = {
+            "min_size": schema.get("minItems", 0),
+            "max_size": min(schema.get("maxItems", 5), 5),
+        }
+        if schema.get("uniqueItems"):
+            strategy = st.lists(items, unique_by=repr, **size)
+        else:
+            strategy = st.lists(items, **size)
+    else:
+        strategy = from_schema(schema)
+    if path in _HINTS:
+        own, hint, weight = _HINTS[path]
+        strategy = _either((own, strategy), (weight, hint))
+    return strategy
+
+
+@functools.cache
+def _spec_schema(kind: str) -> dict[str, Any]:
+    return _generation_schema(openapi_schema(kind))["properties"]["spec"]
+
+
+@functools.cache
+def _strategy(kind: str) -> st.SearchStrategy[Any]:
+    hinted = kind == "VLLMDeployment"
+    return _from_crd_schema(_spec_schema(kind), () if hinted else ("-",))
+
+
+_NAMES = (
+    st.from_regex(r"[a-z]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z][-a-z0-9]{58,66}", fullmatch=True),  # about the limit
+    st.from_regex(r"[-a-zA-Z0-9._]{1,12}", fullmatch=True),  # what a Service cannot carry
+)
+
+
+@st.composite
+def _custom_resources(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.vllm.ai/v1alpha1",
+        "kind": kind,
+        # Mostly names a Service can carry; some about the limit or beyond it.
+        "metadata": {
+            "name": draw(_either((8, _NAMES[0]), (1, _NAMES[1]), (1, _NAMES[2]))),
+            "namespace": "models",
+            "uid": "uid-1",
+            "generation": 1,
+        },
+        "spec": draw(_strategy(kind)),
+    }
+
+
+def vllm_deployments() -> st.SearchStrategy[dict[str, Any]]:
+    return _custom_resources("VLLMDeployment")
+
+
+def lora_adapters() -> st.SearchStrategy[dict[str, Any]]:
+    return _custom_resources("LoraAdapter")
+
+
+# --- what the API server checks beyond the schemas: ObjectMeta syntax ---------------------------
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def _qualified_name(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (len(prefix) <= 253 and _SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and bool(_NAME_PART.fullmatch(name))
+
+
+def _labels_problems(where: str, labels: dict[str, str] | None) -> list[str]:
+    problems = []
+    for key, value in (labels or {}).items():
+        if not _qualified_name(key):
+            problems.append(f"{where}: label key {key!r}")
+        if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
+            problems.append(f"{where}: label value {value!r}")
+    return problems
+
+
+def meta_problems(obj: dict[str, Any]) -> list[str]:
+    """apimachinery's checks of an object's names, labels and annotation keys (and of the pod
+    template's, the selectors' and the node selector's)."""
+    meta, kind = obj["metadata"], obj["kind"]
+    name_ok = (
+        len(meta["name"]) <= 63 and _DNS_1035.fullmatch(meta["name"])
+        if kind == "Service"
+        else len(meta["name"]) <= 253 and _SUBDOMAIN.fullmatch(meta["name"])
+    )
+    problems = [] if name_ok else [f"{kind} name {meta['name']!r}"]
+    if not (len(meta["namespace"]) <= 63 and _DNS_LABEL.fullmatch(meta["namespace"])):
+        problems.append(f"namespace {meta['namespace']!r}")
+    problems += _labels_problems(f"{kind} labels", meta.get("labels"))
+    problems += [
+        f"{kind} annotation {k!r}" for k in meta.get("annotations") or {} if not _qualified_name(k)
+    ]
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    if isinstance(selector, dict):
+        problems += _labels_problems(f"{kind} selector", selector.get("matchLabels", selector))
+    if kind == "Deployment":
+        template = spec["template"]
+        problems += _labels_problems("pod labels", template["metadata"].get("labels"))
+        annotations = template["metadata"].get("annotations") or {}
+        problems += [f"pod annotation {k!r}" for k in annotations if not _qualified_name(k)]
+        problems += _labels_problems("nodeSelector", template["spec"].get("nodeSelector"))
+    return problems
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kubernetes_schemas_read_once():
+    """kubernetes_validate reads its schema files (megabytes of JSON) on every call: once here."""
+    original = kubernetes_validate.utils.schema_contents
+    kubernetes_validate.utils.schema_contents = functools.cache(original)
+    yield
+    kubernetes_validate.utils.schema_contents = original
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cel_rules_compiled_once():
+    """`admit()` builds a cel-python environment (its parser) and compiles every rule on every
+    call (70 ms); here one environment and one program per rule, for the whole module (made
+    before any test runs: it raises the recursion limit, which Hypothesis warns about)."""
+    shared, programs = celpy.Environment(), {}
+
+    class OneEnvironment:
+        def compile(self, text: str) -> str:
+            return text
+
+        def program(self, text: str) -> Any:
+            if text not in programs:
+                programs[text] = shared.program(shared.compile(text))
+            return programs[text]
+
+    original = celpy.Environment
+    celpy.Environment = OneEnvironment
+    yield
+    celpy.Environment = original
+
+
+def assert_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        assert meta_problems(obj) == [], obj
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator CRDs: not in the Kubernetes schemas
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+# --- the properties -----------------------------------------------------------------------------
+
+
+def build_or_refuse(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The objects a VLLMDeployment builds into, or None for `InvalidSpec` (with a message)."""
+    try:
+        spec = parse_deployment(body, IMAGES)
+    except InvalidSpec as e:
+        assert str(e)
+        return None
+    return build_all(spec, monitoring_available=True, operator_namespace="vllm-system")
+
+
+@PROPERTY
+@given(vllm_deployments())
+def test_any_admitted_vllmdeployment_builds_valid_objects_or_is_an_invalid_spec(body):
+    assume(admit("VLLMDeployment", body) == [])
+    objects = build_or_refuse(body)
+    if objects is not None:
+        assert_valid_kubernetes(objects)
+
+
+@st.composite
+def _gpu_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    """A good VLLMDeployment with resources (and GPU settings) from the CRD's schema: the
+    broad property above meets `resources` in few of its examples."""
+    body = copy.deepcopy(GOOD[draw(st.sampled_from(sorted(GOOD)))])
+    fields = _spec_schema("VLLMDeployment")["properties"]
+    body["spec"]["resources"] = draw(_from_crd_schema(fields["resources"], ("resources",)))
+    for field in ("accelerator", "gpusPerReplica"):
+        if draw(st.booleans()):
+            body["spec"][field] = draw(from_schema(fields[field]))
+        else:
+            body["spec"].pop(field, None)
+    body["spec"].pop("engine", None)  # its tensorParallelSize would refuse most GPU counts
+    return body
+
+
+@PROPERTY
+@given(_gpu_deployments())
+def test_any_admitted_gpu_count_builds_valid_objects_or_is_an_invalid_spec(body):
+    assume(admit("VLLMDeployment", body) == [])
+    objects = build_or_refuse(body)
+    if objects is not None:
+        assert_valid_kubernetes(objects)
+
+
+def _deployments_for_adapters() -> list[dict[str, Any] | None]:
+    """The deployments a LoraAdapter may name: none, one without LoRA, an invalid one, one with
+    LoRA and allowed roots, one allowing the hub."""
+    with_roots = copy.deepcopy(GOOD["gpu-everything"])
+    with_roots["spec"]["lora"]["allowedSourceRoots"] = ["/adapters", "/mnt/a/"]
+    with_hub = copy.deepcopy(GOOD["gpu-everything"])
+    with_hub["spec"]["lora"]["allowHub"] = True
+    invalid = copy.deepcopy(GOOD["cpu-tiny"])
+    invalid["spec"]["resources"] = {"limits": {"nvidia.com/gpu": "²"}}
+    return [None, GOOD["gpu-hf-minimal"], invalid, GOOD["gpu-everything"], with_roots, with_hub]
+
+
+@PROPERTY
+@given(lora_adapters())
+def test_any_admitted_loraadapter_is_served_or_has_a_problem(adapter_body):
+    assume(admit("LoraAdapter", adapter_body) == [])
+    adapter = parse_adapter(adapter_body)
+    for body in _deployments_for_adapters():
+        spec, unusable = lora_deployment(adapter.deployment, body, IMAGES)
+        assert (spec is None) != (unusable is None)
+        problems = adapter_problems([adapter], spec, unusable)
+        assert set(problems) <= {adapter.name}
+        assert all(isinstance(p, str) and p for p in problems.values())
+
+
+def test_the_hints_find_what_the_rules_are_for():
+    """The generated objects do reach the rules: refused ones and admitted ones of each kind."""
+    seen: dict[str, int] = {"admitted": 0, "refused": 0, "invalid": 0, "built": 0}
+
+    @settings(PROPERTY, max_examples=60)
+    @given(vllm_deployments())
+    def sample(body):
+        if admit("VLLMDeployment", body):
+            seen["refused"] += 1
+            return
+        seen["admitted"] += 1
+        seen["built" if build_or_refuse(body) is not None else "invalid"] += 1
+
+    sample()
+    assert min(seen.values()) > 0, seen
