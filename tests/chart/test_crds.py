@@ -11,8 +11,9 @@ import kubernetes_validate
 import pytest
 
 from vllm_operator.model.schema import crd, openapi_schema, with_defaults
+from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
-from vllm_testkit.samples import GOOD, vllmd
+from vllm_testkit.samples import GOOD, IMAGES, vllmd
 
 KINDS = ("VLLMDeployment", "LoraAdapter")
 
@@ -79,6 +80,17 @@ def test_good_samples_are_admitted(name: str):
     assert admit("VLLMDeployment", GOOD[name]) == []
 
 
+def test_gpus_from_resources_allow_as_much_tensor_parallelism():
+    """As in any pod spec, GPUs may come from resources; the parser checks what CEL cannot."""
+    gpus = {"model": {"uri": "/m"}, "resources": {"limits": {"nvidia.com/gpu": 2}}}
+    two = vllmd("m", gpus | {"engine": {"tensorParallelSize": 2}})
+    assert admit("VLLMDeployment", two) == []
+    assert parse_deployment(two, IMAGES).engine.tensor_parallel_size == 2
+    four = vllmd("m", gpus | {"engine": {"tensorParallelSize": 4}})
+    with pytest.raises(InvalidSpec, match="tensorParallelSize 4 exceeds the 2 GPUs"):
+        parse_deployment(four, IMAGES)
+
+
 BAD = {
     "no model": ({}, "model"),
     "unknown scheme": ({"model": {"uri": "s3://bucket/m"}}, "must start with hf://, pvc:// or /"),
@@ -96,6 +108,10 @@ BAD = {
     ),
     "tensor parallel above gpus": (
         {"model": {"uri": "/m"}, "gpusPerReplica": 2, "engine": {"tensorParallelSize": 4}},
+        "tensorParallelSize cannot exceed gpusPerReplica",
+    ),
+    "tensor parallel above the default gpu": (
+        {"model": {"uri": "/m"}, "engine": {"tensorParallelSize": 2}},
         "tensorParallelSize cannot exceed gpusPerReplica",
     ),
     "lora rank not supported by vLLM": (

@@ -4,10 +4,9 @@ for the models they list."""
 
 from __future__ import annotations
 
-from vllm_testkit.samples import IMAGES, vllmd
-
 from vllm_operator.model.builders import build_all
 from vllm_operator.model.spec import parse_deployment
+from vllm_testkit.samples import IMAGES, vllmd
 
 
 def test_a_minimal_spec_keeps_the_admin_port_to_the_operator():

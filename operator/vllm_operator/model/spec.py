@@ -322,6 +322,11 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         raise InvalidSpec("accelerator CPU runs without GPUs: set gpusPerReplica to 0")
     if accelerator != CPU and not gpus:
         raise InvalidSpec(f"accelerator GPU needs at least 1 GPU ({GPU_RESOURCE} is 0)")
+    parallel = (spec.get("engine") or {}).get("tensorParallelSize")
+    if accelerator != CPU and parallel is not None and parallel > gpus:
+        raise InvalidSpec(
+            f"engine.tensorParallelSize {parallel} exceeds the {gpus} GPUs per replica"
+        )
     _check(meta["name"], spec)
     ports = [spec["port"], spec["adminPort"], (spec.get("orca") or {}).get("grpcPort")]
     if len(set(ports)) < len(ports):
