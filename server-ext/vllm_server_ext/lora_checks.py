@@ -51,6 +51,8 @@ def lora_source_error(name: str, path: str, allowed_roots: Sequence[str]) -> str
     exists there, and anything else from the hub. So: a path on disk (absolute, or a hub-looking
     one that exists) must have its real path (symlinks resolved) inside one of the roots (real
     paths too); anything else must be a hub id `ORG/NAME`."""
+    if "\0" in path:
+        return f"LoRA adapter '{name}': source contains a NUL character"
     if not os.path.isabs(path) and not is_hub_id(path):
         return (
             f"LoRA adapter '{name}': source '{path}' is neither an absolute path nor a hub id "

@@ -275,7 +275,14 @@ def test_network_policies_for_the_operator_and_the_models():
     # `from`, so `helm test`'s pods need no peer of their own).
     (default,) = by_kind(render({"deployments": [CPU_MODEL]}), "VLLMDeployment")
     assert default["spec"]["networkPolicy"] == {"enabled": True, "from": [], "metricsFrom": []}
-    assert by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
+    # Off in the values: no policy for the operator, and the listed models opt out too (the
+    # CRD's own default is on).
+    off = render({"deployments": [CPU_MODEL], "networkPolicy": {"enabled": False}})
+    assert by_kind(off, "NetworkPolicy") == []
+    assert by_kind(off, "VLLMDeployment")[0]["spec"]["networkPolicy"] == {"enabled": False}
+    # Without metricsFrom, the operator's metrics port is open (Prometheus wherever it runs).
+    (operator_policy,) = by_kind(render(), "NetworkPolicy")
+    assert operator_policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8081}]}]
 
 
 def urls_called(script: str) -> list[str]:

@@ -218,21 +218,22 @@ def test_two_replicas_get_a_disruption_budget_one_does_not():
     assert "PodDisruptionBudget" not in kinds(1)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{"networkPolicy": {"enabled": True, "from": [{"podSelector": {}}]}},
-     {"networkPolicy": {"enabled": True}, "orca": {"grpcPort": 9001}}],
-    ids=["peers-without-grpc-port", "grpc-port-without-peers"],
-)  # fmt: skip
-def test_the_orca_grpc_port_opens_only_to_the_listed_peers(extra: dict):
-    """A rule with no `from` admits everyone: without peers the gRPC port gets no rule at all."""
-    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **extra}), IMAGES)
-    (policy,) = [o for o in build_all(spec, monitoring_available=False, operator_namespace="x")
-                 if o["kind"] == "NetworkPolicy"]  # fmt: skip
-    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [
-        [{"protocol": "TCP", "port": 8000}],
-        [{"protocol": "TCP", "port": 8001}],
-    ]
+def test_the_orca_grpc_port_follows_the_api_port():
+    """Open like the API port when no peers are listed (a balancer's out-of-band reports);
+    with peers, for those only; no rule without a gRPC port."""
+
+    def rules(extra: dict) -> list[tuple[int, object]]:
+        spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **extra}), IMAGES)
+        (policy,) = [o for o in build_all(spec, monitoring_available=False, operator_namespace="x")
+                     if o["kind"] == "NetworkPolicy"]  # fmt: skip
+        return [(r["ports"][0]["port"], r.get("from")) for r in policy["spec"]["ingress"]]
+
+    peer = {"podSelector": {}}
+    assert [p for p, _ in rules({"networkPolicy": {"from": [peer]}})] == [8000, 8001]
+    assert rules({"orca": {"grpcPort": 9001}})[2] == (9001, None)
+    assert rules({"orca": {"grpcPort": 9001}, "networkPolicy": {"from": [peer]}})[2] == (
+        9001, [peer]
+    )  # fmt: skip
 
 
 def test_a_claim_paths_last_character_is_kept_only_its_slash_goes():
@@ -260,6 +261,7 @@ def test_the_servers_get_the_allowed_adapter_roots():
     lora = {"enabled": True, "allowedSourceRoots": ["/models", "/adapters"]}
     args = server_args(parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "lora": lora}), IMAGES))
     i = args.index("--lora-allowed-roots")
+    assert args[0] == "/m"  # added to the others
     assert args[i + 1 : i + 3] == ["/models", "/adapters"]
     assert args.count("--lora-allowed-roots") == 1
     open_lora = {"model": {"uri": "/m"}, "lora": {"enabled": True}}

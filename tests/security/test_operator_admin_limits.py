@@ -67,6 +67,7 @@ class HostilePod:
 
     sent: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    victim_calls: int = 0
 
     async def stream(
         self, request: web.Request, *, status: int, declared: bool
@@ -129,10 +130,18 @@ async def hostile() -> AsyncIterator[tuple[str, HostilePod]]:
             return web.Response(body=b"[" * 200_000 + b"]" * 200_000)
         if case == "not-utf8":
             return web.Response(body=b'{"data": [{"id": "\xff\xfe"}]}')
+        if case == "redirect":  # to where the good answer is: following it would report
+            raise web.HTTPTemporaryRedirect(str(request.url).replace("/redirect/", "/good/"))
         return _json(MALFORMED[case])
 
     async def load(request: web.Request) -> web.StreamResponse:
         case = request.match_info["case"]
+        if case == "redirect":
+            # To another pod's admin port, which admits the operator alone.
+            raise web.HTTPTemporaryRedirect(str(request.url).replace("/redirect/", "/victim/"))
+        if case == "victim":
+            pod.victim_calls += 1
+            return _json({"ok": True})
         if case == "huge-error":
             return await pod.stream(request, status=500, declared=False)
         if case == "huge-declared-error":
@@ -158,6 +167,16 @@ async def client() -> AsyncIterator[VLLMAdminClient]:
         yield admin
     finally:
         await admin.close()
+
+
+async def test_redirects_from_a_pod_are_never_followed(hostile, client):
+    """A tenant's server must not steer the operator's calls (with the operator's network
+    position, which other tenants' admin ports admit) anywhere else."""
+    base, pod = hostile
+    assert await client.report(f"{base}/redirect", None) is None
+    result = await client.load(f"{base}/redirect", "sql", "/a", inplace=True, api_key=None)
+    assert not result.ok and result.message.startswith("307")
+    assert pod.victim_calls == 0
 
 
 async def test_the_good_answer_is_still_read(hostile, client):

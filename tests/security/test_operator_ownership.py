@@ -214,3 +214,26 @@ async def test_only_pods_of_our_deployment_get_adapters_keys_or_gates(kmock, kub
     conditions = kmock.objects[POD, NS, "impostor"]["status"].get("conditions") or []
     assert not any(c["type"] == ADAPTERS_LOADED for c in conditions)
     assert [e["pod"] for e in kmock.objects[LORA, NS, "sql"]["status"]["pods"]] == ["m-0"]
+
+
+async def test_a_foreign_deployment_of_the_name_gets_no_service_and_no_credit(kmock, kubeconfig):
+    declare(kmock)
+    deployments = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "m", "namespace": NS},
+        "spec": {"replicas": 3, "template": {"metadata": {"labels": selector_labels("m")}}},
+        "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3},
+    }
+    assert (await kmock.post(deployments, json=foreign)).status == 200
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("m", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: degraded(kmock)[1] == reasons.NAME_CONFLICT, what="the conflict")
+    assert "Deployment/m exists and is not controlled" in degraded(kmock)[2]
+    # No Service of ours sends this model's clients to someone else's pods ...
+    assert not exists(kmock, (SERVICE, NS, "m"))
+    # ... and their ready replicas are not this model's.
+    status = kmock.objects[CR, NS, "m"]["status"]
+    available = {c["type"]: c for c in status["conditions"]}["Available"]
+    assert (status["readyReplicas"], available["status"]) == (0, "False")

@@ -109,8 +109,13 @@ class VLLMAdminClient:
         """The server's adapters, or None if it does not serve (yet), or answers anything but
         vLLM's `/v1/models` (too long, not JSON, another shape, an instance id too long)."""
         try:
+            # Never follow a redirect: a tenant's server could send the operator's calls (and
+            # its network position, which other tenants' admin ports admit) anywhere.
             async with self._session.get(
-                f"{url}/v1/models", headers=self._headers(api_key), timeout=PROBE_TIMEOUT
+                f"{url}/v1/models",
+                headers=self._headers(api_key),
+                timeout=PROBE_TIMEOUT,
+                allow_redirects=False,
             ) as response:
                 if response.status != 200:
                     return None
@@ -141,7 +146,11 @@ class VLLMAdminClient:
     async def _post(self, url: str, body: dict[str, Any], api_key: str | None) -> CallResult:
         try:
             async with self._session.post(
-                url, json=body, headers=self._headers(api_key), timeout=CALL_TIMEOUT
+                url,
+                json=body,
+                headers=self._headers(api_key),
+                timeout=CALL_TIMEOUT,
+                allow_redirects=False,  # see `report`
             ) as response:
                 if response.status == 200:
                     return CallResult(True)

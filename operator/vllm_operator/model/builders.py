@@ -92,8 +92,6 @@ def server_args(spec: DeploymentSpec) -> list[str]:
             args += [flag, str(value)]
     if engine.enforce_eager:
         args.append("--enforce-eager")
-    # vLLM drains in-flight requests for this long after SIGTERM, inside the grace period.
-    args += ["--shutdown-timeout", str(spec.termination_grace_seconds - PRESTOP_SLEEP - 5)]
     if spec.lora.enabled:
         args += ["--enable-lora", "--max-loras", str(spec.lora.max_loras)]
         args += ["--max-lora-rank", str(spec.lora.max_rank)]
@@ -105,6 +103,9 @@ def server_args(spec: DeploymentSpec) -> list[str]:
         args += ["--orca-grpc-port", str(spec.orca.grpc_port)]
     if spec.orca.min_report_interval:
         args += ["--orca-oob-min-interval", spec.orca.min_report_interval]
+    # vLLM drains in-flight requests for this long after SIGTERM, inside the grace period. Last,
+    # a flag of one value: the extra arguments cannot extend a list flag above (the roots!).
+    args += ["--shutdown-timeout", str(spec.termination_grace_seconds - PRESTOP_SLEEP - 5)]
     return [*args, *engine.extra_args]
 
 
@@ -306,9 +307,9 @@ def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[str, Any]:
-    """Ingress by port: the admin port (LoRA load/unload) for the operator only; the API port for
-    everyone, or, once `from` lists peers, for those, Prometheus (`metricsFrom`) and the
-    operator; the ORCA gRPC port for the listed peers only."""
+    """Ingress by port: the admin port (LoRA load/unload) for the operator only; the API port and
+    the ORCA gRPC port for everyone, or, once `from` lists peers, for those (and the API port
+    also for Prometheus, `metricsFrom`, and the operator)."""
 
     def operator() -> dict[str, Any]:
         return {
@@ -325,8 +326,8 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
     peers, scrapers = spec.network_policy_from, spec.network_policy_metrics_from
     api_peers = [operator(), *deepcopy(peers), *deepcopy(scrapers)] if peers else None
     ingress = [rule(api_peers, spec.port), rule([operator()], spec.admin_port)]
-    if spec.orca.grpc_port and peers:
-        ingress.append(rule([*deepcopy(peers)], spec.orca.grpc_port))
+    if spec.orca.grpc_port:
+        ingress.append(rule([*deepcopy(peers)] if peers else None, spec.orca.grpc_port))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -71,13 +71,15 @@ CREATE_ONLY = frozenset({"PersistentVolumeClaim"})
 
 def child_action(wanted: Mapping[str, Any], actual: Mapping[str, Any] | None, owner: str) -> str:
     """What to do with the child `wanted` (with its digest) of the object with uid `owner`,
-    given what the cluster holds under its name: "create" or "apply" it, leave it ("none"), or
-    "conflict": an object of that name not controlled by the owner is someone else's, never
-    applied over, adopted or deleted."""
+    given what the cluster holds under its name: "create" or "apply" it, leave it ("none"),
+    "wait" while it is being deleted, or "conflict": an object of that name not controlled by
+    the owner is someone else's, never applied over, adopted or deleted."""
     if actual is None:
         return "create" if wanted["kind"] in CREATE_ONLY else "apply"
     if not owned_by(actual, owner):
         return "conflict"
+    if (actual.get("metadata") or {}).get("deletionTimestamp"):
+        return "wait"  # ours, going away (a foreground deletion): write it once it is gone
     if wanted["kind"] in CREATE_ONLY:
         return "none"
     return "apply" if needs_apply(wanted, actual) else "none"
@@ -86,4 +88,4 @@ def child_action(wanted: Mapping[str, Any], actual: Mapping[str, Any] | None, ow
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     """Whether the object with `uid` controls `obj` (its controller owner reference)."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+    return bool(uid) and any(ref.get("uid") == uid and ref.get("controller") for ref in refs)

@@ -107,11 +107,18 @@ async def apply_children(
     for obj in map(with_digest, wanted):
         meta = obj["metadata"]
         what = f"{obj['kind']}/{meta['name']}"
+        if any(c.startswith("Deployment/") for c in conflicts):
+            # Someone else's workload holds the name: no Service (or monitor) of ours may send
+            # this model's clients, and their keys, to it.
+            continue
         try:
             actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
             action = child_action(obj, actual, spec.uid)
             if action == "conflict":
                 conflicts.append(f"{what} exists and is not controlled by this VLLMDeployment")
+                continue
+            if action == "wait":
+                failures.append(f"{what} is being deleted; it comes back once it is gone")
                 continue
             if action == "create":
                 await kube.create(obj)
@@ -150,6 +157,8 @@ async def _write_status(
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
+    if spec and deployment and not owned_by(deployment, spec.uid):
+        deployment = None  # someone else's, of the same name: its replicas are not ours
     desired = spec.replicas if spec else (body.get("spec") or {}).get("replicas", 0)
     status = deployment_status(
         previous=body.get("status") or {},
