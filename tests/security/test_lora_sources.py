@@ -146,3 +146,9 @@ def test_a_bad_root_is_one_line(args: list[str], expected: str):
     assert result.stderr == (
         f"vllm-ext-serve: error: argument --lora-allowed-roots/--lora_allowed_roots: {expected}\n"
     )
+
+
+def test_a_nul_in_the_source_is_refused_not_a_crash(root: Path):
+    """`os.path.realpath` raises on a NUL: a 500 from the admin port before the fix."""
+    error = lora_source_error("a", f"{root}/adapter\0x", [str(root)])
+    assert error == "LoRA adapter 'a': source contains a NUL character"
