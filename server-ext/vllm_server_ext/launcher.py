@@ -40,6 +40,7 @@ from .vllm_0_32.api import (
     init_api_state,
     parse_serve_args,
     prepare_api_server,
+    restrict_lora_resolvers,
     serve_api,
     split_for_admin_port,
     start_engine,
@@ -138,11 +139,15 @@ async def serve(
             )
             attach_routes(app, ext, engine)
             await init_api_state(engine, app, args)
+            max_rank, roots = args.max_lora_rank, options.lora_allowed_roots
+
+            def check(name: str, path: str) -> str | None:
+                return lora_load_error(name, path, max_rank, roots)
+
             if args.enable_lora:
-                max_rank, roots = args.max_lora_rank, options.lora_allowed_roots
-                check_lora_loads(
-                    app, lambda name, path: lora_load_error(name, path, max_rank, roots)
-                )
+                check_lora_loads(app, check)
+            # vLLM's LoRA resolvers load what any API client names: off with an admin port.
+            restrict_lora_resolvers(app, check, off=admin_sock is not None)
             REGISTRY.register(StateCollector(state))  # type: ignore[arg-type]
             token_collector = TokenLoadCollector(token_load, model_name=state.model)
             REGISTRY.register(token_collector)  # type: ignore[arg-type]

@@ -88,6 +88,23 @@ VLLM_SYMBOLS: tuple[Symbol, ...] = (
         "OpenAIServingModels.load_lora_adapter",
         params=("request", "base_model_name"),
     ),
+    # vLLM's LoRA resolvers (loading what a request's `model` names): dropped, or checked.
+    Symbol(
+        "vllm.entrypoints.openai.models.serving",
+        "OpenAIServingModels",
+        attrs=("lora_resolvers",),
+    ),
+    Symbol(
+        "vllm.entrypoints.openai.models.serving",
+        "OpenAIServingModels.resolve_lora",
+        params=("lora_name",),
+    ),
+    Symbol(
+        "vllm.lora.resolver",
+        "LoRAResolver.resolve_lora",
+        params=("base_model_name", "lora_name"),
+    ),
+    Symbol("vllm.lora.request", "LoRARequest", attrs=("lora_path",)),
     Symbol(
         "vllm.entrypoints.serve.lora.protocol",
         "LoadLoRAAdapterRequest",

@@ -257,6 +257,58 @@ def check_lora_loads(app: FastAPI, check: Callable[[str, str], str | None]) -> N
     models.load_lora_adapter = load_lora_adapter
 
 
+def restrict_lora_resolvers(
+    app: FastAPI, check: Callable[[str, str], str | None], *, off: bool
+) -> None:
+    """vLLM's LoRA resolvers (the filesystem one under `VLLM_LORA_RESOLVER_CACHE_DIR`, plugins
+    such as `lora_hf_hub_resolver`) load the adapter a completion request names as its `model`,
+    for any API client: `OpenAIServingModels.resolve_lora` asks the engine itself, so the
+    checks of `check_lora_loads` never see it.
+
+    `off` (with an admin port: adapters are the operator's to load, there): the resolvers are
+    dropped, so none runs at all (the hub resolver would download what a client names before any
+    check could see its path; the filesystem one joins its directory with the name as given,
+    `/abs` or `../x` included), and an unknown `model` is a 404, as without resolvers. Else
+    (`vllm serve`'s semantics), each resolver's adapter goes through `check` first: a refused one
+    is not found (a 404), the reason logged."""
+    models = app.state.openai_serving_models
+    resolvers = list(models.lora_resolvers)
+    if not resolvers:
+        return
+    names = [type(resolver).__name__ for resolver in resolvers]
+    if off:
+        models.lora_resolvers = []
+        log.info(
+            "vLLM's LoRA resolvers are off: with an admin port, adapters are loaded there only",
+            extra={"resolvers": names},
+        )
+    else:
+        models.lora_resolvers = [CheckedLoRAResolver(r, check) for r in resolvers]
+        log.info(
+            "vLLM's LoRA resolvers load only adapters that pass the LoRA load checks",
+            extra={"resolvers": names},
+        )
+
+
+class CheckedLoRAResolver:
+    """A vLLM LoRA resolver whose adapters go through `check(name, path)`: a refused one is
+    not resolved (vLLM answers 404), the reason logged."""
+
+    def __init__(self, resolver: Any, check: Callable[[str, str], str | None]) -> None:
+        self.resolver = resolver
+        self.check = check
+
+    async def resolve_lora(self, base_model_name: str, lora_name: str) -> Any:
+        request = await self.resolver.resolve_lora(base_model_name, lora_name)
+        if request is None:
+            return None
+        error = self.check(lora_name, request.lora_path)
+        if error is not None:
+            log.warning("LoRA resolver's adapter refused", extra={"reason": error})
+            return None
+        return request
+
+
 # --- the API port without the LoRA admin routes ------------------------------------------------
 
 # The requests that must find no route on the API port's app (checked once, at startup).
