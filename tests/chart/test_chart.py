@@ -368,6 +368,10 @@ def test_notes_tell_the_next_step():
     assert "kubectl -n vllm-system get vllmd -w" in with_model
     assert "http://llama.vllm-system.svc:8000/v1" in with_model
     assert "helm test vllm -n vllm-system" in with_model
+    assert "API any client (list your gateway in networkPolicy.from" in notes()
+    gateway = notes({"networkPolicy": {"from": [GATEWAY]}})
+    assert "API the peers in networkPolicy.from" in gateway
+    assert "NetworkPolicies are on" not in notes({"networkPolicy": {"enabled": False}})
 
 
 def test_crds_come_from_the_one_copy():

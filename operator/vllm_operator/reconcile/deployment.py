@@ -104,18 +104,18 @@ async def apply_children(
     VLLMDeployment does not control: left as it is) and the failures. An unchanged object costs
     a read, not a write (and no watch event echoing back to us)."""
     applied, conflicts, failures = [], [], []
-    for obj in map(with_digest, wanted):
+    for obj in map(with_digest, wanted):  # the Deployment comes before what routes to it
         meta = obj["metadata"]
         what = f"{obj['kind']}/{meta['name']}"
-        if any(c.startswith("Deployment/") for c in conflicts):
-            # Someone else's workload holds the name: no Service (or monitor) of ours may send
-            # this model's clients, and their keys, to it.
-            continue
         try:
             actual = await kube.get_or_none(obj["kind"], meta["namespace"], meta["name"])
             action = child_action(obj, actual, spec.uid)
             if action == "conflict":
                 conflicts.append(f"{what} exists and is not controlled by this VLLMDeployment")
+                if obj["kind"] == "Deployment":
+                    # Someone else's workload holds the name: no Service (or monitor) of ours
+                    # may send this model's clients, and their keys, to it.
+                    break
                 continue
             if action == "wait":
                 failures.append(f"{what} is being deleted; it comes back once it is gone")
