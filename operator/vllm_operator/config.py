@@ -7,6 +7,7 @@
 | `VLLM_OPERATOR_METRICS_PORT` | serve Prometheus metrics there | off |
 | `VLLM_OPERATOR_DRIFT_CHECK_SECONDS` | how often every VLLMDeployment is checked for drift | 60 |
 | `POD_ID` | this replica's name among peers (`--peering`) | `vllm-operator` sets one |
+| `VLLM_OPERATOR_ADMIN_KEY_FILE` | the Ed25519 key (PEM) that signs admin calls | one per start |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ IMAGE_GPU_ENV, IMAGE_CPU_ENV = "VLLM_SERVER_IMAGE_GPU", "VLLM_SERVER_IMAGE_CPU"
 NAMESPACE_ENV = "POD_NAMESPACE"
 METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
 DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"
+ADMIN_KEY_FILE_ENV = "VLLM_OPERATOR_ADMIN_KEY_FILE"
 POD_ID_ENV = "POD_ID"  # Kopf's identity of this replica; the chart sets it to the pod's name
 
 DEFAULT_IMAGES = Images(
@@ -39,6 +41,10 @@ class Settings:
     metrics_port: int | None = None
     drift_check_seconds: float = 60.0
     pod_id: str | None = None
+    admin_key_file: str | None = None  # else a key of this process alone (see lifecycle.start)
+    # The servers' admin ports take tokens signed by this key's private half (base64 of its raw
+    # bytes); filled in once the key is loaded.
+    admin_public_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -61,4 +67,5 @@ class Settings:
             metrics_port=int(port) if port else None,
             drift_check_seconds=seconds,
             pod_id=environ.get(POD_ID_ENV) or None,
+            admin_key_file=environ.get(ADMIN_KEY_FILE_ENV) or None,
         )

@@ -4,15 +4,20 @@ from the environment, the clients, the metrics endpoint and the operator's own l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 from typing import Any
 
+import click
 import kopf
 
 from . import GROUP, MANAGER, metrics
+from .clients.admin_token import AdminKeyError, AdminTokens
 from .clients.kube import Kube
 from .clients.vllm_admin import VLLMAdminClient
-from .config import Settings
+from .config import ADMIN_KEY_FILE_ENV, Settings, SettingsError
+from .model import scope
 from .reconcile import leadership
 from .reconcile.background import drift_loop, leadership_loop
 from .reconcile.leadership import Leadership
@@ -41,22 +46,62 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.queueing.exit_timeout = 10.0
     for resource in OWN_CHILDREN:
         settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGER}"
+    if not settings.peering.clusterwide:
+        # Serving the namespaces `--namespace` names (exactly: `served_namespaces`), Kopf
+        # neither lists nor watches Namespaces and CRDs: it reads nothing cluster-wide, which
+        # the chart's Roles do not grant. CRDs installed after the operator started are not
+        # noticed until it restarts (the chart installs them first).
+        settings.scanning.disabled = True
     leadership.configure(settings)
+
+
+def served_namespaces(settings: kopf.OperatorSettings) -> tuple[str, ...] | None:
+    """The namespaces Kopf serves, None for all: Kopf's own `--namespace` flags (and its legacy
+    $KOPF_RUN_NAMESPACE), read from the context of the `kopf run` command the operator runs in
+    (Kopf keeps no copy in its settings, only whether it serves every namespace)."""
+    context = click.get_current_context(silent=True)
+    flags = list((context.params.get("namespaces") if context else None) or ())
+    if os.environ.get("KOPF_RUN_NAMESPACE"):
+        flags.append(os.environ["KOPF_RUN_NAMESPACE"])
+    try:
+        return scope.served_namespaces(flags, clusterwide=settings.peering.clusterwide)
+    except ValueError as e:
+        raise kopf.PermanentError(str(e)) from e  # Kopf stops, naming the flag
+
+
+def admin_tokens(config: Settings) -> AdminTokens:
+    """The signer of admin calls, with the key the chart mounts; without one, a key of this
+    process alone (fine for a try-out: every restart of the operator then changes the servers'
+    arguments, so it rolls every model's pods)."""
+    if config.admin_key_file is None:
+        log.warning(
+            "no %s: admin calls are signed with a key of this process; restarting the "
+            "operator will restart every model server",
+            ADMIN_KEY_FILE_ENV,
+        )
+        return AdminTokens.generate()
+    try:
+        return AdminTokens.from_file(config.admin_key_file)
+    except AdminKeyError as e:
+        raise SettingsError(f"{ADMIN_KEY_FILE_ENV}: {e}") from None
 
 
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     """Everything the handlers need, in `memo`: the reconciler, and the loops beside Kopf's."""
     configure_kopf(settings)
+    namespaces = served_namespaces(settings)
     try:
         config = Settings.from_env()
+        tokens = admin_tokens(config)
     except ValueError as e:
         raise kopf.PermanentError(str(e)) from e  # Kopf stops: a bad setting, named
+    config = dataclasses.replace(config, admin_public_key=tokens.public_key)
     if config.metrics_port is not None and metrics.serve(config.metrics_port):
         log.info("metrics on port %d", config.metrics_port)
     kube = Kube.connect()
-    memo.leadership = Leadership(kube, settings.peering, config.pod_id)
+    memo.leadership = Leadership(kube, settings.peering, config.pod_id, namespaces)
     metrics.LEADER.set(1 if memo.leadership.standalone else 0)
-    memo.reconciler = Reconciler(kube, VLLMAdminClient(), config)
+    memo.reconciler = Reconciler(kube, VLLMAdminClient(tokens), config, namespaces=namespaces)
     memo.loops = [
         asyncio.create_task(
             drift_loop(memo.reconciler, memo.leadership, config.drift_check_seconds)

@@ -7,6 +7,7 @@ bind the HTTP port, start the early server, and only then import vLLM (tens of s
 from __future__ import annotations
 
 import argparse
+import base64
 import errno
 import os
 import signal
@@ -56,6 +57,26 @@ def _extension_parser() -> argparse.ArgumentParser:
         help="serve the LoRA admin routes (/v1/load_lora_adapter, /v1/unload_lora_adapter) only "
         "on this second port, beside the whole API, so a NetworkPolicy can keep them to the "
         "operator; default: on the API port, as vLLM does",
+    )
+    parser.add_argument(
+        "--admin-token-public-key",
+        "--admin_token_public_key",
+        action=_Once,
+        type=_public_key,
+        default=None,
+        metavar="BASE64",
+        help="require on the admin port a token signed by the holder of this Ed25519 key (its "
+        "32 raw bytes in base64): the operator's; vLLM's --api-key then guards the API port "
+        "only; default: the admin port takes --api-key, or nothing",
+    )
+    parser.add_argument(
+        "--admin-token-audience",
+        "--admin_token_audience",
+        action=_Once,
+        default=None,
+        metavar="AUDIENCE",
+        help="the audience admin tokens must name (the operator uses NAMESPACE/NAME of the "
+        "VLLMDeployment); required with --admin-token-public-key",
     )
     parser.add_argument(
         "--lora-allowed-roots",
@@ -123,6 +144,20 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def _public_key(value: str) -> str:
+    """An Ed25519 public key's 32 raw bytes in base64 (checked here, before any crypto library
+    is imported; `admin_auth` builds the key from them)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error included
+        raw = b""
+    if len(raw) != 32:
+        raise argparse.ArgumentTypeError(
+            f"invalid key: {value[:60]!r} (an Ed25519 public key: 32 bytes in base64)"
+        )
+    return value
+
+
 def _allowed_root(value: str) -> str:
     if not os.path.isabs(value):
         raise argparse.ArgumentTypeError(f"invalid root: {value!r} (an absolute directory)")
@@ -180,6 +215,14 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
         if options.admin_port == options.orca_grpc_port:
             _extension_parser().error(
                 f"argument --admin-port: {options.admin_port} is the ORCA gRPC port too"
+            )
+    token_flags = (options.admin_token_public_key, options.admin_token_audience)
+    if any(flag is not None for flag in token_flags):
+        if options.admin_port is None:
+            _extension_parser().error("argument --admin-token-public-key: needs --admin-port")
+        if None in token_flags or not options.admin_token_audience:
+            _extension_parser().error(
+                "arguments --admin-token-public-key and --admin-token-audience go together"
             )
     return Invocation(options, vllm_argv, address.host or "", address.port, address.uds)
 

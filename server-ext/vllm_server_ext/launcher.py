@@ -9,13 +9,17 @@ serves vLLM's app without its LoRA admin routes, the admin port all of it.
 
 from __future__ import annotations
 
+import functools
 import socket
 from argparse import Namespace
+from collections.abc import Callable
 from contextlib import ExitStack
+from typing import Any
 
 import uvloop
 from prometheus_client import REGISTRY
 
+from .admin_auth import AdminAuthMiddleware, AdminTokenVerifier, parse_public_key
 from .cli import PROG, Invocation, usage_error
 from .early import EarlyServer
 from .lifecycle import Phase, ServerState, StateCollector
@@ -113,6 +117,23 @@ def start_load_reporting(
         stack.callback(grpc_server.start().stop)
 
 
+def admin_auth(args: Namespace, options: Namespace) -> Callable[[Any], Any] | None:
+    """The admin port's check of the operator's token, as a middleware factory, if the command
+    line gives its key; else None (the admin port takes vLLM's `--api-key`, if any)."""
+    if options.admin_token_public_key is None:
+        if not args.api_key:
+            log.warning(
+                "the admin port takes LoRA loads from anyone who reaches it: "
+                "give --admin-token-public-key (the operator does) or keep it to trusted peers"
+            )
+        return None
+    verifier = AdminTokenVerifier(
+        parse_public_key(options.admin_token_public_key), options.admin_token_audience
+    )
+    log.info("admin port: operator tokens required", extra={"audience": verifier.audience})
+    return functools.partial(AdminAuthMiddleware, verifier=verifier)
+
+
 async def serve(
     args: Namespace,
     options: Namespace,
@@ -161,7 +182,9 @@ async def serve(
             engine.on_shutdown(drain)
             # With an admin port, the API port serves an app without the LoRA admin routes.
             api_app, admin_app = (
-                split_for_admin_port(app, lora_managed_on_admin_port) if admin_sock else (app, None)
+                split_for_admin_port(app, lora_managed_on_admin_port, admin_auth(args, options))
+                if admin_sock
+                else (app, None)
             )
             settings = uvicorn_settings(args)
             early.stop()

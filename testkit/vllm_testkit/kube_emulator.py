@@ -25,12 +25,15 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import kmock
 from kopf.testing import KopfRunner
+
+from .admin_key import operator_uses_test_key
 
 VERBS = ["create", "get", "list", "watch", "patch", "update", "delete"]
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -58,6 +61,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
 # Kopf's peering object (the chart ships the CRD and creates one object for the release).
 PEERING = {
     "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
+    "kopf.dev/v1/kopfpeerings": {"kind": "KopfPeering"},  # an operator serving namespaces
 }
 MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
@@ -291,22 +295,25 @@ async def wait_for(predicate, timeout: float = 10.0, what: str = "condition") ->
 
 
 @contextlib.asynccontextmanager
-async def running_operator(emulator: kmock.KubernetesEmulator):
-    """The operator as `vllm-operator` runs it, stopped at the end; it must exit cleanly."""
+async def running_operator(emulator: kmock.KubernetesEmulator, namespaces: Sequence[str] = ()):
+    """The operator as `vllm-operator` runs it (for every namespace, or for `namespaces`),
+    stopped at the end; it must exit cleanly."""
     cr = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-    runner = KopfRunner(["run", "-A", "--standalone", "-m", "vllm_operator.handlers"], timeout=30)
-    runner.__enter__()
-    try:
-        await wait_for(
-            lambda: any(r.action == kmock.action.WATCH and r.resource == cr for r in emulator),
-            what="the operator to watch VLLMDeployments",
-        )
-        await asyncio.sleep(0.1)  # the watch stream subscribes to the emulator's events
-        yield runner
-    finally:
-        # KopfRunner joins its thread synchronously; the emulator serves from this loop.
-        await asyncio.to_thread(runner.__exit__, *sys.exc_info())
-        SEEN_CALLS.update(api_calls(emulator))
+    scope = [f"--namespace={ns}" for ns in namespaces] or ["-A"]
+    runner = KopfRunner(["run", *scope, "--standalone", "-m", "vllm_operator.handlers"], timeout=30)
+    with operator_uses_test_key():  # read at the operator's startup, in its thread
+        runner.__enter__()
+        try:
+            await wait_for(
+                lambda: any(r.action == kmock.action.WATCH and r.resource == cr for r in emulator),
+                what="the operator to watch VLLMDeployments",
+            )
+            await asyncio.sleep(0.1)  # the watch stream subscribes to the emulator's events
+            yield runner
+        finally:
+            # KopfRunner joins its thread synchronously; the emulator serves from this loop.
+            await asyncio.to_thread(runner.__exit__, *sys.exc_info())
+            SEEN_CALLS.update(api_calls(emulator))
     assert runner.exit_code == 0, runner.output
 
 
@@ -332,6 +339,15 @@ def pod_status(ip: str, *, ready: bool, restarts: int = 0) -> dict:
         "podIP": ip,
         "containerStatuses": [{"name": "server", "ready": ready, "restartCount": restarts}],
     }
+
+
+def pod_config_error(message: str) -> dict:
+    """The status of a pod whose container the kubelet cannot create from the pod's
+    configuration (a missing Secret or key of one), as the kubelet writes it: `message` is its
+    own, e.g. `secret "hf-token" not found`."""
+    waiting = {"reason": "CreateContainerConfigError", "message": message}
+    server = {"name": "server", "ready": False, "restartCount": 0, "state": {"waiting": waiting}}
+    return {"phase": "Pending", "containerStatuses": [server]}
 
 
 async def start_pods(

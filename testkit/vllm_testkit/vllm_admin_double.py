@@ -7,6 +7,10 @@ an unknown unload a 404, errors in vLLM's `{"error": {...}}` form), for several 
 one port, from a thread. Each address is one "server": it can be made to refuse a path, stop
 serving, or restart (a new instance id, its adapters gone). The slow `vllm` tests are the proof
 against the real server; this one lets the operator's LoRA logic run in the fast suite.
+
+Given an `audience`, it checks every call's operator token as the server does (the server's own
+`AdminTokenVerifier`, with the test kit's admin key unless told another): a call without a
+valid one gets the server's 401 and is recorded as `("refused", reason)`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import asyncio
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+
+from vllm_server_ext.admin_auth import AdminTokenVerifier, parse_public_key
+
+from .admin_key import PUBLIC_KEY
 
 BASE_MODEL = "tiny-llama"
 
@@ -33,8 +42,19 @@ class FakeServer:
 
 
 class VLLMAdminDouble:
-    def __init__(self, hosts: list[str], port: int, *, load_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        hosts: list[str],
+        port: int,
+        *,
+        load_seconds: float = 0.0,
+        audience: str | None = None,
+        public_key: str = PUBLIC_KEY,
+    ) -> None:
         self.port, self.load_seconds = port, load_seconds
+        self.verifier = (
+            AdminTokenVerifier(parse_public_key(public_key), audience) if audience else None
+        )
         self.servers = {host: FakeServer() for host in hosts}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -61,7 +81,7 @@ class VLLMAdminDouble:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._check_token])
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/load_lora_adapter", self._load)
         app.router.add_post("/v1/unload_lora_adapter", self._unload)
@@ -72,6 +92,15 @@ class VLLMAdminDouble:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    @web.middleware
+    async def _check_token(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.verifier is not None:
+            reason = self.verifier.refusal(request.headers.get("Authorization"))
+            if reason is not None:
+                self._server(request).calls.append(("refused", reason))
+                return _error(401, reason, "Unauthorized")
+        return await handler(request)
 
     def _server(self, request: web.Request) -> FakeServer:
         host = request.transport.get_extra_info("sockname")[0]  # type: ignore[union-attr]

@@ -88,6 +88,11 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
     },
     "operator high availability": {"operator": {"replicas": 3}},
+    "operator serving namespaces": {
+        "operator": {"watchNamespaces": ["team-a", NAMESPACE], "replicas": 2},
+        "deployments": [CPU_MODEL],
+    },
+    "operator serving one namespace": {"operator": {"watchNamespaces": ["team-a"]}},
     "operator options": {
         "operator": {
             "image": {"repository": "registry.example/vllm-operator", "tag": "1.2.3"},
@@ -382,6 +387,7 @@ def test_crds_come_from_the_one_copy():
         "vllmdeployments.serving.vllm.ai.yaml",
         "loraadapters.serving.vllm.ai.yaml",
         "clusterkopfpeerings.kopf.dev.yaml",
+        "kopfpeerings.kopf.dev.yaml",
     }
 
 
@@ -440,6 +446,9 @@ def test_every_value_is_in_the_schema_and_documented():
         ),
         ({"serviceAccount": {"create": "yes"}}, "got string, want boolean"),
         ({"serverImages": {"gpu": ""}}, "minLength"),
+        ({"operator": {"watchNamespaces": ["team-*"]}}, "does not match pattern"),
+        ({"operator": {"watchNamespaces": ["a,b"]}}, "does not match pattern"),
+        ({"operator": {"watchNamespaces": ["a", "a"]}}, "items at 0 and 1 are equal"),
     ],
 )
 def test_wrong_values_are_rejected(values: dict[str, Any], message: str):
@@ -472,21 +481,27 @@ JUSTIFIED = {
     ("get", "", "pods"),
     # blockOwnerDeletion under OwnerReferencesPermissionEnforcement (kmock enforces no RBAC)
     ("update", "serving.vllm.ai", "vllmdeployments/finalizers"),
-    # Kopf in a real cluster: CRD-based discovery and cluster-wide namespace listing
+    # Kopf serving every namespace in a real cluster: CRDs installed after it started
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-    ("list", "", "namespaces"),
-    ("watch", "", "namespaces"),
     # LoraAdapters are only listed, never fetched alone, in the tests; the same holds for gets
     ("get", "serving.vllm.ai", "loraadapters"),
 }
 
 
-def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
-    """What the ClusterRole grants; by default with the peering of more than one replica."""
-    (role,) = by_kind(
-        render({"operator": {"replicas": 2}} if values is None else values), "ClusterRole"
-    )
+# Kopf's peering object: a ClusterKopfPeering serving every namespace, a KopfPeering in each
+# namespace it serves otherwise (the record has both: the tests run both modes).
+CLUSTER_PEERING, NAMESPACED_PEERING = "clusterkopfpeerings", "kopfpeerings"
+# Cluster-scoped: granted by the ClusterRole only, never needed serving listed namespaces.
+CLUSTER_SCOPED = (CLUSTER_PEERING, "customresourcedefinitions", "namespaces")
+SERVING_NAMESPACES = {"operator": {"watchNamespaces": ["team-a", "team-b"], "replicas": 2}}
+
+
+def used() -> set[tuple[str, str, str]]:
+    return {tuple(c) for c in json.loads(API_CALLS.read_text())}
+
+
+def grants(role: dict) -> set[tuple[str, str, str]]:
     return {
         (verb, group, resource)
         for rule in role["rules"]
@@ -496,16 +511,102 @@ def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
     }
 
 
+def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
+    """What the ClusterRole grants; by default with the peering of more than one replica."""
+    (role,) = by_kind(
+        render({"operator": {"replicas": 2}} if values is None else values), "ClusterRole"
+    )
+    return grants(role)
+
+
+def granted_in(values: dict[str, Any]) -> dict[str, set[tuple[str, str, str]]]:
+    """What the operator's Role grants, per namespace (there is a Role only with
+    operator.watchNamespaces); checks that its ServiceAccount is bound to each."""
+    objects = [o for o in render(values) if not is_hook(o)]
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(objects, "RoleBinding")}
+    assert roles.keys() == bindings.keys()
+    for namespace, binding in bindings.items():
+        name = roles[namespace]["metadata"]["name"]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": name}  # fmt: skip
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "vllm", "namespace": NAMESPACE}
+        ]
+    return {namespace: grants(role) for namespace, role in roles.items()}
+
+
 def test_rbac_grants_every_call_the_operator_made():
-    used = {tuple(c) for c in json.loads(API_CALLS.read_text())}
-    assert used - granted() == set()
+    namespaced_peering = {c for c in used() if c[2] == NAMESPACED_PEERING}
+    assert used() - namespaced_peering - granted() == set()
 
 
 def test_rbac_grants_nothing_unused_or_unjustified():
-    used = {tuple(c) for c in json.loads(API_CALLS.read_text())}
-    assert granted() - used - JUSTIFIED == set()
+    assert granted() - used() - JUSTIFIED == set()
     assert JUSTIFIED - granted() == set()  # a justification for nothing is stale
     assert not any("*" in part for grant in granted() for part in grant)
+
+
+def test_no_rbac_on_secrets_in_any_mode():
+    """The operator reads no Secret (a missing one shows in the pods' status); the admin key
+    it signs with is mounted into its pod, not read through the API."""
+    for values in (None, {}, SERVING_NAMESPACES):
+        objects = [o for o in render(values) if not is_hook(o)]
+        for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
+            assert not [r for r in role["rules"] if "secrets" in r["resources"]], role
+    assert not [c for c in used() if c[2] == "secrets"]
+
+
+def test_serving_listed_namespaces_grants_the_same_rules_there_and_nothing_cluster_wide():
+    """The RBAC coverage of an operator serving listed namespaces: in each, a Role grants every
+    call the operator made but the cluster-scoped ones (tests/operator/test_process.py shows
+    that such an operator sends none, and no request outside its namespaces), and nothing the
+    ClusterRole would not."""
+    objects = render(SERVING_NAMESPACES)
+    assert by_kind(objects, "ClusterRole") == [] and by_kind(objects, "ClusterRoleBinding") == []
+    roles = granted_in(SERVING_NAMESPACES)
+    assert set(roles) == {"team-a", "team-b"}
+    cluster_scoped = {c for c in used() if c[2] in CLUSTER_SCOPED}
+    assert {c[2] for c in cluster_scoped} == {CLUSTER_PEERING}  # the record has them
+    for namespace, granted_here in roles.items():
+        assert used() - cluster_scoped - granted_here == set(), namespace
+        assert granted_here - used() - JUSTIFIED == set(), namespace
+        assert not any(resource in CLUSTER_SCOPED for _, _, resource in granted_here)
+        # The ClusterRole's rules, here only; the peering in this namespace instead.
+        cluster = {c for c in granted() if c[2] not in CLUSTER_SCOPED}
+        assert {c for c in granted_here if c[2] != NAMESPACED_PEERING} == cluster
+    # One replica: no peering at all.
+    (alone,) = granted_in({"operator": {"watchNamespaces": ["team-a"]}}).values()
+    assert not any(group == "kopf.dev" for _, group, _ in alone)
+
+
+def test_serving_listed_namespaces_runs_kopf_with_a_namespace_flag_for_each():
+    objects = render(SERVING_NAMESPACES)
+    (deployment,) = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if "namespace" in a] == ["--namespace=team-a", "--namespace=team-b"]
+    (default,) = by_kind(render(), "Deployment")
+    args = default["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if "namespace" in a] == ["--all-namespaces"]
+    # Kopf's peering: a KopfPeering in each served namespace, no ClusterKopfPeering.
+    peerings = by_kind(objects, "KopfPeering")
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+        ("team-a", "vllm"), ("team-b", "vllm")
+    }  # fmt: skip
+    assert by_kind(objects, "ClusterKopfPeering") == []
+    assert by_kind(render({"operator": {"watchNamespaces": ["team-a"]}}), "KopfPeering") == []
+    assert "in these namespaces only (operator.watchNamespaces):\n  team-a, team-b" in notes(
+        SERVING_NAMESPACES
+    )
+    assert "in every namespace" in notes()
+
+
+def test_models_from_values_need_the_release_namespace_served():
+    values = {"operator": {"watchNamespaces": ["team-a"]}, "deployments": [CPU_MODEL]}
+    with pytest.raises(Exception, match="leaves out the release's namespace vllm-system"):
+        render(values)
+    values["operator"]["watchNamespaces"].append(NAMESPACE)
+    assert by_kind(render(values), "VLLMDeployment")
 
 
 def test_one_operator_replica_runs_standalone_without_peering_rights():

@@ -135,6 +135,15 @@ def test_lora_routes_are_on_the_admin_port_only(cluster):
         )
     assert reply.status_code == 404, reply.text
     assert reply.json()["error"]["message"] == "LoRA adapters are managed on the admin port"
+    # On the admin port itself (a port-forward passes any NetworkPolicy), only the operator's
+    # token loads: its key is in the chart's Secret, the pod has the public half.
+    with port_forward(f"pod/{pod['metadata']['name']}", ports["admin"]) as forward:
+        reply = httpx.post(
+            f"{forward.url}/v1/load_lora_adapter",
+            json={"lora_name": "sneaky", "lora_path": "/models/sql"},
+            timeout=30,
+        )
+    assert reply.status_code == 401, reply.text
     assert "sneaky" not in served(pod["metadata"]["name"])
 
 
@@ -207,7 +216,7 @@ def test_helm_test_then_uninstall_leaves_only_crds(cluster):
     release = f"app.kubernetes.io/instance={RELEASE}"
     chart_kinds = "all,sa,role,rolebinding,cm,pdb,pvc,job,clusterrole,clusterrolebinding"
     wait_until("nothing labelled with the release", lambda: not left(
-        release, f"{chart_kinds},clusterkopfpeerings.kopf.dev"
+        release, f"{chart_kinds},clusterkopfpeerings.kopf.dev,kopfpeerings.kopf.dev"
     ), timeout=300)  # fmt: skip
     servers = "app.kubernetes.io/managed-by=vllm-operator"
     wait_until("nothing the operator made", lambda: not left(

@@ -22,11 +22,14 @@ def test_every_variable():
             "VLLM_OPERATOR_METRICS_PORT": "8081",
             "VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "0.5",
             "POD_ID": "vllm-operator-0",
+            "VLLM_OPERATOR_ADMIN_KEY_FILE": "/etc/vllm-operator/admin-key/private-key.pem",
         }
     )
     assert (settings.images.gpu, settings.images.cpu) == ("r/gpu:1", "r/cpu:1")
     assert (settings.namespace, settings.metrics_port) == ("ops", 8081)
     assert (settings.drift_check_seconds, settings.pod_id) == (0.5, "vllm-operator-0")
+    assert settings.admin_key_file == "/etc/vllm-operator/admin-key/private-key.pem"
+    assert settings.admin_public_key is None  # the key's, once loaded (lifecycle.start)
 
 
 @pytest.mark.parametrize(

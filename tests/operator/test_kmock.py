@@ -13,14 +13,16 @@ import kmock
 import pytest
 from prometheus_client import REGISTRY
 
-import vllm_operator.reconcile.deployment
 from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment, build_service
 from vllm_operator.model.spec import parse_deployment
+from vllm_testkit.admin_key import PUBLIC_KEY
 from vllm_testkit.kube_emulator import (
     KubeEmulator,
     create,
     declare,
     events,
+    pod_config_error,
+    pod_status,
     running_operator,
     start_pods,
     wait_for,
@@ -72,7 +74,7 @@ async def test_create_builds_children_and_writes_status(kmock, kubeconfig):
 
     expected = parse_deployment(vllmd("tiny", GOOD["cpu-tiny"]["spec"], NS), IMAGES)
     deployment = kmock.objects[DEPLOYMENT, NS, "tiny"]
-    assert deployment >= {"spec": build_deployment(expected)["spec"]}
+    assert deployment >= {"spec": build_deployment(expected, PUBLIC_KEY)["spec"]}
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-tiny"
     assert kmock.objects[SERVICE, NS, "tiny"] >= {"spec": build_service(expected)["spec"]}
     assert not exists(kmock, (PDB, NS, "tiny"))  # one replica
@@ -153,27 +155,44 @@ async def test_monitoring_objects_only_where_their_crds_exist(kmock, kubeconfig)
         await wait_for(lambda: exists(kmock, (SERVICE_MONITOR, NS, "mon")))
 
 
-async def test_missing_secret_is_degraded_with_an_event_and_no_pods(kmock, kubeconfig, monkeypatch):
+async def test_pods_the_kubelet_cannot_start_are_degraded_naming_them_until_they_run(
+    kmock, kubeconfig
+):
+    """A missing Secret: the children are applied all the same (the pods exist only then); the
+    kubelet cannot start the pods and says why in their status, which the VLLMDeployment's
+    status and a Warning event repeat (a CPU model without LoRA: every pod of ours is
+    watched)."""
     declare(kmock)
-    # One retry is all this needs: sooner than production's 5 s (the operator runs in-process).
-    monkeypatch.setattr(vllm_operator.reconcile.deployment, "backoff", lambda retry: 0.2)
-    spec = {"model": {"uri": "/m"}, "apiKeySecret": {"name": "nope"}}
-    async with running_operator(kmock) as runner:
+    spec = {"model": {"uri": "/m"}, "accelerator": "CPU", "hfTokenSecret": {"name": "hf-token"}}
+    async with running_operator(kmock):
         await create(kmock, CR_PATH, vllmd("sec", spec, NS))
-        await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "True")
-        await wait_for(lambda: events(kmock, "SecretNotFound"), what="a Warning event")
-        assert not exists(kmock, (DEPLOYMENT, NS, "sec"))  # pods would only fail to start
-        assert "Secret 'nope' not found" in condition(kmock, "sec", "Degraded")["message"]
-        assert events(kmock, "SecretNotFound")[0]["type"] == "Warning"
-
-        # The Secret appears; the next reconcile (here: a spec change) goes through.
-        secret = {"metadata": {"name": "nope", "namespace": NS}, "data": {"api-key": "c2VjcmV0"}}
-        assert (await kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)).status == 200
-        await patch_cr(kmock, "sec", {"spec": {"replicas": 2}}, generation=2)
+        await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "sec")), what="the Deployment")
         await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "False")
-        await wait_for(lambda: exists(kmock, (DEPLOYMENT, NS, "sec")))
-    # Kopf was told to retry (output is complete once the operator stopped).
-    assert "failed temporarily: Secret 'nope' not found" in runner.output
+        # Standing in for the Deployment and ReplicaSet controllers, and the kubelet.
+        message = 'secret "hf-token" not found'
+        await start_pods(kmock, NS, "sec", {"sec-abc": pod_config_error(message)})
+        await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "True")
+        degraded = condition(kmock, "sec", "Degraded")
+        assert degraded["reason"] == "SecretNotFound"
+        assert degraded["message"] == f"pod sec-abc cannot start: {message}"
+        await wait_for(lambda: events(kmock, "SecretNotFound"), what="a Warning event")
+        (event,) = events(kmock, "SecretNotFound")
+        assert event["type"] == "Warning"
+        assert event["message"] == f"Degraded=True: pod sec-abc cannot start: {message}"
+
+        # Another key missing instead: the message follows.
+        key = "couldn't find key token in Secret models/hf-token"
+        path = f"/api/v1/namespaces/{NS}/pods/sec-abc/status"
+        patch = {"status": pod_config_error(key)}
+        assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
+        await wait_for(lambda: key in condition(kmock, "sec", "Degraded")["message"])
+
+        # The user creates the Secret; the kubelet starts the container: Degraded clears.
+        patch = {"status": pod_status("10.0.0.9", ready=False)}
+        assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
+        await wait_for(lambda: condition(kmock, "sec", "Degraded")["status"] == "False")
+        await wait_for(lambda: events(kmock, "AsExpected"), what="a Normal event")
+    assert condition(kmock, "sec", "Degraded")["message"] == ""
 
 
 async def test_invalid_spec_is_a_permanent_error_not_a_hot_loop(kmock, kubeconfig):

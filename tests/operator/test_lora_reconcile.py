@@ -40,7 +40,7 @@ HOSTS = {"tiny-0": "127.0.0.2", "tiny-1": "::1"}
 
 @pytest.fixture
 def double():
-    admin = VLLMAdminDouble(list(HOSTS.values()), free_port())
+    admin = VLLMAdminDouble(list(HOSTS.values()), free_port(), audience=f"{NS}/tiny")
     yield admin
     admin.close()
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from vllm_operator.model.builders import ADAPTERS_LOADED
 from vllm_testkit import kube_emulator
+from vllm_testkit.admin_key import PUBLIC_KEY
 from vllm_testkit.kube_emulator import (
     KubeEmulator,
     create,
@@ -53,7 +54,8 @@ def adapters_root(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(tiny_model, tmp_path_factory):
-    """Two real servers, one per 'pod', on the same port of different loopback addresses."""
+    """Two real servers, one per 'pod', on the same port of different loopback addresses, whose
+    admin ports take only the operator's tokens (the test kit's key, which the operator uses)."""
     port, admin_port = free_port(), free_port()
     logs = tmp_path_factory.mktemp("lora-logs")
     procs = []
@@ -61,6 +63,8 @@ def servers(tiny_model, tmp_path_factory):
         proc = ext_server(
             tiny_model, logs / f"pod-{i}.log",
             "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8",
+            # As the operator starts its pods: its calls carry tokens the servers check.
+            "--admin-token-public-key", PUBLIC_KEY, "--admin-token-audience", f"{NS}/tiny",
             env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},  # lighter: the engine in-process
         )  # fmt: skip
         proc.host, proc.port, proc.admin_port = host, port, admin_port

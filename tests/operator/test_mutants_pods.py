@@ -9,6 +9,8 @@ import pytest
 from vllm_operator.model.builders import build_deployment
 from vllm_operator.model.pods import (
     admin_port,
+    config_error,
+    config_errors,
     containers_ready,
     deleting,
     pods_of,
@@ -140,3 +142,50 @@ def test_a_pod_that_only_looks_like_ours_is_not():
 )  # fmt: skip
 def test_no_pods_without_an_unbroken_chain(deployment, sets):
     assert pods_of(deployment, sets, [owned("Pod", "p1", "rs-new")], "cr1") == []
+
+
+def waiting(reason: str, message: str | None = None, name: str = "server") -> dict:
+    state = {"waiting": {"reason": reason} | ({"message": message} if message else {})}
+    return {"name": name, "state": state}
+
+
+def test_config_error_is_the_kubelets_message_for_a_container_it_cannot_create():
+    message = 'secret "hf-token" not found'
+    failing = {"metadata": {"name": "p1"},
+               "status": {"containerStatuses": [waiting("CreateContainerConfigError", message)]}}  # fmt: skip
+    assert config_error(failing) == message
+    assert config_errors([failing]) == {"p1": message}
+    unexplained = {"status": {"containerStatuses": [waiting("CreateContainerConfigError")]}}
+    assert config_error(unexplained) == "CreateContainerConfigError"
+    # Init containers first; any container, not only the first.
+    init = waiting("CreateContainerConfigError", 'configmap "c" not found', "init")
+    both = {"status": {"initContainerStatuses": [init],
+                       "containerStatuses": [waiting("PodInitializing"),
+                                             waiting("CreateContainerConfigError", message)]}}  # fmt: skip
+    assert config_error(both) == 'configmap "c" not found'
+    second = {"status": {"containerStatuses": [{"name": "a", "state": {"running": {}}},
+                                               waiting("CreateContainerConfigError", message)]}}  # fmt: skip
+    assert config_error(second) == message
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {},
+        {"containerStatuses": []},
+        {"containerStatuses": [{"name": "server"}]},
+        {"containerStatuses": [{"name": "server", "state": {"running": {}}}]},
+        {"containerStatuses": [waiting("ContainerCreating")]},
+        {"containerStatuses": [waiting("ImagePullBackOff", "secret x")]},  # not a config error
+        {"containerStatuses": [waiting("CrashLoopBackOff")]},
+    ],
+)
+def test_no_config_error_otherwise(status):
+    assert config_error({"metadata": {"name": "p1"}, "status": status}) is None
+    assert config_errors([{"metadata": {"name": "p1"}, "status": status}]) == {}
+
+
+def test_a_pod_going_away_has_no_config_error():
+    failing = {"containerStatuses": [waiting("CreateContainerConfigError", "secret x")]}
+    gone = {"metadata": {"name": "p1", "deletionTimestamp": T0}, "status": failing}
+    assert config_error(gone) is None

@@ -203,16 +203,27 @@ async def test_one_replica_works_and_the_other_takes_over(kmock, kubeconfig, tmp
 
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=KubeEmulator)
-async def test_a_bad_setting_stops_the_operator_naming_it(kmock, kubeconfig, tmp_path):
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "soon"},
+         "VLLM_OPERATOR_DRIFT_CHECK_SECONDS='soon': seconds, above 0"),
+        # The admin key the chart mounts, missing: no silent fallback to a key of its own.
+        ({"VLLM_OPERATOR_ADMIN_KEY_FILE": "/nonexistent/private-key.pem"},
+         "VLLM_OPERATOR_ADMIN_KEY_FILE: /nonexistent/private-key.pem: No such file or directory"),
+    ],
+)  # fmt: skip
+async def test_a_bad_setting_stops_the_operator_naming_it(
+    kmock, kubeconfig, tmp_path, env, message
+):
     declare(kmock)
-    env = {"VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "soon"}
     operator = OperatorProcess("one", ["--standalone"], kubeconfig, tmp_path / "o.log", env)
     try:
         code = await asyncio.to_thread(operator.proc.wait, 30)
     finally:
         operator.stop()
     assert code != 0
-    assert "VLLM_OPERATOR_DRIFT_CHECK_SECONDS='soon': seconds, above 0" in operator.log()
+    assert message in operator.log()
 
 
 @pytest.mark.asyncio
@@ -241,3 +252,98 @@ async def test_logs_are_json_and_quiet_by_default(kmock, kubeconfig, tmp_path):
     messages = [line["message"] for line in lines]
     assert any(m.startswith("reconciled one: applied") for m in messages), messages
     assert not any("Handler " in m for m in messages), messages
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_an_operator_of_listed_namespaces_serves_those_and_reads_nothing_else(
+    kmock, kubeconfig, tmp_path
+):
+    """`--namespace` for each served namespace, as the chart runs it with
+    operator.watchNamespaces (and more than one replica: peering in each namespace): a CR there
+    is served, one elsewhere is not, and every request it sends (Kopf's and its own, the drift
+    loop and the leadership check included) is to a served namespace: the chart's Roles there
+    cover it all (tests/chart checks them against the record this adds to)."""
+    declare(kmock)
+    served = ("team-a", "team-b")
+    for namespace in served:  # the chart creates one in each
+        peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                   "metadata": {"name": NAME, "namespace": namespace}}  # fmt: skip
+        path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings"
+        assert (await kmock.post(path, json=peering)).status == 200
+    args = [f"--peering={NAME}", *(f"--namespace={ns}" for ns in served)]
+    operator = OperatorProcess("one", args, kubeconfig, tmp_path / "o.log")
+    peerings = kmock.resource("kopf.dev/v1/kopfpeerings")
+
+    def peers(namespace: str) -> set[str]:
+        return set(kmock.objects[peerings, namespace, NAME].get("status") or {})
+
+    def drift_checks() -> int:  # the drift loop's leadership check reads both peerings
+        return sum(
+            str(r.url).endswith(f"/namespaces/team-b/kopfpeerings/{NAME}") and r.method.value == "GET"
+            for r in kmock
+        )  # fmt: skip
+
+    def served_here(namespace: str, name: str) -> bool:
+        key = (SERVICE, namespace, name)
+        return key in kmock.objects and not kmock.objects[key].deleted
+
+    try:
+        await wait_for(lambda: all(peers(ns) == {"one"} for ns in served), timeout=60,
+                       what="its record in both namespaces")  # fmt: skip
+        for namespace in (*served, "team-c"):
+            body = GOOD["cpu-tiny"] | {"metadata": {"name": "m", "namespace": namespace}}
+            path = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{namespace}/vllmdeployments"
+            await create(kmock, path, body)
+        for namespace in served:
+            await wait_for(
+                lambda ns=namespace: served_here(ns, "m"), timeout=30, what=f"{namespace}/m"
+            )
+        await wait_for(lambda: operator.metric("vllm_operator_leader") == 1, what="it leads")
+        checks = drift_checks()
+        await wait_for(lambda: drift_checks() >= checks + 2, what="two drift rounds")
+    finally:
+        code = await asyncio.to_thread(operator.stop)
+        SEEN_CALLS.update(api_calls(kmock))
+    assert code == 0
+    assert all(peers(ns) == set() for ns in served), "it left both peerings"
+    assert not served_here("team-c", "m")
+    assert (
+        "status"
+        not in kmock.objects[
+            kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments"), "team-c", "m"
+        ]
+    )
+    # Every request of the operator's (Kopf's and its own client's, not the test's) was to a
+    # served namespace: no Namespace or CRD listing, no ClusterKopfPeering, no list across all.
+    requests = [
+        (r.method.value, r.url.path, r.namespace)
+        for r in kmock
+        if r.resource is not None
+        and r.resource.plural
+        and not r.headers.get("User-Agent", "").startswith("kmock")
+    ]
+    assert requests
+    assert [r for r in requests if r[2] not in served] == []
+    assert {(ns, plural) for _, path, ns in requests for plural in ["vllmdeployments"]
+            if path.endswith("/vllmdeployments")} == {(ns, "vllmdeployments") for ns in served}  # fmt: skip
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_a_namespace_pattern_stops_the_operator_naming_it(kmock, kubeconfig, tmp_path):
+    """Kopf would resolve a pattern by listing the cluster's namespaces; the operator serves
+    exact names only, and reads nothing cluster-wide."""
+    declare(kmock)
+    args = ["--standalone", "--namespace=team-a", "--namespace=team-*"]
+    operator = OperatorProcess("one", args, kubeconfig, tmp_path / "o.log")
+    try:
+        code = await asyncio.to_thread(operator.proc.wait, 30)
+    finally:
+        operator.stop()
+    assert code != 0
+    assert "--namespace='team-*': the operator serves namespaces by their exact names" in (
+        operator.log()
+    )
+    namespaces = kmock.resource("v1/namespaces")
+    assert not [r for r in kmock if r.resource == namespaces]

@@ -9,9 +9,13 @@ import pytest
 from vllm_operator.model import reasons
 from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_operator.model.status import (
+    KUBELET_MESSAGE_CHARS,
+    POD_CONFIG_MESSAGE_CHARS,
     Condition,
     deployment_conditions,
     deployment_status,
+    pod_config_problem,
+    refreshable_from_pods,
     set_condition,
     transitions,
 )
@@ -98,7 +102,9 @@ def test_conditions_when_stuck_or_failing_or_scaled_to_zero():
 
 
 def test_a_problem_wins_degraded():
-    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    problem = Condition(
+        "Degraded", True, reasons.SECRET_NOT_FOUND, 'pod m-1 cannot start: secret "x" not found'
+    )
     assert by_type(deployment_conditions(1, None, problem))["Degraded"] == problem
 
 
@@ -326,19 +332,119 @@ def test_status_of_a_deployment_without_counts_yet():
 
 
 def test_status_carries_the_reconciles_problem_as_degraded():
-    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    problem = Condition(
+        "Degraded", True, reasons.SECRET_NOT_FOUND, 'pod m-1 cannot start: secret "x" not found'
+    )
     status = deployment_status(
         previous={}, desired=1, deployment=None, problem=problem,
         selector="a=b", url="http://x", generation=None, now=T0,
     )  # fmt: skip
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded == {"type": "Degraded", "status": "True", "reason": reasons.SECRET_NOT_FOUND,
-                        "message": "Secret 'x' not found", "lastTransitionTime": T0}  # fmt: skip
+                        "message": 'pod m-1 cannot start: secret "x" not found', "lastTransitionTime": T0}  # fmt: skip
     assert "observedGeneration" not in status
 
 
+# Messages as the kubelet writes them (kuberuntime's makeEnvironmentVariables and friends).
+NO_SECRET = 'secret "hf-token" not found'
+NO_KEY = "couldn't find key token in Secret models/hf-token"
+NO_CONFIG_MAP = 'configmap "settings" not found'
+
+
+def test_no_pod_failing_its_config_is_no_problem():
+    assert pod_config_problem({}) is None
+
+
+def test_pods_failing_on_a_secret_are_secret_not_found_naming_pod_and_message():
+    problem = pod_config_problem({"m-1": NO_SECRET})
+    assert problem == Condition(
+        "Degraded", True, reasons.SECRET_NOT_FOUND, f"pod m-1 cannot start: {NO_SECRET}"
+    )
+    both = pod_config_problem({"m-2": NO_KEY, "m-1": NO_SECRET})
+    assert both.reason == reasons.SECRET_NOT_FOUND  # a missing key is about a Secret too
+    assert both.message == f"pod m-1 cannot start: {NO_SECRET}; pod m-2 cannot start: {NO_KEY}"
+
+
+def test_other_config_errors_are_pod_config_error():
+    assert pod_config_problem({"m-1": NO_CONFIG_MAP}).reason == reasons.POD_CONFIG_ERROR
+    mixed = pod_config_problem({"m-1": NO_SECRET, "m-2": NO_CONFIG_MAP})
+    assert mixed.reason == reasons.POD_CONFIG_ERROR  # not every message is about a Secret
+    assert NO_SECRET in mixed.message and NO_CONFIG_MAP in mixed.message
+    odd = pod_config_problem({"m-1": "container has runAsNonRoot and image will run as root"})
+    assert odd.reason == reasons.POD_CONFIG_ERROR
+    # A word that merely contains "secret" is not about a Secret.
+    assert pod_config_problem({"m-1": "volume secretless not found"}).reason == (
+        reasons.POD_CONFIG_ERROR
+    )
+
+
+def test_pods_failing_alike_share_one_entry_and_the_message_stays_bounded():
+    many = {f"m-{i:03}": NO_SECRET for i in range(500)}
+    problem = pod_config_problem(many | {"x-1": NO_CONFIG_MAP})
+    assert problem.message == (
+        f"pods m-000, m-001, m-002 and 497 more cannot start: {NO_SECRET}; "
+        f"pod x-1 cannot start: {NO_CONFIG_MAP}"
+    )
+    # Many distinct messages (each pod missing another Secret), long ones, on several lines.
+    distinct = {f"m-{i:03}": f'secret "s-{i}" not found\n' + "x" * 1000 for i in range(50)}
+    bounded = pod_config_problem(distinct)
+    assert len(bounded.message) == POD_CONFIG_MESSAGE_CHARS
+    assert bounded.message.startswith('pod m-000 cannot start: secret "s-0" not found xxx')
+    assert bounded.message.endswith("...") and "\n" not in bounded.message
+    assert bounded.reason == reasons.SECRET_NOT_FOUND
+
+
+def test_pod_config_bounds_at_their_edges():
+    assert pod_config_problem({"a": NO_SECRET, "b": NO_SECRET}).message == (
+        f"pods a, b cannot start: {NO_SECRET}"
+    )
+    assert pod_config_problem({"a": NO_SECRET, "b": NO_SECRET, "c": NO_SECRET}).message == (
+        f"pods a, b, c cannot start: {NO_SECRET}"
+    )
+    prefix = "pod a cannot start: "
+    exact = "s" * KUBELET_MESSAGE_CHARS
+    assert pod_config_problem({"a": exact}).message == prefix + exact  # kept whole
+    longer = pod_config_problem({"a": exact + "t"}).message
+    assert longer == prefix + "s" * (KUBELET_MESSAGE_CHARS - 3) + "..."
+    # The whole message: exactly at its bound it is kept, one character more is cut to it.
+    # Four entries "pod pN cannot start: MESSAGE" (21 characters and the message), "; " apart.
+    messages = {f"p{i}": f"{i}" * KUBELET_MESSAGE_CHARS for i in range(3)}
+    rest = POD_CONFIG_MESSAGE_CHARS - (4 * 21 + 3 * 2 + 3 * KUBELET_MESSAGE_CHARS)
+    at_bound = pod_config_problem(messages | {"p3": "x" * rest}).message
+    assert len(at_bound) == POD_CONFIG_MESSAGE_CHARS and at_bound.endswith("x")
+    beyond = pod_config_problem(messages | {"p3": "x" * (rest + 1)}).message
+    assert beyond == at_bound[:-3] + "..."
+
+
+def cr_status(generation: int, observed: int | None, degraded: str | None) -> dict:
+    status = {} if observed is None else {"observedGeneration": observed}
+    if degraded:
+        status["conditions"] = [{"type": "Degraded", "status": "True", "reason": degraded}]
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("body", "refreshable"),
+    [
+        (cr_status(2, 2, None), True),
+        (cr_status(2, 2, reasons.SECRET_NOT_FOUND), True),
+        (cr_status(2, 2, reasons.POD_CONFIG_ERROR), True),
+        (cr_status(2, 2, reasons.REPLICA_FAILURE), True),
+        (cr_status(3, 2, None), False),  # a spec change not applied yet
+        (cr_status(1, None, None), False),  # never reconciled
+        (cr_status(2, 2, reasons.NAME_CONFLICT), False),  # the apply round's to clear
+        (cr_status(2, 2, reasons.APPLY_FAILED), False),
+        (cr_status(2, 2, reasons.INVALID_SPEC), False),
+    ],
+)
+def test_a_status_is_refreshed_from_pods_only_when_no_apply_round_is_due(body, refreshable):
+    assert refreshable_from_pods(body) is refreshable
+
+
 def test_a_degraded_that_stays_degraded_is_no_news():
-    problem = Condition("Degraded", True, reasons.SECRET_NOT_FOUND, "Secret 'x' not found")
+    problem = Condition(
+        "Degraded", True, reasons.SECRET_NOT_FOUND, 'pod m-1 cannot start: secret "x" not found'
+    )
     before = set_condition([], problem, now=T0, generation=1)
     still = set_condition(before, problem, now=T1, generation=2)
     assert transitions(before, still) == []

@@ -216,7 +216,9 @@ def _a_spec_with_every_flag() -> Any:
 
 def test_every_flag_the_operator_sets_is_managed():
     """A flag added to server_args must join MANAGED_FLAGS (and so the CRD's rule)."""
-    flags = [a for a in builders.server_args(_a_spec_with_every_flag()) if a.startswith("-")]
+    args = builders.server_args(_a_spec_with_every_flag(), admin_public_key="a-public-key")
+    flags = [a for a in args if a.startswith("-")]
+    assert "--admin-token-public-key" in flags
     assert len(flags) > 15
     for flag in flags:
         assert re.match(spec_module.EXTRA_ARG_PATTERN, flag), (

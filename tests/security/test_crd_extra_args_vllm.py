@@ -15,7 +15,7 @@ from vllm_operator.model import spec as spec_module
 pytestmark = pytest.mark.vllm
 
 # vllm-ext-serve's own flags (its parser takes them before vLLM's sees the rest).
-EXTENSION_FLAGS = ("--admin-port", "--log-format", "--lora-allowed-roots", "--orca-")
+EXTENSION_FLAGS = ("--admin-", "--log-format", "--lora-allowed-roots", "--orca-")
 
 
 @cache

@@ -24,12 +24,14 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from vllm_operator.clients.admin_token import AdminTokens
 from vllm_operator.clients.vllm_admin import VLLMAdminClient
 from vllm_operator.model.adapters import ServerReport
 
 pytestmark = pytest.mark.asyncio
 
 MiB = 1 << 20
+AUDIENCE = "team-a/m"
 MAX_MESSAGE = 1024  # characters of a server's message in a LoraAdapter's status
 CLAIMED = 300 * MiB  # what the hostile pod says it sends
 GIVE_UP = 64 * MiB  # it stops there, so that a client that reads everything fails quickly
@@ -162,7 +164,7 @@ async def hostile() -> AsyncIterator[tuple[str, HostilePod]]:
 
 @pytest_asyncio.fixture
 async def client() -> AsyncIterator[VLLMAdminClient]:
-    admin = VLLMAdminClient()
+    admin = VLLMAdminClient(AdminTokens.generate())
     try:
         yield admin
     finally:
@@ -173,21 +175,23 @@ async def test_redirects_from_a_pod_are_never_followed(hostile, client):
     """A tenant's server must not steer the operator's calls (with the operator's network
     position, which other tenants' admin ports admit) anywhere else."""
     base, pod = hostile
-    assert await client.report(f"{base}/redirect", None) is None
-    result = await client.load(f"{base}/redirect", "sql", "/a", inplace=True, api_key=None)
+    assert await client.report(f"{base}/redirect", AUDIENCE) is None
+    result = await client.load(f"{base}/redirect", "sql", "/a", inplace=True, audience=AUDIENCE)
     assert not result.ok and result.message.startswith("307")
     assert pod.victim_calls == 0
 
 
 async def test_the_good_answer_is_still_read(hostile, client):
     base, _ = hostile
-    assert await client.report(f"{base}/good", None) == ServerReport("", {"sql": "/adapters/sql"})
+    assert await client.report(f"{base}/good", AUDIENCE) == ServerReport(
+        "", {"sql": "/adapters/sql"}
+    )
 
 
 @pytest.mark.parametrize("case", ["declared", "streamed"])
 async def test_a_300_mib_models_body_is_not_read_past_the_cap(hostile, client, case):
     base, pod = hostile
-    assert await client.report(f"{base}/{case}", None) is None
+    assert await client.report(f"{base}/{case}", AUDIENCE) is None
     sent = await pod.finished()
     assert sent < IN_FLIGHT, (
         f"the client read {sent / MiB:.0f} MiB of a {CLAIMED / MiB:.0f} MiB body"
@@ -196,27 +200,27 @@ async def test_a_300_mib_models_body_is_not_read_past_the_cap(hostile, client, c
 
 async def test_a_gzip_bomb_is_not_inflated(hostile, client):
     base, _ = hostile
-    assert await client.report(f"{base}/gzip-bomb", None) is None
+    assert await client.report(f"{base}/gzip-bomb", AUDIENCE) is None
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 async def test_malformed_models_json_is_no_report(hostile, client, case):
     base, _ = hostile
-    assert await client.report(f"{base}/{case}", None) is None
+    assert await client.report(f"{base}/{case}", AUDIENCE) is None
 
 
 @pytest.mark.parametrize("case", ["deep", "not-utf8", "long-instance"])
 async def test_unparsable_models_bodies_are_no_report(hostile, client, case):
     base, _ = hostile
-    assert await client.report(f"{base}/{case}", None) is None
+    assert await client.report(f"{base}/{case}", AUDIENCE) is None
 
 
 async def test_one_malformed_pod_does_not_hide_the_others(hostile, client):
     base, _ = hostile
     reports = await asyncio.gather(
-        client.report(f"{base}/a list", None),
-        client.report(f"{base}/good", None),
-        client.report(f"{base}/a numeric id", None),
+        client.report(f"{base}/a list", AUDIENCE),
+        client.report(f"{base}/good", AUDIENCE),
+        client.report(f"{base}/a numeric id", AUDIENCE),
     )
     assert reports == [None, ServerReport("", {"sql": "/adapters/sql"}), None]
 
@@ -225,7 +229,7 @@ async def test_one_malformed_pod_does_not_hide_the_others(hostile, client):
 async def test_a_huge_error_body_on_load_is_not_read_whole(hostile, client, case):
     base, pod = hostile
     result = await client.load(
-        f"{base}/{case}", "sql", "/adapters/sql", inplace=False, api_key=None
+        f"{base}/{case}", "sql", "/adapters/sql", inplace=False, audience=AUDIENCE
     )
     sent = await pod.finished()
     assert not result.ok
@@ -237,7 +241,9 @@ async def test_a_huge_error_body_on_load_is_not_read_whole(hostile, client, case
 
 async def test_a_long_error_message_is_cut_for_the_status(hostile, client):
     base, _ = hostile
-    result = await client.load(f"{base}/long-message", "sql", "/a", inplace=False, api_key=None)
+    result = await client.load(
+        f"{base}/long-message", "sql", "/a", inplace=False, audience=AUDIENCE
+    )
     assert not result.ok
     assert result.message.startswith("400: xxx")
     assert len(result.message) <= MAX_MESSAGE + len("400: ")
@@ -245,5 +251,5 @@ async def test_a_long_error_message_is_cut_for_the_status(hostile, client):
 
 async def test_a_short_error_message_is_kept_as_is(hostile, client):
     base, _ = hostile
-    result = await client.load(f"{base}/refused", "sql", "/a", inplace=False, api_key=None)
+    result = await client.load(f"{base}/refused", "sql", "/a", inplace=False, audience=AUDIENCE)
     assert (result.ok, result.message) == (False, "400: refused")

@@ -170,7 +170,7 @@ async def test_the_drift_check_goes_on_past_an_object_that_fails(kmock, kubeconf
 async def test_only_pods_of_our_deployment_get_adapters_keys_or_gates(kmock, kubeconfig):
     declare(kmock)
     hosts = {"m-0": "127.0.0.2", "impostor": "127.0.0.3"}
-    double = VLLMAdminDouble(list(hosts.values()), free_port())
+    double = VLLMAdminDouble(list(hosts.values()), free_port(), audience=f"{NS}/m")
     spec = {
         "model": {"uri": "/models/tiny", "servedName": BASE_MODEL},
         "adminPort": double.port,

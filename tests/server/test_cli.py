@@ -1,5 +1,6 @@
 """Command-line handling, all before vLLM is imported."""
 
+import base64
 import errno
 import re
 import socket
@@ -71,6 +72,9 @@ def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
     assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
 
 
+KEY = base64.b64encode(bytes(range(32))).decode()  # 32 bytes: the flag's shape
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -79,6 +83,24 @@ def test_bad_orca_flags_are_one_line(args: list[str], expected: str):
         (["--uds", "/tmp/s", "--admin-port", "8001"], "argument --admin-port: not allowed with --uds"),
         (["--admin-port", "9001", "--orca-grpc-port", "9001"], "argument --admin-port: 9001 is the ORCA gRPC port too"),
         (["--admin-port", "x"], "argument --admin-port/--admin_port: invalid port: 'x' (choose from 1 to 65535)"),
+        (["--admin-port", "9001", "--admin-token-public-key", "not-base64!", "--admin-token-audience", "a/b"],
+         "argument --admin-token-public-key/--admin_token_public_key: invalid key: 'not-base64!' "
+         "(an Ed25519 public key: 32 bytes in base64)"),
+        (["--admin-port", "9001", "--admin-token-public-key", "QUJD", "--admin-token-audience", "a/b"],
+         "argument --admin-token-public-key/--admin_token_public_key: invalid key: 'QUJD' "
+         "(an Ed25519 public key: 32 bytes in base64)"),
+        (["--admin-token-public-key", KEY, "--admin-token-audience", "a/b"],
+         "argument --admin-token-public-key: needs --admin-port"),
+        (["--admin-port", "9001", "--admin-token-public-key", KEY],
+         "arguments --admin-token-public-key and --admin-token-audience go together"),
+        (["--admin-port", "9001", "--admin-token-audience", "a/b"],
+         "arguments --admin-token-public-key and --admin-token-audience go together"),
+        (["--admin-port", "9001", "--admin-token-public-key", KEY, "--admin-token-audience", ""],
+         "arguments --admin-token-public-key and --admin-token-audience go together"),
+        # A second key (extra arguments appended by someone) replaces nothing.
+        (["--admin-port", "9001", "--admin-token-public-key", KEY, "--admin-token-audience", "a/b",
+          "--admin-token-public-key", KEY],
+         "argument --admin-token-public-key/--admin_token_public_key: given more than once"),
     ],
 )  # fmt: skip
 def test_bad_admin_port_is_one_line(args: list[str], expected: str):

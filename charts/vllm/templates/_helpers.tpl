@@ -51,3 +51,59 @@ app.kubernetes.io/component: operator
 {{- define "vllm.operatorImage" -}}
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
 {{- end }}
+
+{{/* The operator's rules on namespaced resources: the ClusterRole's (every namespace) and each
+     Role's (operator.watchNamespaces). Each rule is what the operator was seen sending in its
+     tests (tests/golden/operator-api-calls.json, checked by tests/chart/test_chart.py), plus
+     what a comment justifies. No rule on Secrets: the operator reads none (a missing one shows
+     in the pods' status, which the kubelet writes). */}}
+{{- define "vllm.namespacedRules" -}}
+# Its own resources; status is written through the subresource.
+- apiGroups: [serving.vllm.ai]
+  resources: [vllmdeployments, loraadapters]
+  verbs: [get, list, watch, patch]
+- apiGroups: [serving.vllm.ai]
+  resources: [vllmdeployments/status, loraadapters/status]
+  verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion, which clusters enforcing
+# OwnerReferencesPermissionEnforcement (OpenShift, hardened clusters) allow only to whoever
+# may update the owner's finalizers.
+- apiGroups: [serving.vllm.ai]
+  resources: [vllmdeployments/finalizers]
+  verbs: [update]
+# Children, written with server-side apply: a PATCH that creates an object is also
+# authorized as create. Delete prunes children a spec no longer wants.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors, podmonitors]
+  verbs: [get, list, create, patch, delete]
+# Pods of its Deployments, found through their owner chain (Deployment -> ReplicaSet ->
+# Pod): to report those the kubelet cannot start, reach their servers and set the
+# adapters-loaded readiness gate.
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

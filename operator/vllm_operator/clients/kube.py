@@ -46,7 +46,6 @@ KINDS = {
     for k in (
         Kind("v1", "Pod", "pods"),
         Kind("v1", "Service", "services"),
-        Kind("v1", "Secret", "secrets"),
         Kind("v1", "Event", "events"),
         Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
         Kind("apps/v1", "Deployment", "deployments"),
@@ -58,6 +57,7 @@ KINDS = {
         Kind("serving.vllm.ai/v1alpha1", "VLLMDeployment", "vllmdeployments"),
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),
         Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
+        Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings"),
     )
 }
 
@@ -163,9 +163,9 @@ class Kube:
         except NotFound:
             return None
 
-    async def list_all(self, kind: str) -> list[dict]:
-        """Every object of `kind`, all namespaces."""
-        return list((await self.request("GET", KINDS[kind].path())).get("items") or [])
+    async def list_all(self, kind: str, namespace: str | None = None) -> list[dict]:
+        """Every object of `kind` in `namespace`, or in all namespaces."""
+        return list((await self.request("GET", KINDS[kind].path(namespace))).get("items") or [])
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..model.adapters import CallResult, ServerReport
+from .admin_token import AdminTokens
 
 INSTANCE_HEADER = "vllm-instance-id"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)
@@ -91,7 +92,11 @@ def _cut(message: str) -> str:
 
 
 class VLLMAdminClient:
-    def __init__(self) -> None:
+    """Calls to admin ports, each with the operator's token for the `audience` it names (the
+    VLLMDeployment the pod serves: `model.builders.admin_audience`)."""
+
+    def __init__(self, tokens: AdminTokens) -> None:
+        self.tokens = tokens
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64),
             auto_decompress=False,
@@ -101,11 +106,10 @@ class VLLMAdminClient:
     async def close(self) -> None:
         await self._session.close()
 
-    @staticmethod
-    def _headers(api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    def _headers(self, audience: str) -> dict[str, str]:
+        return {"Authorization": self.tokens.authorization(audience)}
 
-    async def report(self, url: str, api_key: str | None) -> ServerReport | None:
+    async def report(self, url: str, audience: str) -> ServerReport | None:
         """The server's adapters, or None if it does not serve (yet), or answers anything but
         vLLM's `/v1/models` (too long, not JSON, another shape, an instance id too long)."""
         try:
@@ -113,7 +117,7 @@ class VLLMAdminClient:
             # its network position, which other tenants' admin ports admit) anywhere.
             async with self._session.get(
                 f"{url}/v1/models",
-                headers=self._headers(api_key),
+                headers=self._headers(audience),
                 timeout=PROBE_TIMEOUT,
                 allow_redirects=False,
             ) as response:
@@ -129,26 +133,26 @@ class VLLMAdminClient:
         return ServerReport(instance, adapters)
 
     async def load(
-        self, url: str, name: str, path: str, *, inplace: bool, api_key: str | None
+        self, url: str, name: str, path: str, *, inplace: bool, audience: str
     ) -> CallResult:
         body = {"lora_name": name, "lora_path": path, "load_inplace": inplace}
-        result = await self._post(f"{url}/v1/load_lora_adapter", body, api_key)
+        result = await self._post(f"{url}/v1/load_lora_adapter", body, audience)
         if not result.ok and "already been loaded" in result.message:
             result = CallResult(True)  # someone (an earlier, interrupted reconcile) was first
         return result
 
-    async def unload(self, url: str, name: str, *, api_key: str | None) -> CallResult:
-        result = await self._post(f"{url}/v1/unload_lora_adapter", {"lora_name": name}, api_key)
+    async def unload(self, url: str, name: str, *, audience: str) -> CallResult:
+        result = await self._post(f"{url}/v1/unload_lora_adapter", {"lora_name": name}, audience)
         if not result.ok and result.message.startswith("404"):
             result = CallResult(True)  # not loaded: that is what we wanted
         return result
 
-    async def _post(self, url: str, body: dict[str, Any], api_key: str | None) -> CallResult:
+    async def _post(self, url: str, body: dict[str, Any], audience: str) -> CallResult:
         try:
             async with self._session.post(
                 url,
                 json=body,
-                headers=self._headers(api_key),
+                headers=self._headers(audience),
                 timeout=CALL_TIMEOUT,
                 allow_redirects=False,  # see `report`
             ) as response:

@@ -66,8 +66,14 @@ def service_url(spec: DeploymentSpec) -> str:
     return f"http://{spec.name}.{spec.namespace}.svc:{spec.port}/v1"
 
 
-def server_args(spec: DeploymentSpec) -> list[str]:
-    """`vllm-ext-serve` arguments for the spec."""
+def admin_audience(namespace: str, name: str) -> str:
+    """The audience the admin tokens for a VLLMDeployment's pods name."""
+    return f"{namespace}/{name}"
+
+
+def server_args(spec: DeploymentSpec, admin_public_key: str | None = None) -> list[str]:
+    """`vllm-ext-serve` arguments for the spec; with the operator's `admin_public_key`, the
+    admin port takes only tokens it signed for this deployment (`clients.admin_token`)."""
     model = spec.model
     if model.scheme == "hf":
         location = model.uri[len("hf://") :]
@@ -78,6 +84,9 @@ def server_args(spec: DeploymentSpec) -> list[str]:
     args = [location, "--served-model-name", model.served_name]
     args += ["--host", "::", "--port", str(spec.port)]  # dual-stack: IPv4, IPv6 and both
     args += ["--admin-port", str(spec.admin_port)]  # LoRA admin routes, for the operator only
+    if admin_public_key:
+        args += ["--admin-token-public-key", admin_public_key]
+        args += ["--admin-token-audience", admin_audience(spec.namespace, spec.name)]
     if model.revision:
         args += ["--revision", model.revision]
     engine = spec.engine
@@ -164,7 +173,7 @@ def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
     return labels
 
 
-def build_deployment(spec: DeploymentSpec) -> dict[str, Any]:
+def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
     ports = [
         {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
@@ -176,7 +185,7 @@ def build_deployment(spec: DeploymentSpec) -> dict[str, Any]:
         "name": "server",
         "image": spec.image,
         "command": ["vllm-ext-serve"],
-        "args": server_args(spec),
+        "args": server_args(spec, admin_public_key),
         "ports": ports,
         "env": _env(spec),
         "resources": _resources(spec),
@@ -341,13 +350,19 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
 
 
 def build_all(
-    spec: DeploymentSpec, *, monitoring_available: bool, operator_namespace: str
+    spec: DeploymentSpec,
+    *,
+    monitoring_available: bool,
+    operator_namespace: str,
+    admin_public_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object the spec wants, in apply order (the claim before the pods that mount it)."""
+    """Every object the spec wants, in apply order (the claim before the pods that mount it).
+    `admin_public_key` is the operator's (the servers' admin ports take its tokens only); the
+    operator always has one, tests of other things may leave it out."""
     wanted = []
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
-    wanted += [build_deployment(spec), build_service(spec)]
+    wanted += [build_deployment(spec, admin_public_key), build_service(spec)]
     if spec.pdb_enabled and spec.replicas > 1:
         wanted.append(build_pdb(spec))
     if monitoring_available and spec.monitoring.service_monitor:

@@ -1,4 +1,5 @@
-"""What the operator reads off its pods: where to reach the server, and whether it runs."""
+"""What the operator reads off its pods: where to reach the server, whether it runs, and
+whether the kubelet can start it at all."""
 
 from __future__ import annotations
 
@@ -31,6 +32,36 @@ def server_url(pod: Mapping[str, Any], port: int) -> str | None:
         return None
     host = f"[{ip}]" if ":" in ip else ip
     return f"http://{host}:{port}"
+
+
+# The kubelet's reason for a container it cannot create from the pod's configuration: a missing
+# Secret or ConfigMap (or key of one), a security context the image cannot meet, ...
+CONFIG_ERROR = "CreateContainerConfigError"
+
+
+def config_error(pod: Mapping[str, Any]) -> str | None:
+    """The kubelet's message (e.g. `secret "hf-token" not found`) if it cannot create a
+    container of `pod` from its configuration, init containers first; None if it can, or if the
+    pod is going away."""
+    if deleting(pod):
+        return None
+    status = pod.get("status") or {}
+    containers = [
+        *(status.get("initContainerStatuses") or ()),
+        *(status.get("containerStatuses") or ()),
+    ]
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == CONFIG_ERROR:
+            return str(waiting.get("message") or CONFIG_ERROR)
+    return None
+
+
+def config_errors(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Pod name -> the kubelet's message, for the pods it cannot start from their
+    configuration."""
+    found = {pod["metadata"]["name"]: config_error(pod) for pod in pods}
+    return {name: message for name, message in found.items() if message is not None}
 
 
 def containers_ready(pod: Mapping[str, Any]) -> bool:

@@ -12,7 +12,8 @@ AS_EXPECTED = "AsExpected"
 
 # Problems found while reconciling (Degraded=True, Warning events)
 INVALID_SPEC = "InvalidSpec"
-SECRET_NOT_FOUND = "SecretNotFound"
+SECRET_NOT_FOUND = "SecretNotFound"  # pods the kubelet cannot start: a Secret (or key) missing
+POD_CONFIG_ERROR = "PodConfigError"  # pods the kubelet cannot start for another config reason
 APPLY_FAILED = "ApplyFailed"
 NAME_CONFLICT = "NameConflict"  # a child's name is held by an object this CR does not control
 

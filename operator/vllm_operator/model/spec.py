@@ -43,15 +43,16 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 # Secret; a root path, a socket, a middleware or a config file would break the probes, the admin
 # port or the flags above), in every spelling `vllm serve` takes: `--flag value`,
 # `--flag=value`, `--flag.key value` (JSON), underscores for dashes, and any prefix (vLLM's
-# parser takes unambiguous abbreviations, `--root-pa`). `--admin-port`, `--log-format`,
-# `--lora-allowed-roots` (which extraArgs could widen) and `--orca-*` are vllm-ext-serve's.
+# parser takes unambiguous abbreviations, `--root-pa`). `--admin-*` (the admin port and the
+# operator's token key), `--log-format`, `--lora-allowed-roots` (which extraArgs could widen) and
+# `--orca-*` are vllm-ext-serve's.
 MANAGED_FLAGS = (
     "--model", "--served-model-name", "--host", "--port", "--uds", "--root-path",
     "--api-key", "--middleware", "--config", "--revision",
     "--max-model-len", "--dtype", "--tensor-parallel-size", "-tp", "--gpu-memory-utilization",
     "--device-memory-utilization", "--max-num-seqs", "--enforce-eager", "--no-enforce-eager",
     "--shutdown-timeout", "--enable-lora", "--no-enable-lora", "--max-loras", "--max-lora-rank",
-    "--admin-port", "--log-format", "--lora-allowed-roots", "--orca-*",
+    "--admin-*", "--log-format", "--lora-allowed-roots", "--orca-*",
 )  # fmt: skip
 
 
@@ -212,10 +213,6 @@ class DeploymentSpec:
     network_policy_from: tuple[Mapping[str, Any], ...]
     network_policy_metrics_from: tuple[Mapping[str, Any], ...]
     inference_pool: str | None
-
-    @property
-    def secrets(self) -> tuple[SecretRef, ...]:
-        return tuple(ref for ref in (self.api_key, self.hf_token) if ref is not None)
 
 
 def quantity(value: Any) -> str:

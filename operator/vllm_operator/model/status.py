@@ -3,6 +3,7 @@ its Deployment's, a LoraAdapter's from the load calls, and the LoRA readiness ga
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,12 @@ from .builders import ADAPTERS_LOADED
 from .pods import containers_ready, deleting
 
 NOT_LOADED_YET = "not loaded yet"  # a pod's adapter entry before its first load call
+# Bounds of the pod-config message: kubelet messages are short, but a large Deployment can have
+# many pods failing alike (a status and an event stay readable, and small).
+PODS_NAMED = 3  # per kubelet message; the rest are counted
+KUBELET_MESSAGE_CHARS = 300
+POD_CONFIG_MESSAGE_CHARS = 1000
+_ABOUT_A_SECRET = re.compile(r"\bsecrets?\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,52 @@ def deployment_conditions(
     else:
         degraded = Condition("Degraded", False, reasons.AS_EXPECTED, "")
     return [available, progressing, degraded]
+
+
+def pod_config_problem(errors: Mapping[str, str]) -> Condition | None:
+    """Degraded for the pods the kubelet cannot start from their configuration (`errors`: pod
+    name -> the kubelet's message, as `pods.config_errors` reads them), or None if there are
+    none. `SecretNotFound` when every message is about a Secret (`secret "hf-token" not
+    found`, `couldn't find key token in Secret models/hf-token`), else `PodConfigError`. Pods
+    failing alike share one entry: `pods a, b, c and 2 more cannot start: MESSAGE`."""
+    if not errors:
+        return None
+    by_message: dict[str, list[str]] = {}
+    for pod in sorted(errors):
+        message = " ".join(errors[pod].split())  # one line
+        if len(message) > KUBELET_MESSAGE_CHARS:
+            message = message[: KUBELET_MESSAGE_CHARS - 3] + "..."
+        by_message.setdefault(message, []).append(pod)
+    entries = []
+    for message, pods in by_message.items():
+        named = ", ".join(pods[:PODS_NAMED])
+        if len(pods) > PODS_NAMED:
+            named += f" and {len(pods) - PODS_NAMED} more"
+        entries.append(f"{'pods' if len(pods) > 1 else 'pod'} {named} cannot start: {message}")
+    text = "; ".join(entries)
+    if len(text) > POD_CONFIG_MESSAGE_CHARS:
+        text = text[: POD_CONFIG_MESSAGE_CHARS - 3] + "..."
+    about_secrets = all(_ABOUT_A_SECRET.search(m) for m in by_message)
+    reason = reasons.SECRET_NOT_FOUND if about_secrets else reasons.POD_CONFIG_ERROR
+    return Condition("Degraded", True, reason, text)
+
+
+# Problems an apply round finds (and only an apply round clears): a status refreshed from the pods
+# alone keeps them.
+APPLY_ROUND_REASONS = (reasons.INVALID_SPEC, reasons.NAME_CONFLICT, reasons.APPLY_FAILED)
+
+
+def refreshable_from_pods(body: Mapping[str, Any]) -> bool:
+    """Whether the status of the VLLMDeployment `body` may be refreshed from its pods alone,
+    without an apply round: its generation was reconciled (else the status would claim a spec
+    that was not applied yet) and no problem of an apply round stands."""
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    degraded = get_condition(status.get("conditions") or [], "Degraded") or {}
+    return (
+        status.get("observedGeneration") == generation
+        and degraded.get("reason") not in APPLY_ROUND_REASONS
+    )
 
 
 def deployment_status(

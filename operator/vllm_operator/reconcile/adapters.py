@@ -11,7 +11,6 @@ layer's (`model.adapters`, `model.placement`, `model.status`); this module does 
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,7 +27,7 @@ from ..model.adapters import (
     parse_adapter,
     problems_left,
 )
-from ..model.builders import selector_labels
+from ..model.builders import admin_audience, selector_labels
 from ..model.placement import Call, PodState, calls_to_converge, plan, pods_meant_for
 from ..model.pods import admin_port, pods_of, server_url
 from ..model.spec import DeploymentSpec
@@ -74,8 +73,8 @@ class AdapterReconciler:
         spec, unusable = lora_deployment(deployment, cr, self.settings.images)
         problems = adapter_problems(adapters, spec, unusable)
         active = [a for a in adapters if a.name not in problems and not a.deleting]
-        api_key = await self._api_key(spec) if spec else None
-        pods = await self._observe_pods(spec, api_key) if spec else []
+        audience = admin_audience(namespace, deployment)
+        pods = await self._observe_pods(spec, audience) if spec else []
         servers = {p.name: p.report for p in pods if p.report is not None}
 
         # Plan.
@@ -85,7 +84,7 @@ class AdapterReconciler:
 
         # Converge.
         urls = {p.name: p.url for p in pods}
-        outcomes = await _bounded([self._call(urls[c.pod], c, api_key) for c in calls])
+        outcomes = await _bounded([self._call(urls[c.pod], c, audience) for c in calls])
         unload_failures: dict[str, list[str]] = {}
         for call, outcome in zip(calls, outcomes, strict=True):
             if call.is_load:
@@ -115,14 +114,7 @@ class AdapterReconciler:
         await _bounded(writes)
         return problems_left(adapters, problems, results, unload_failures)
 
-    async def _api_key(self, spec: DeploymentSpec) -> str | None:
-        if spec.api_key is None:
-            return None
-        secret = await self.kube.get_or_none("Secret", spec.namespace, spec.api_key.name)
-        value = ((secret or {}).get("data") or {}).get(spec.api_key.key)
-        return base64.b64decode(value).decode() if value else None
-
-    async def _observe_pods(self, spec: DeploymentSpec, api_key: str | None) -> list[ServingPod]:
+    async def _observe_pods(self, spec: DeploymentSpec, audience: str) -> list[ServingPod]:
         """The deployment's pods through their owner chain (labels only narrow the lists), each
         with what its server says."""
         labels = selector_labels(spec.name)
@@ -133,22 +125,22 @@ class AdapterReconciler:
         listed = await self.kube.list("Pod", spec.namespace, labels) if replica_sets else []
         bodies = pods_of(deployment, replica_sets, listed, spec.uid)
         urls = [server_url(b, admin_port(b, spec.port)) for b in bodies]
-        reports = await _bounded([self._report(url, api_key) for url in urls])
+        reports = await _bounded([self._report(url, audience) for url in urls])
         pods = [ServingPod(*seen) for seen in zip(bodies, urls, reports, strict=True)]
         return sorted(pods, key=lambda p: p.name)
 
-    async def _report(self, url: str | None, api_key: str | None) -> ServerReport | None:
-        return await self.admin.report(url, api_key) if url else None
+    async def _report(self, url: str | None, audience: str) -> ServerReport | None:
+        return await self.admin.report(url, audience) if url else None
 
-    async def _call(self, url: str | None, call: Call, api_key: str | None) -> CallResult:
+    async def _call(self, url: str | None, call: Call, audience: str) -> CallResult:
         assert url is not None  # only serving pods get calls
         if call.is_load:
             assert call.path is not None
             result = await self.admin.load(
-                url, call.adapter_name, call.path, inplace=call.inplace, api_key=api_key
+                url, call.adapter_name, call.path, inplace=call.inplace, audience=audience
             )
         else:
-            result = await self.admin.unload(url, call.adapter_name, api_key=api_key)
+            result = await self.admin.unload(url, call.adapter_name, audience=audience)
         operation = "load" if call.is_load else "unload"
         LORA_CALLS.labels(operation, "ok" if result.ok else "error").inc()
         return result

@@ -2,7 +2,9 @@
 
 Every replica records itself in one ClusterKopfPeering object (the chart creates it) with its
 priority; Kopf pauses the handlers of every replica but the one with the highest priority, and
-resumes the next one when that one stops (at once) or dies (after its record's lifetime).
+resumes the next one when that one stops (at once) or dies (after its record's lifetime). An
+operator serving some namespaces (`--namespace`) records itself in a KopfPeering of that name in
+each of them instead (the chart creates those), and Kopf pauses it unless it leads in all.
 
 Kopf pauses its own watch streams only; the operator's drift loop asks `Leadership.check`
 before each round so a standby replica writes nothing either.
@@ -11,7 +13,7 @@ before each round so a standby replica writes nothing either.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -45,13 +47,22 @@ def leads(peering: Mapping[str, Any] | None, identity: str | None, priority: int
 
 
 class Leadership:
-    """Whether this replica leads, read fresh from the peering object (check-then-act: the drift
-    loop asks right before it works); keeps `vllm_operator_leader` current."""
+    """Whether this replica leads, read fresh from the peering objects (check-then-act: the
+    drift loop asks right before it works); keeps `vllm_operator_leader` current."""
 
-    def __init__(self, kube: Kube, peering: Any, identity: str | None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        peering: Any,
+        identity: str | None,
+        namespaces: Sequence[str] | None = None,
+    ) -> None:
         self.kube = kube
-        self.peering = peering  # Kopf's settings.peering: standalone, name, priority
+        # Kopf's settings.peering: standalone, name, priority, clusterwide (its peering object
+        # is a ClusterKopfPeering, else a KopfPeering in each served namespace).
+        self.peering = peering
         self.identity = identity
+        self.namespaces = namespaces or ()  # the served ones, with namespaced peering
 
     @property
     def standalone(self) -> bool:
@@ -61,7 +72,13 @@ class Leadership:
         if self.standalone:
             LEADER.set(1)
             return True
-        record = await self.kube.get_or_none("ClusterKopfPeering", "", self.peering.name)
-        leading = leads(record, self.identity, self.peering.priority)
+        name, priority = self.peering.name, self.peering.priority
+        if self.peering.clusterwide:
+            records = [await self.kube.get_or_none("ClusterKopfPeering", "", name)]
+        else:  # Kopf pauses if any namespace's peering has a live peer above it
+            records = [
+                await self.kube.get_or_none("KopfPeering", ns, name) for ns in self.namespaces
+            ]
+        leading = all(leads(record, self.identity, priority) for record in records)
         LEADER.set(int(leading))
         return leading

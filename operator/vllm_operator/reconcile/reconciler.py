@@ -3,15 +3,15 @@ settings, the runs per object) and one method per thing that happens, which the 
 and the drift loop call.
 
 The CR's handlers, its children's events and the drift loop may fire together: one reconcile per
-object runs at a time (`KeyedRuns.locked`), and LoRA reconciles are shared by the callers that
-arrive while one waits (`KeyedRuns.shared`).
+object runs at a time (`KeyedRuns.locked`), and LoRA reconciles and status refreshes are shared
+by the callers that arrive while one waits (`KeyedRuns.shared`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -20,8 +20,9 @@ from ..clients.kube import ApiError, Kube
 from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
+from ..model.pods import config_error
 from .adapters import AdapterReconciler
-from .deployment import backoff, reconcile_deployment
+from .deployment import Reported, backoff, reconcile_deployment, refresh_status
 from .runs import KeyedRuns
 from .timing import reconcile_timer
 
@@ -29,12 +30,21 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, admin: VLLMAdminClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        admin: VLLMAdminClient,
+        settings: Settings,
+        *,
+        namespaces: Sequence[str] | None = None,
+    ) -> None:
         self.kube = kube
         self.admin = admin
         self.settings = settings
+        self.namespaces = namespaces  # the ones Kopf serves (`--namespace`); None: all
         self.lora = AdapterReconciler(kube, admin, settings)
         self._runs = KeyedRuns()
+        self._reported: Reported = {}  # what each status says of its pods
 
     async def close(self) -> None:
         await self.kube.close()
@@ -66,16 +76,27 @@ class Reconciler:
             await self.child_changed(body, event)
 
     async def pod_changed(self, body: Mapping[str, Any], event: str | None) -> None:
-        """A pod of a LoRA-serving deployment appeared, restarted, became ready or went away:
-        its adapters (and its readiness gate, which keeps traffic off until they are loaded)
-        follow."""
+        """A pod of ours appeared, changed or went away. If the kubelet's verdict on its
+        configuration is not what its VLLMDeployment's status says (it cannot start it, or now
+        can), the status follows (no apply round; other pod events cost no API call). If the
+        deployment serves LoRA, its adapters (and the pod's readiness gate, which keeps traffic
+        off until they are loaded) follow. The labels only name the deployment: the status
+        counts the pods of its owner chain."""
         if event is None:
             return  # the initial listing: the resume handlers reconcile everything anyway
         meta = body["metadata"]
-        gates = [g.get("conditionType") for g in body["spec"].get("readinessGates") or []]
         deployment = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
-        if ADAPTERS_LOADED in gates and deployment:
-            await self._adapters_quietly(meta["namespace"], deployment)
+        if not deployment:
+            return
+        namespace = meta["namespace"]
+        error = None if event == "DELETED" else config_error(body)
+        if self._reported.get((namespace, deployment), {}).get(meta["name"]) != error:
+            await self._runs.shared(
+                (namespace, "status", deployment), lambda: self.status(namespace, deployment)
+            )
+        gates = [g.get("conditionType") for g in body["spec"].get("readinessGates") or []]
+        if ADAPTERS_LOADED in gates:
+            await self._adapters_quietly(namespace, deployment)
 
     async def adapter_changed(self, body: Mapping[str, Any], *, retry: int) -> None:
         """A LoraAdapter was created, changed, found at startup or is being deleted (then it
@@ -85,8 +106,17 @@ class Reconciler:
         await self.adapters(meta["namespace"], deployment, adapter=meta["name"], retry=retry)
 
     async def check_drift(self) -> None:
-        """Every VLLMDeployment and its adapters, against what the cluster and servers hold."""
-        for cr in await self.kube.list_all("VLLMDeployment"):
+        """Every VLLMDeployment (of the served namespaces) and its adapters, against what the
+        cluster and servers hold."""
+        if self.namespaces is None:
+            crs = await self.kube.list_all("VLLMDeployment")
+        else:
+            crs = [
+                cr
+                for ns in self.namespaces
+                for cr in await self.kube.list_all("VLLMDeployment", ns)
+            ]
+        for cr in crs:
             meta = cr["metadata"]
             try:
                 with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
@@ -107,10 +137,25 @@ class Reconciler:
         async with self._runs.locked((namespace, name)), reconcile_timer("VLLMDeployment"):
             body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
+                self._reported.pop((namespace, name), None)
                 return
             await reconcile_deployment(
-                self.kube, body, self.settings, retry=retry, prune_children=prune
-            )
+                self.kube, body, self.settings, retry=retry, prune_children=prune,
+                reported=self._reported,
+            )  # fmt: skip
+
+    async def status(self, namespace: str, name: str) -> None:
+        """Only the status of the VLLMDeployment, from its Deployment and pods (see
+        `refresh_status`); an API hiccup waits for the next event or the drift check."""
+        async with self._runs.locked((namespace, name)):
+            try:
+                body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    self._reported.pop((namespace, name), None)
+                    return
+                await refresh_status(self.kube, body, self.settings, self._reported)
+            except ApiError as e:
+                log.warning("status refresh of %s/%s: %s", namespace, name, e)
 
     async def adapters(
         self, namespace: str, deployment: str, *, adapter: str | None = None, retry: int = 0

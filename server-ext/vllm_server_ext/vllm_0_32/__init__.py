@@ -119,6 +119,8 @@ VLLM_SYMBOLS: tuple[Symbol, ...] = (
     # The API port's app without the LoRA admin routes: vLLM's LoRA router's endpoints (the
     # routes of the app, SageMaker's included, that serve them are left out of it).
     Symbol("vllm.entrypoints.serve.lora.api_router", "router", attrs=("routes",)),
+    # The admin port's app: the operator's token instead of vLLM's `--api-key` check.
+    Symbol("vllm.entrypoints.serve.middleware.authenticate", "AuthenticationMiddleware"),
     # Serving HTTP, on the API socket and the admin socket.
     Symbol(f"{_LAUNCHER}.launcher", "serve_http", params=("app", "sock", "enable_ssl_refresh")),
     Symbol(f"{_LAUNCHER}.launcher", "NoSignalServer", params=("config",)),
@@ -187,6 +189,7 @@ VLLM_SYMBOLS: tuple[Symbol, ...] = (
 # The `vllm serve` arguments this package reads by name (their `dest`s).
 SERVE_ARGS = frozenset(
     {
+        "api_key",
         "api_server_count",
         "data_parallel_multi_port_external_lb",
         "disable_log_stats",

@@ -368,7 +368,11 @@ def _route_for(routes: Sequence[Any], method: str, path: str) -> Any:
     return None
 
 
-def split_for_admin_port(app: FastAPI, refuse: Callable[..., Awaitable[None]]) -> tuple[Any, Any]:
+def split_for_admin_port(
+    app: FastAPI,
+    refuse: Callable[..., Awaitable[None]],
+    auth: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any]:
     """Two apps over vLLM's built `app`, sharing its state, handlers and exception handlers:
     (for the API port, for the admin port).
 
@@ -378,11 +382,16 @@ def split_for_admin_port(app: FastAPI, refuse: Callable[..., Awaitable[None]]) -
     would have matched is answered by the ASGI app `refuse`, any other unmatched one as vLLM
     answers it. The admin port's is a copy of `app` with every route and its own middleware
     stack, less vLLM's HTTP request metrics (the operator's calls are not load, and a second
-    instance of that middleware would register the same metrics again). Call once every route
-    is added; raises if a LoRA admin route would still be served on the API port.
+    instance of that middleware would register the same metrics again). With `auth` (a pure
+    ASGI middleware taking the app: the operator's token check), the admin app is wrapped in it,
+    outermost, and vLLM's `--api-key` check is left off it: the users' API keys guard the API
+    port, the operator's credential the admin port. Call once every route is added; raises if a
+    LoRA admin route would still be served on the API port.
     """
     from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+    from starlette.middleware import Middleware
     from starlette.routing import Match
+    from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
     router = app.router
     if router.middleware_stack != router.app:
@@ -392,9 +401,12 @@ def split_for_admin_port(app: FastAPI, refuse: Callable[..., Awaitable[None]]) -
     admin_router.middleware_stack = admin_router.app  # the copy's routes, not the original's
     admin = copy.copy(app)  # the same `app.state`
     admin.router = admin_router
-    admin.user_middleware = [
-        m for m in app.user_middleware if m.cls is not PrometheusInstrumentatorMiddleware
-    ]
+    left_off: set[type] = {PrometheusInstrumentatorMiddleware}
+    if auth is not None:
+        left_off.add(AuthenticationMiddleware)
+    admin.user_middleware = [m for m in app.user_middleware if m.cls not in left_off]
+    if auth is not None:
+        admin.user_middleware.insert(0, Middleware(auth))
     admin.middleware_stack = admin.build_middleware_stack()
 
     # `app` keeps its router object, changed in place: its middleware stack (which SageMaker's
