@@ -6,6 +6,7 @@
 | `POD_NAMESPACE` | the operator's namespace (let through NetworkPolicies) | `vllm-system` |
 | `VLLM_OPERATOR_METRICS_PORT` | serve Prometheus metrics there | off |
 | `VLLM_OPERATOR_DRIFT_CHECK_SECONDS` | how often every VLLMDeployment is checked for drift | 60 |
+| `VLLM_OPERATOR_PROGRESS_CHECK_SECONDS` | how often starting servers are asked their phase | 15 |
 | `POD_ID` | this replica's name among peers (`--peering`) | `vllm-operator` sets one |
 | `VLLM_OPERATOR_ADMIN_KEY_FILE` | the Ed25519 key (PEM) that signs admin calls | one per start |
 """
@@ -22,6 +23,7 @@ IMAGE_GPU_ENV, IMAGE_CPU_ENV = "VLLM_SERVER_IMAGE_GPU", "VLLM_SERVER_IMAGE_CPU"
 NAMESPACE_ENV = "POD_NAMESPACE"
 METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
 DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"
+PROGRESS_CHECK_SECONDS_ENV = "VLLM_OPERATOR_PROGRESS_CHECK_SECONDS"
 ADMIN_KEY_FILE_ENV = "VLLM_OPERATOR_ADMIN_KEY_FILE"
 POD_ID_ENV = "POD_ID"  # Kopf's identity of this replica; the chart sets it to the pod's name
 
@@ -34,12 +36,24 @@ class SettingsError(ValueError):
     """An environment variable the operator cannot use; the message names it."""
 
 
+def _seconds(environ: Mapping[str, str], variable: str, default: str) -> float:
+    text = environ.get(variable) or default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise SettingsError(f"{variable}={text!r}: seconds, above 0")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     images: Images
     namespace: str  # where the operator runs (its pods are let through NetworkPolicies)
     metrics_port: int | None = None
     drift_check_seconds: float = 60.0
+    progress_check_seconds: float = 15.0
     pod_id: str | None = None
     admin_key_file: str | None = None  # else a key of this process alone (see lifecycle.start)
     # The servers' admin ports take tokens signed by this key's private half (base64 of its raw
@@ -51,13 +65,8 @@ class Settings:
         port = environ.get(METRICS_PORT_ENV) or None
         if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
             raise SettingsError(f"{METRICS_PORT_ENV}={port!r}: a port from 1 to 65535")
-        drift = environ.get(DRIFT_CHECK_SECONDS_ENV) or "60"
-        try:
-            seconds = float(drift)
-        except ValueError:
-            seconds = 0.0
-        if not seconds > 0:
-            raise SettingsError(f"{DRIFT_CHECK_SECONDS_ENV}={drift!r}: seconds, above 0")
+        seconds = _seconds(environ, DRIFT_CHECK_SECONDS_ENV, "60")
+        progress = _seconds(environ, PROGRESS_CHECK_SECONDS_ENV, "15")
         return cls(
             images=Images(
                 gpu=environ.get(IMAGE_GPU_ENV) or DEFAULT_IMAGES.gpu,
@@ -66,6 +75,7 @@ class Settings:
             namespace=environ.get(NAMESPACE_ENV) or "vllm-system",
             metrics_port=int(port) if port else None,
             drift_check_seconds=seconds,
+            progress_check_seconds=progress,
             pod_id=environ.get(POD_ID_ENV) or None,
             admin_key_file=environ.get(ADMIN_KEY_FILE_ENV) or None,
         )

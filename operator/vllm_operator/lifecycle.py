@@ -19,7 +19,7 @@ from .clients.vllm_admin import VLLMAdminClient
 from .config import ADMIN_KEY_FILE_ENV, Settings, SettingsError
 from .model import scope
 from .reconcile import leadership
-from .reconcile.background import drift_loop, leadership_loop
+from .reconcile.background import drift_loop, leadership_loop, progress_loop
 from .reconcile.leadership import Leadership
 from .reconcile.reconciler import Reconciler
 
@@ -105,6 +105,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.loops = [
         asyncio.create_task(
             drift_loop(memo.reconciler, memo.leadership, config.drift_check_seconds)
+        ),
+        asyncio.create_task(
+            progress_loop(memo.reconciler, memo.leadership, config.progress_check_seconds)
         ),
         asyncio.create_task(leadership_loop(memo.leadership)),
     ]

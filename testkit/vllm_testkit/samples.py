@@ -51,7 +51,13 @@ GOOD = {
             "lora": {"enabled": True, "maxLoras": 8, "maxRank": 64},
             "apiKeySecret": {"name": "qwen-api"},
             "hfTokenSecret": {"name": "hf", "key": "hf-token"},
-            "modelCache": {"enabled": True, "size": "200Gi", "storageClassName": "fast"},
+            # Three replicas share the cache: ReadWriteMany (a ReadWriteOnce claim is one node's).
+            "modelCache": {
+                "enabled": True,
+                "size": "200Gi",
+                "storageClassName": "fast",
+                "accessMode": "ReadWriteMany",
+            },
             "env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}],
             "podLabels": {"team": "ml"},
             "podAnnotations": {"example.org/note": "x"},

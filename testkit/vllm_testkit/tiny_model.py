@@ -132,6 +132,9 @@ def _save(tensors: dict[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
     save_file(tensors, str(path), metadata={"format": "pt"})
+    # safetensors writes 0600: the kind suite mounts these files into pods that run as another
+    # (non-root) user, who must read them like the other files (0644 under a usual umask).
+    path.chmod(0o644)
 
 
 def generate_model(

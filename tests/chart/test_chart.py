@@ -19,6 +19,7 @@ from helm_python import Chart
 
 from vllm_operator.model.schema import with_defaults
 from vllm_testkit.admission import admit
+from vllm_testkit.pod_security import violations
 
 CHART = Path(__file__).parents[2] / "charts" / "vllm"
 RELEASE, NAMESPACE = "vllm", "vllm-system"
@@ -151,13 +152,33 @@ def test_every_object_is_valid(case: str):
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.parametrize("case", [*sorted(MATRIX), "serving namespaces"])
+def test_rendered_yaml_has_no_duplicate_keys(case: str):
+    """PyYAML keeps the last of two equal keys without a word (so the other tests cannot see
+    them); yamllint's key-duplicates rule reads the rendered text itself."""
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+
+    config = YamlLintConfig("rules: {key-duplicates: enable}")
+    values = SERVING_NAMESPACES if case == "serving namespaces" else MATRIX[case]
+    files = Chart.load(CHART).render(values, name=RELEASE, namespace=NAMESPACE)
+    for path, text in files.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        problems = [f"{path}:{p.line}: {p.message}" for p in linter.run(text, config)]
+        assert problems == []
+
+
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_labels(case: str):
+    """Helm's recommended labels on every object: CRs, hooks, test pods and the dashboard too
+    (`app.kubernetes.io/name`: `vllm-operator` for the operator's, the chart's name else)."""
     for obj in render(MATRIX[case]):
         labels = obj["metadata"]["labels"]
         assert labels["helm.sh/chart"] == "vllm-0.1.0"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/name"] in ("vllm", "vllm-operator"), obj["metadata"]
         assert "app.kubernetes.io/version" in labels
 
 
@@ -174,6 +195,7 @@ def test_operator_deployment():
     assert container["image"] == "ghcr.io/vllm-k8s/vllm-operator:0.1.0"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -184,6 +206,29 @@ def test_operator_deployment():
     env = {e["name"]: e for e in container["env"]}
     assert env["VLLM_SERVER_IMAGE_CPU"]["value"] == "ghcr.io/vllm-k8s/vllm-server:0.1.0-cpu"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+POD_KINDS = ("Pod", "Deployment", "Job")
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_every_pod_passes_the_restricted_pod_security_profile(case: str):
+    """The operator, `helm test`'s pods and the uninstall hook run in namespaces that enforce
+    Pod Security's "restricted" profile; with resources, and no API token where none is used."""
+    pods = [o for o in render(MATRIX[case]) if o["kind"] in POD_KINDS]
+    for obj in pods:
+        assert violations(obj) == [], obj["metadata"]["name"]
+        spec = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+        for container in spec["containers"]:
+            assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+            assert "memory" in container["resources"]["limits"]
+        # The operator and the uninstall hook call the API; the test pods do not.
+        calls_the_api = obj["kind"] != "Pod"
+        assert spec.get("automountServiceAccountToken", True) is calls_the_api
+    with_tests = bool(MATRIX[case].get("deployments")) and MATRIX[case].get("tests") != {
+        "enabled": False
+    }
+    assert {o["kind"] for o in pods} == {"Deployment", "Job"} | ({"Pod"} if with_tests else set())
 
 
 def test_existing_service_account_is_used_not_created():
@@ -334,8 +379,17 @@ def test_helm_test_hook_checks_ready_and_a_completion_on_the_api_port(ports: dic
         assert url.port != admin  # the LoRA admin port is the operator's alone
     assert f":{admin}" not in script
     assert '"model": "meta-llama/Llama-3.2-1B-Instruct"' in script
-    (api_key,) = pod["spec"]["containers"][0]["env"]
-    assert api_key["valueFrom"]["secretKeyRef"] == {"name": "llama-api", "key": "api-key"}
+    # The API key: a file of the Secret's volume (not an environment variable), sent as a bearer.
+    assert "env" not in pod["spec"]["containers"][0]
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["secret"] == {
+        "secretName": "llama-api",
+        "items": [{"key": "api-key", "path": "api-key"}],
+    }
+    (mount,) = pod["spec"]["containers"][0]["volumeMounts"]
+    assert (mount["name"], mount["readOnly"]) == (volume["name"], True)
+    assert "key=/etc/vllm-test/api-key" in script and mount["mountPath"] == "/etc/vllm-test"
+    assert '"Authorization: Bearer $(cat "$key")"' in script
     assert by_kind(render(MATRIX["operator options"]), "Pod") == []
 
 

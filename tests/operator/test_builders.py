@@ -67,7 +67,7 @@ def test_pod_basics():
     template = pod("gpu-hf-minimal")
     spec = template["spec"]
     assert spec["enableServiceLinks"] is False
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in spec["volumes"]
     assert spec["containers"][0]["command"] == ["vllm-ext-serve"]
     assert spec["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
     assert spec["terminationGracePeriodSeconds"] == 120
@@ -268,3 +268,190 @@ def test_the_servers_get_the_allowed_adapter_roots():
     assert "--lora-allowed-roots" not in server_args(
         parse_deployment(vllmd("m", open_lora), IMAGES)
     )
+
+
+# --- the pods' security, resources, volumes and placement -----------------------------------
+
+
+def container_of(template: dict) -> dict:
+    (container,) = template["spec"]["containers"]
+    return container
+
+
+def test_pods_run_as_the_images_non_root_user_with_nothing_to_escalate():
+    template = pod("gpu-hf-minimal")
+    assert template["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container_of(template)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
+    assert template["spec"]["automountServiceAccountToken"] is False
+
+
+def test_vllm_writes_to_volumes_not_to_the_read_only_image():
+    """$HOME (vLLM's caches and config, triton's, ...), /tmp (IPC sockets, torch inductor),
+    /dev/shm and the model cache are volumes; HOME points at its volume whatever the image's
+    user says."""
+    template = pod("gpu-hf-minimal")
+    mounts = {m["mountPath"]: m["name"] for m in container_of(template)["volumeMounts"]}
+    assert mounts == {"/dev/shm": "dshm", "/cache": "cache", "/tmp": "tmp", "/home/vllm": "home"}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+    assert volumes["home"] == {"name": "home", "emptyDir": {}}
+    env = {e["name"]: e.get("value") for e in container_of(template)["env"]}
+    assert env["HOME"] == "/home/vllm"
+    assert env["HF_HOME"] == "/cache/huggingface"
+
+
+def test_security_context_overrides_replace_the_defaults_field_by_field():
+    spec = parse_deployment(
+        vllmd(
+            "m",
+            {
+                "model": {"uri": "/m"},
+                "podSecurityContext": {"runAsUser": 1001, "seccompProfile": {
+                    "type": "Localhost", "localhostProfile": "profiles/vllm.json"}},
+                "securityContext": {"readOnlyRootFilesystem": False,
+                                    "capabilities": {"add": ["IPC_LOCK"]}},
+            },
+        ),
+        IMAGES,
+    )  # fmt: skip
+    template = build_deployment(spec)["spec"]["template"]
+    assert template["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1001,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/vllm.json"},
+    }
+    # A field given replaces the default's whole value: capabilities without `drop`.
+    assert container_of(template)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"add": ["IPC_LOCK"]},
+        "readOnlyRootFilesystem": False,
+    }
+
+
+def test_the_builders_do_not_share_the_specs_objects():
+    spec = parse_deployment(GOOD["gpu-everything"], IMAGES)
+    first = build_deployment(spec)
+    first["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    first["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"][
+        "drop"
+    ].append("X")
+    assert build_deployment(spec) == build_deployment(
+        parse_deployment(GOOD["gpu-everything"], IMAGES)
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "requests", "limits"),
+    [
+        ({}, {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}, {"nvidia.com/gpu": "1"}),
+        (
+            {"gpusPerReplica": 4},
+            {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "4"},
+            {"nvidia.com/gpu": "4"},
+        ),
+        ({"accelerator": "CPU"}, {"cpu": "2", "memory": "4Gi"}, None),
+        # Given requests stay; what is not given is derived.
+        (
+            {"accelerator": "CPU", "resources": {"requests": {"cpu": "500m"}}},
+            {"cpu": "500m", "memory": "4Gi"},
+            None,
+        ),
+        # A limit alone: Kubernetes takes it as the request too, none is derived (it could
+        # exceed the limit).
+        (
+            {"accelerator": "CPU", "resources": {"limits": {"memory": "1Gi"}}},
+            {"cpu": "2"},
+            {"memory": "1Gi"},
+        ),
+    ],
+)
+def test_requests_are_derived_unless_given_so_no_pod_is_best_effort(extra, requests, limits):
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, **extra}), IMAGES)
+    resources = container_of(build_deployment(spec)["spec"]["template"])["resources"]
+    assert resources.get("requests") == requests
+    assert resources.get("limits") == limits
+
+
+def test_shm_size_limits_the_memory_volume():
+    spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "shmSize": "16Gi"}), IMAGES)
+    volumes = build_deployment(spec)["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
+
+
+def test_model_cache_is_read_write_once_unless_asked():
+    def access(cache: dict) -> list[str]:
+        spec = parse_deployment(vllmd("m", {"model": {"uri": "/m"}, "modelCache": cache}), IMAGES)
+        (claim,) = [o for o in build_all(spec, monitoring_available=False, operator_namespace="x")
+                    if o["kind"] == "PersistentVolumeClaim"]  # fmt: skip
+        return claim["spec"]["accessModes"]
+
+    assert access({"enabled": True}) == ["ReadWriteOnce"]
+    assert access({"enabled": True, "accessMode": "ReadWriteMany"}) == ["ReadWriteMany"]
+
+
+def test_extra_volumes_are_mounted_after_the_operators():
+    nfs = {"name": "weights", "nfs": {"server": "nfs.example", "path": "/exports/w"}}
+    config = {"name": "templates", "configMap": {"name": "chat-templates"}}
+    mounts = [
+        {"name": "weights", "mountPath": "/models", "readOnly": True},
+        {"name": "templates", "mountPath": "/etc/templates", "subPath": "v1"},
+    ]
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "/models/llama"}, "volumes": [nfs, config],
+                    "volumeMounts": mounts}), IMAGES
+    )  # fmt: skip
+    template = build_deployment(spec)["spec"]["template"]
+    assert template["spec"]["volumes"][-2:] == [nfs, config]
+    assert container_of(template)["volumeMounts"][-2:] == mounts
+    assert server_args(spec)[0] == "/models/llama"
+
+
+def test_topology_spread_counts_the_deployments_pods_unless_told_and_scheduler_name():
+    zone = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway"}  # fmt: skip
+    own = {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+           "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"team": "ml"}},
+           "minDomains": 2}  # fmt: skip
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "/m"}, "topologySpreadConstraints": [zone, own],
+                    "schedulerName": "gpu-scheduler"}), IMAGES
+    )  # fmt: skip
+    pod_spec = build_deployment(spec)["spec"]["template"]["spec"]
+    assert pod_spec["topologySpreadConstraints"] == [
+        zone | {"labelSelector": {"matchLabels": selector_labels("m")}},
+        own,
+    ]
+    assert pod_spec["schedulerName"] == "gpu-scheduler"
+    plain = build_deployment(parse_deployment(vllmd("m", {"model": {"uri": "/m"}}), IMAGES))
+    assert "topologySpreadConstraints" not in plain["spec"]["template"]["spec"]
+    assert "schedulerName" not in plain["spec"]["template"]["spec"]
+
+
+def test_the_volumes_and_paths_spec_reserves_are_the_builders():
+    """spec.OWN_VOLUMES and OWN_MOUNT_PATHS (and the CRD's rules, which repeat them) keep users'
+    volumes off what the pods have: every volume and mount the builders make, and the paths
+    above the mounts, are in them (/models with a pvc:// model)."""
+    from vllm_operator.model.spec import MODEL_MOUNT_PATH, OWN_MOUNT_PATHS, OWN_VOLUMES
+
+    spec = parse_deployment(
+        vllmd("m", {"model": {"uri": "pvc://weights/m"}, "modelCache": {"enabled": True}}), IMAGES
+    )
+    template = build_deployment(spec)["spec"]["template"]
+    assert {v["name"] for v in template["spec"]["volumes"]} == set(OWN_VOLUMES)
+    paths = {m["mountPath"] for m in container_of(template)["volumeMounts"]}
+    above = {p.rsplit("/", 1)[0] for p in paths} - {""}
+    assert paths | above == {*OWN_MOUNT_PATHS, MODEL_MOUNT_PATH}

@@ -8,13 +8,20 @@ import pytest
 
 from vllm_operator.model.builders import build_deployment
 from vllm_operator.model.pods import (
+    CONFIG_ERROR,
+    CRASH_LOOP,
+    IMAGE_PULL,
+    UNSCHEDULABLE,
+    Trouble,
     admin_port,
     config_error,
-    config_errors,
     containers_ready,
     deleting,
     pods_of,
     server_url,
+    starting,
+    trouble,
+    troubles,
 )
 from vllm_operator.model.spec import parse_deployment
 from vllm_testkit.samples import IMAGES, vllmd
@@ -154,7 +161,7 @@ def test_config_error_is_the_kubelets_message_for_a_container_it_cannot_create()
     failing = {"metadata": {"name": "p1"},
                "status": {"containerStatuses": [waiting("CreateContainerConfigError", message)]}}  # fmt: skip
     assert config_error(failing) == message
-    assert config_errors([failing]) == {"p1": message}
+    assert troubles([failing]) == {"p1": Trouble(CONFIG_ERROR, message)}
     unexplained = {"status": {"containerStatuses": [waiting("CreateContainerConfigError")]}}
     assert config_error(unexplained) == "CreateContainerConfigError"
     # Init containers first; any container, not only the first.
@@ -182,7 +189,76 @@ def test_config_error_is_the_kubelets_message_for_a_container_it_cannot_create()
 )
 def test_no_config_error_otherwise(status):
     assert config_error({"metadata": {"name": "p1"}, "status": status}) is None
-    assert config_errors([{"metadata": {"name": "p1"}, "status": status}]) == {}
+    assert CONFIG_ERROR not in {
+        t.kind for t in troubles([{"metadata": {"name": "p1"}, "status": status}]).values()
+    }
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {},
+        {"phase": "Pending"},
+        {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]},  # not yet
+        {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]},
+        {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        {"containerStatuses": [waiting("ContainerCreating")]},  # pulling a 10 GB image: waiting
+        {"containerStatuses": [waiting("PodInitializing")]},
+        {"containerStatuses": [{"name": "server", "state": {"running": {}}, "restartCount": 4}]},
+        {"containerStatuses": [{"name": "server", "state": {"terminated": {"exitCode": 1}}}]},
+    ],
+)  # fmt: skip
+def test_waiting_running_and_restarting_are_no_trouble(status):
+    assert trouble({"metadata": {"name": "p1"}, "status": status}) is None
+
+
+def test_troubles_as_the_kubelet_and_scheduler_report_them():
+    pulling = {"status": {"containerStatuses": [waiting("ErrImagePull", 'pull "x:1": not found')]}}
+    assert trouble(pulling) == Trouble(IMAGE_PULL, 'pull "x:1": not found')
+    for reason in ("ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"):
+        assert trouble({"status": {"containerStatuses": [waiting(reason)]}}) == Trouble(
+            IMAGE_PULL, reason
+        )
+    crashing = dict(waiting("CrashLoopBackOff", "back-off 5m0s restarting failed container"))
+    crashing |= {
+        "restartCount": 7,
+        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+    }
+    assert trouble({"status": {"containerStatuses": [crashing]}}) == Trouble(
+        CRASH_LOOP, "container server OOMKilled with code 137, restarted 7 times"
+    )
+    plain = dict(waiting("CrashLoopBackOff")) | {"restartCount": 2}
+    assert trouble({"status": {"containerStatuses": [plain]}}) == Trouble(
+        CRASH_LOOP, "container server exited, restarted 2 times"
+    )
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": message}  # fmt: skip
+    pending = {"status": {"phase": "Pending", "conditions": [unschedulable]}}
+    assert trouble(pending) == Trouble(UNSCHEDULABLE, message)
+    # A config error is named first; the image before a crash loop (in any container).
+    both = {"status": {"containerStatuses": [crashing, waiting("ErrImagePull", "x")]}}
+    assert trouble(both).kind == IMAGE_PULL
+    config = {
+        "status": {"containerStatuses": [crashing, waiting("CreateContainerConfigError", "s")]}
+    }
+    assert trouble(config).kind == CONFIG_ERROR
+    # Going away: none.
+    assert trouble({"metadata": {"deletionTimestamp": T0}, "status": pending["status"]}) is None
+
+
+def test_starting_pods_run_without_serving():
+    def pod_with(phase: str, ready: bool, gone: bool = False) -> dict:
+        meta = {"name": "p"} | ({"deletionTimestamp": T0} if gone else {})
+        statuses = [{"name": "server", "ready": ready, "state": {"running": {}}}]
+        return {"metadata": meta, "status": {"phase": phase, "containerStatuses": statuses}}
+
+    assert starting(pod_with("Running", ready=False))
+    assert not starting(pod_with("Running", ready=True))
+    assert not starting(pod_with("Pending", ready=False))
+    assert not starting(pod_with("Running", ready=False, gone=True))
+    assert starting({"metadata": {"name": "p"}, "status": {"phase": "Running"}})  # no statuses yet
 
 
 def test_a_pod_going_away_has_no_config_error():

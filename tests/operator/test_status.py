@@ -319,6 +319,7 @@ def test_status_of_a_deployment_without_counts_yet():
     )  # fmt: skip
     conditions = status.pop("conditions")
     assert status == {
+        "phase": "Pending",
         "replicas": 0,
         "readyReplicas": 0,
         "readyText": "0/2",

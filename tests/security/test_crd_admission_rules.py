@@ -11,6 +11,12 @@ API server in the operator tests applies no CEL). Each case worked before the fi
 - engine.extraArgs must not set a flag the operator manages, in any spelling vLLM takes.
 - label values (podLabels, nodeSelector, monitoring.labels, inferencePool.name) must be label
   values; label and annotation keys (which a CRD cannot check) are InvalidSpec.
+- the pods' settings (fields added with their rules): volumes and volumeMounts leave the
+  operator's volume names and mount paths alone (and the paths above them, and /models of pvc://
+  models), mounts name volumes of spec.volumes, paths have no `.` or `..` components;
+  `privileged` needs allowPrivilegeEscalation; a localhostProfile goes with type Localhost only;
+  minDomains with DoNotSchedule. Duplicates (which the API server's list maps refuse) and root
+  users under runAsNonRoot are InvalidSpec (test_pod_spec_checks.py).
 """
 
 from __future__ import annotations
@@ -329,3 +335,111 @@ def test_gpu_counts_from_the_resources_are_bounded_and_not_zero_on_gpu():
         parse_deployment(body, IMAGES)
     body = vllmd("m", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": "2"}}})
     assert parse_deployment(body, IMAGES).gpus == 2
+
+
+# --- the pods' security, volumes and placement ----------------------------------------------------
+
+SPEC_FIELDS = openapi_schema("VLLMDeployment")["properties"]["spec"]["properties"]
+DATA_VOLUME = {"name": "data", "emptyDir": {}}
+
+
+def _rules(schema: dict[str, Any]) -> list[str]:
+    return [r["rule"] for r in schema.get("x-kubernetes-validations") or ()]
+
+
+def test_the_crd_reserves_the_operators_volumes_and_mount_paths():
+    """The CRD's lists are the operator's (spec.OWN_VOLUMES, OWN_MOUNT_PATHS, /models for pvc://
+    models), and its path patterns too."""
+    quoted = lambda names: ", ".join(f"'{n}'" for n in names)  # noqa: E731
+    (volume_rule,) = _rules(SPEC_FIELDS["volumes"]["items"])
+    assert volume_rule == f"!(self.name in [{quoted(spec_module.OWN_VOLUMES)}])"
+    mount = SPEC_FIELDS["volumeMounts"]["items"]
+    (mount_rule,) = _rules(mount)
+    assert mount_rule == f"!(self.mountPath in [{quoted(spec_module.OWN_MOUNT_PATHS)}])"
+    assert mount["properties"]["mountPath"]["pattern"] == spec_module.MOUNT_PATH_PATTERN
+    assert mount["properties"]["subPath"]["pattern"] == spec_module.RELATIVE_PATH_PATTERN
+    spec_rules = _rules(openapi_schema("VLLMDeployment")["properties"]["spec"])
+    assert any(f"m.mountPath != '{spec_module.MODEL_MOUNT_PATH}'" in r for r in spec_rules)
+    for field in ("podSecurityContext", "securityContext"):
+        for profile in ("seccompProfile", "appArmorProfile"):
+            local = SPEC_FIELDS[field]["properties"][profile]["properties"]["localhostProfile"]
+            assert local["pattern"] == spec_module.RELATIVE_PATH_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"volumes": [{"name": "cache", "emptyDir": {}}]},
+         "dshm, cache, model, tmp and home are the names of the operator's volumes"),
+        ({"volumes": [DATA_VOLUME], "volumeMounts": [{"name": "data", "mountPath": "/tmp"}]},
+         "are the operator's mounts (or above them)"),
+        ({"volumes": [DATA_VOLUME], "volumeMounts": [{"name": "data", "mountPath": "/dev"}]},
+         "are the operator's mounts (or above them)"),
+        ({"volumes": [DATA_VOLUME], "volumeMounts": [{"name": "data", "mountPath": "/x/../tmp"}]},
+         "mountPath must not have '.' or '..' components"),
+        ({"volumes": [DATA_VOLUME],
+          "volumeMounts": [{"name": "data", "mountPath": "/d", "subPath": "../etc"}]},
+         "subPath must not have '.' or '..' components"),
+        ({"volumes": [DATA_VOLUME], "volumeMounts": [{"name": "other", "mountPath": "/d"}]},
+         "every volumeMounts[].name must name a volume of spec.volumes"),
+        ({"volumeMounts": [{"name": "data", "mountPath": "/d"}]},
+         "every volumeMounts[].name must name a volume of spec.volumes"),
+        ({"model": {"uri": "pvc://weights/llama"}, "volumes": [DATA_VOLUME],
+          "volumeMounts": [{"name": "data", "mountPath": "/models"}]},
+         "/models holds the model's claim of a pvc:// model"),
+        ({"securityContext": {"privileged": True}},
+         "securityContext.privileged needs allowPrivilegeEscalation: true"),
+        ({"podSecurityContext": {"seccompProfile": {"type": "Localhost"}}},
+         "seccompProfile.localhostProfile goes with type Localhost, and only with it"),
+        ({"securityContext": {"appArmorProfile": {"type": "Unconfined", "localhostProfile": "p"}}},
+         "appArmorProfile.localhostProfile goes with type Localhost, and only with it"),
+        ({"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../p"}}},
+         "localhostProfile must not have '.' or '..' components"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "minDomains": 2,
+                                         "whenUnsatisfiable": "ScheduleAnyway"}]},
+         "minDomains goes with whenUnsatisfiable DoNotSchedule"),
+    ],
+)  # fmt: skip
+def test_pod_settings_that_cannot_work_are_refused(spec: dict[str, Any], message: str):
+    refused(vllmd("m", {"model": MODEL, **spec}), message)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"shmSize": "0Gi"}, "does not match"),
+        ({"shmSize": "2G"}, "does not match"),  # Mi or Gi
+        ({"schedulerName": "My Scheduler"}, "does not match"),
+        ({"securityContext": {"capabilities": {"add": ["CAP_SYS_ADMIN"]}}}, "is not one of"),
+        ({"podSecurityContext": {"runAsUser": -1}}, "less than the minimum"),
+        ({"volumes": [{"name": "Data"}]}, "does not match"),
+    ],
+)
+def test_pod_settings_out_of_the_schema_are_refused(spec: dict[str, Any], message: str):
+    errors = admit("VLLMDeployment", vllmd("m", {"model": MODEL, **spec}))
+    assert any(message in e for e in errors), errors
+
+
+def test_pod_settings_that_work_are_admitted():
+    accepted(
+        vllmd(
+            "m",
+            {
+                "model": {"uri": "/models/llama"},
+                "shmSize": "16Gi",
+                "schedulerName": "gpu-scheduler",
+                "podSecurityContext": {"runAsUser": 1000, "fsGroupChangePolicy": "Always",
+                                       "seccompProfile": {"type": "Localhost",
+                                                          "localhostProfile": "vllm.json"}},
+                "securityContext": {"privileged": True, "allowPrivilegeEscalation": True,
+                                    "capabilities": {"add": ["IPC_LOCK"], "drop": ["ALL"]}},
+                "volumes": [DATA_VOLUME, {"name": "weights", "nfs": {"server": "s", "path": "/w"}}],
+                "volumeMounts": [{"name": "weights", "mountPath": "/models", "readOnly": True},
+                                 {"name": "data", "mountPath": "/home/vllm/.cache/x",
+                                  "subPath": "a/b", "mountPropagation": "HostToContainer"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                               "whenUnsatisfiable": "DoNotSchedule",
+                                               "minDomains": 2}],
+            },
+        )
+    )  # fmt: skip

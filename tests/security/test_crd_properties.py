@@ -3,7 +3,9 @@ exception: property-based tests over VLLMDeployments and LoraAdapters generated 
 own openAPIV3Schema (hypothesis-jsonschema), kept to what the API server would admit (`admit()`:
 defaults, schema, CEL rules), then parsed and built by the operator. Every object built must be
 valid Kubernetes: its schema (kubernetes_validate) and what a schema cannot say, the syntax of
-names, labels and annotation keys (the API server's ObjectMeta validation).
+names, labels and annotation keys (the API server's ObjectMeta validation); and its pods must
+pass Pod Security's "restricted" profile unless the spec relaxes the security defaults
+(vllm_testkit.pod_security).
 
 Before the fix, `nvidia.com/gpu: "²"` passed the CRD and `str.isdigit()`, then `int()` raised
 ValueError; names like `a-` or `Model` were admitted and built Services no API server takes.
@@ -11,16 +13,18 @@ ValueError; names like `a-` or `Model` were admitted and built Services no API s
 The schema is OpenAPI v3.0 with Kubernetes extensions; for generation: `x-kubernetes-*` keys are
 dropped (int-or-string is spelled out with anyOf in our CRDs); objects with declared properties
 get no others (the API server prunes unknown fields); `x-kubernetes-preserve-unknown-fields`
-objects (env, tolerations, affinity, NetworkPolicy peers: Kubernetes' own types, passed to the
-children as they are and checked by the API server there) get only their declared fields. A few
+objects (env, tolerations, affinity, NetworkPolicy peers, volumes, topology spread constraints
+and their label selectors: Kubernetes' own types, passed to the children as they are and checked
+by the API server there) get only their declared fields. A few
 fields get hints besides their schema (URIs that pass the CEL rules, digits from other scripts in
 GPU quantities, managed flags in extraArgs, boundary report intervals, names of every shape), so
-that the rules are exercised in 150 examples rather than filtered away; GPU counts get a property
-of their own (the broad one meets `resources` in few of its examples).
+that the rules are exercised in 150 examples rather than filtered away; GPU counts and the pods'
+security, volumes and placement get properties of their own (the broad one meets them in few of
+its admitted examples).
 
 Hypothesis runs derandomized (the same examples every run, from the test's name) without an
 example database (.hypothesis/ keeps only Hypothesis' caches, git-ignored), 150 examples per
-property, no deadline: about 15 s for this module.
+property, no deadline: about 45 s for this module.
 """
 
 from __future__ import annotations
@@ -45,8 +49,15 @@ from vllm_operator.model.adapters import (
 )
 from vllm_operator.model.builders import build_all
 from vllm_operator.model.schema import openapi_schema
-from vllm_operator.model.spec import InvalidSpec, parse_deployment
+from vllm_operator.model.spec import (
+    MODEL_MOUNT_PATH,
+    OWN_MOUNT_PATHS,
+    OWN_VOLUMES,
+    InvalidSpec,
+    parse_deployment,
+)
 from vllm_testkit.admission import admit
+from vllm_testkit.pod_security import violations
 from vllm_testkit.samples import GOOD, IMAGES
 
 KUBERNETES_VERSION = "1.34"
@@ -158,14 +169,50 @@ _HINTS: dict[tuple[str, ...], tuple[int, st.SearchStrategy[Any], int]] = {
         st.sampled_from(["0", "0.0", "00", "86400", "86399.99", "0.001", "100000"]),
         1,
     ),
+    # The pods' volumes: the operator's names and paths (and those above them), paths with `.`
+    # components, mounts of volumes that exist and of ones that do not, users that are root.
+    ("volumes", "[]", "name"): (3, st.sampled_from([*OWN_VOLUMES, "data", "weights"]), 1),
+    ("volumeMounts", "[]", "mountPath"): (
+        1,
+        _either(
+            (1, st.sampled_from([*OWN_MOUNT_PATHS, MODEL_MOUNT_PATH, "/home/vllm/x"])),
+            (4, st.from_regex(r"(/[a-z]{1,4}){1,3}", fullmatch=True)),
+        ),
+        3,
+    ),
+    ("volumeMounts", "[]", "subPath"): (
+        3,
+        st.from_regex(r"[a-z.]{1,3}(/[a-z]{1,3})?", fullmatch=True),
+        1,
+    ),
+    ("podSecurityContext", "runAsUser"): (1, st.sampled_from([0, 1000, 65532]), 2),
+    ("securityContext", "runAsUser"): (1, st.sampled_from([0, 1000]), 2),
+    ("topologySpreadConstraints", "[]", "topologyKey"): (1, _LABEL_KEYS, 3),
+    # The broad property leaves these mostly empty (their rules refuse most drawn values, which
+    # would starve it of admitted objects); a property of their own draws them (_pod_deployments).
+    **{
+        (field,): (
+            1,
+            st.just([] if field in ("volumeMounts", "topologySpreadConstraints") else {}),
+            3,
+        )
+        for field in (
+            "podSecurityContext",
+            "securityContext",
+            "volumeMounts",
+            "topologySpreadConstraints",
+        )
+    },
 }
 
 
-def _from_crd_schema(schema: dict[str, Any], path: tuple[str, ...]) -> st.SearchStrategy[Any]:
+def _from_crd_schema(
+    schema: dict[str, Any], path: tuple[str, ...], hinted: bool = True
+) -> st.SearchStrategy[Any]:
     """`from_schema`, but objects with declared properties as fixed dictionaries of their
     properties' strategies (built once: hypothesis-jsonschema rebuilds an object's property
     strategies on every draw, a tenth of a second for a VLLMDeployment), lists of them too,
-    and the hints mixed in."""
+    and the hints mixed in (not `path`'s own with `hinted=False`)."""
     if schema.get("type") == "object" and schema.get("properties"):
         required = set(schema.get("required", ()))
         fields = {k: _from_crd_schema(v, (*path, k)) for k, v in schema["properties"].items()}
@@ -193,7 +240,7 @@ def _from_crd_schema(schema: dict[str, Any], path: tuple[str, ...]) -> st.Search
             strategy = st.lists(items, **size)
     else:
         strategy = from_schema(schema)
-    if path in _HINTS:
+    if hinted and path in _HINTS:
         own, hint, weight = _HINTS[path]
         strategy = _either((own, strategy), (weight, hint))
     return strategy
@@ -335,6 +382,21 @@ def assert_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
+# Fields with which a spec may leave Pod Security's "restricted" profile (its author's choice,
+# which the namespace's admission judges): the security overrides. Generated volumes have no
+# source (the module's doc), so they are the emptyDirs the API server makes of them.
+RELAXING = ("podSecurityContext", "securityContext")
+
+
+def assert_restricted_unless_relaxed(body: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """Pods of a spec that does not relax the defaults pass the "restricted" profile."""
+    if any(field in body["spec"] for field in RELAXING):
+        return
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            assert violations(obj) == [], body["spec"]
+
+
 # --- the properties -----------------------------------------------------------------------------
 
 
@@ -355,6 +417,7 @@ def test_any_admitted_vllmdeployment_builds_valid_objects_or_is_an_invalid_spec(
     objects = build_or_refuse(body)
     if objects is not None:
         assert_valid_kubernetes(objects)
+        assert_restricted_unless_relaxed(body, objects)
 
 
 @st.composite
@@ -380,6 +443,44 @@ def test_any_admitted_gpu_count_builds_valid_objects_or_is_an_invalid_spec(body)
     objects = build_or_refuse(body)
     if objects is not None:
         assert_valid_kubernetes(objects)
+        assert_restricted_unless_relaxed(body, objects)
+
+
+# The fields of the pods' security, volumes and placement (the broad property meets them in few
+# admitted examples: most of its objects are refused for another field).
+POD_FIELDS = (
+    "podSecurityContext", "securityContext", "shmSize", "volumes", "volumeMounts",
+    "topologySpreadConstraints", "schedulerName",
+)  # fmt: skip
+
+
+@st.composite
+def _pod_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    """A good VLLMDeployment with the pod fields drawn from the CRD's schema (and the hints)."""
+    body = copy.deepcopy(GOOD[draw(st.sampled_from(sorted(GOOD)))])
+    fields = _spec_schema("VLLMDeployment")["properties"]
+    for field in POD_FIELDS:
+        if draw(st.booleans()):
+            body["spec"][field] = draw(_from_crd_schema(fields[field], (field,), hinted=False))
+    # Mostly mounts of volumes there are (the rules' other side: names of none).
+    mounts = body["spec"].get("volumeMounts") or ()
+    if mounts and draw(st.integers(0, 7)):
+        volumes = body["spec"].setdefault("volumes", [])
+        if not volumes:
+            volumes.append({"name": "data"})
+        for mount in mounts:
+            mount["name"] = draw(st.sampled_from([volume["name"] for volume in volumes]))
+    return body
+
+
+@PROPERTY
+@given(_pod_deployments())
+def test_any_admitted_pod_setting_builds_valid_objects_or_is_an_invalid_spec(body):
+    assume(admit("VLLMDeployment", body) == [])
+    objects = build_or_refuse(body)
+    if objects is not None:
+        assert_valid_kubernetes(objects)
+        assert_restricted_unless_relaxed(body, objects)
 
 
 def _deployments_for_adapters() -> list[dict[str, Any] | None]:

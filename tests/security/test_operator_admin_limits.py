@@ -63,6 +63,25 @@ MALFORMED = {
 }
 
 
+# A starting server's /ready, as vllm-ext-serve writes it.
+STARTING = {
+    "ready": False, "phase": "loading_model", "instance_id": "abc", "model": "m",
+    "uptime_seconds": 840.5, "startup_seconds": {"starting": 0.1, "importing": 9.0,
+                                                 "loading_model": 831.4},
+}  # fmt: skip
+BAD_READY = {
+    "a list": [STARTING],
+    "no phase": {k: v for k, v in STARTING.items() if k != "phase"},
+    "a numeric phase": STARTING | {"phase": 3},
+    "a long phase": STARTING | {"phase": "p" * 65},
+    "a negative uptime": STARTING | {"uptime_seconds": -1},
+    "a boolean uptime": STARTING | {"uptime_seconds": True},
+    "a string time in phase": STARTING | {"startup_seconds": {"loading_model": "long"}},
+    "a huge time in phase": STARTING | {"startup_seconds": {"loading_model": 1e300}},
+    "phases not an object": STARTING | {"startup_seconds": [1, 2]},
+}
+
+
 @dataclass
 class HostilePod:
     """What the server sent on its streaming routes, and whether those handlers are done."""
@@ -152,6 +171,19 @@ async def hostile() -> AsyncIterator[tuple[str, HostilePod]]:
             return _json({"error": {"message": "x" * (200 << 10), "code": 400}}, status=400)
         return _json({"error": {"message": "refused", "code": 400}}, status=400)
 
+    async def ready(request: web.Request) -> web.StreamResponse:
+        case = request.match_info["case"]
+        if case == "good":
+            return _json(STARTING, status=503)
+        if case == "declared":
+            return await pod.stream(request, status=503, declared=True)
+        if case == "streamed":
+            return await pod.stream(request, status=503, declared=False)
+        if case == "redirect":
+            raise web.HTTPTemporaryRedirect(str(request.url).replace("/redirect/", "/good/"))
+        return _json(BAD_READY[case], status=503)
+
+    app.router.add_get("/{case}/ready", ready)
     app.router.add_get("/{case}/v1/models", models)
     app.router.add_post("/{case}/v1/load_lora_adapter", load)
     server = TestServer(app)
@@ -253,3 +285,32 @@ async def test_a_short_error_message_is_kept_as_is(hostile, client):
     base, _ = hostile
     result = await client.load(f"{base}/refused", "sql", "/a", inplace=False, audience=AUDIENCE)
     assert (result.ok, result.message) == (False, "400: refused")
+
+
+# --- /ready of a starting server (the VLLMDeployment's progress) ----------------------------
+
+
+async def test_a_starting_servers_ready_body_is_read_for_its_phase(hostile, client):
+    base, _ = hostile
+    report = await client.startup(f"{base}/good")
+    assert (report.phase, report.phase_seconds, report.uptime_seconds) == (
+        "loading_model", 831.4, 840.5,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_READY))
+async def test_a_ready_body_of_another_shape_is_no_report(hostile, client, case):
+    base, _ = hostile
+    assert await client.startup(f"{base}/{case}") is None
+
+
+@pytest.mark.parametrize("case", ["declared", "streamed"])
+async def test_a_huge_ready_body_is_not_read(hostile, client, case):
+    base, pod = hostile
+    assert await client.startup(f"{base}/{case}") is None
+    assert await pod.finished() < IN_FLIGHT
+
+
+async def test_a_ready_redirect_is_not_followed(hostile, client):
+    base, _ = hostile
+    assert await client.startup(f"{base}/redirect") is None

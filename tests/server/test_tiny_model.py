@@ -35,6 +35,12 @@ def test_generation_is_deterministic(tmp_path):
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
 
 
+def test_every_file_is_readable_by_other_users(tiny_model, tiny_lora):
+    """Pods run as a non-root user of their own (the kind suite mounts these files into them)."""
+    for path in [*tiny_model.iterdir(), *tiny_lora.iterdir()]:
+        assert path.stat().st_mode & 0o004, path
+
+
 def test_lora_tensor_names_and_shapes(tiny_lora):
     tensors = load_file(str(tiny_lora / "adapter_model.safetensors"))
     prefix = "base_model.model.model.layers.0.self_attn"

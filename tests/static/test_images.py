@@ -92,3 +92,20 @@ def test_server_images_are_built_on_the_supported_vllm():
     for name in ("Dockerfile", "Dockerfile.cpu"):
         (base,) = [w[1] for w in instructions(ROOT / "images/server" / name) if w[0] == "FROM"]
         assert base.endswith(f":v{SUPPORTED_VLLM}.0"), base
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+def test_server_images_run_as_the_user_the_operator_runs_pods_as(name: str):
+    """Pods run as SERVER_UID with a read-only root filesystem and $HOME on a volume: the image's
+    own user is that one, with that home (an image run by Docker alone works the same way)."""
+    from vllm_operator.model.builders import HOME_MOUNT
+    from vllm_operator.model.spec import SERVER_UID
+
+    words = instructions(ROOT / "images/server" / name)
+    (user,) = [w[1] for w in words if w[0] == "USER"]
+    assert user == f"{SERVER_UID}:{SERVER_UID}"
+    assert words[-1] == ["ENTRYPOINT", '["vllm-ext-serve"]']
+    assert words.index(["USER", user]) > max(i for i, w in enumerate(words) if w[0] == "RUN")
+    text = (ROOT / "images/server" / name).read_text()
+    assert f"--uid {SERVER_UID} --gid {SERVER_UID} --home-dir {HOME_MOUNT}" in text
+    assert ["ENV", f"HOME={HOME_MOUNT}"] in words

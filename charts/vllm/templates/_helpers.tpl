@@ -18,13 +18,20 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels of every object. */}}
-{{- define "vllm.labels" -}}
+{{/* The labels every object of the release carries, beside its name and instance. */}}
+{{- define "vllm.commonLabels" -}}
 helm.sh/chart: {{ include "vllm.chart" . }}
 app.kubernetes.io/part-of: {{ include "vllm.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels of the release's objects other than the operator's (CRs, hooks, test pods, the
+     dashboard). */}}
+{{- define "vllm.labels" -}}
+app.kubernetes.io/name: {{ include "vllm.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "vllm.commonLabels" . }}
 {{- end }}
 
 {{/* The operator's selector labels: a fixed subset of its labels. The operator's pods are
@@ -35,8 +42,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "vllm.operatorLabels" -}}
-{{ include "vllm.labels" . }}
 {{ include "vllm.operatorSelectorLabels" . }}
+{{ include "vllm.commonLabels" . }}
 app.kubernetes.io/component: operator
 {{- end }}
 

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..model.adapters import CallResult, ServerReport
+from ..model.pods import StartupReport
 from .admin_token import AdminTokens
 
 INSTANCE_HEADER = "vllm-instance-id"
@@ -26,22 +27,24 @@ PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 # vLLM's /v1/models with the base model and 256 adapters (maxLoras' maximum) is about 100 KiB.
 MAX_BODY = 1 << 20
 MAX_MESSAGE = 1024  # of a server's error message, as it goes into the LoraAdapter's status
+MAX_READY_BODY = 64 << 10  # a /ready body is about 400 bytes
+MAX_PHASE = 64
 MAX_INSTANCE = 128  # vllm-ext-serve's instance ids are 32 hex digits; they go into the status too
 _CHUNK = 64 << 10
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+async def _read_capped(response: aiohttp.ClientResponse, cap: int = MAX_BODY) -> bytes | None:
     """The body, read in chunks, or None (and the connection closed, the rest unread) as soon
-    as it, or its Content-Length, passes `MAX_BODY`. Compressed bodies are refused: inflating
+    as it, or its Content-Length, passes `cap`. Compressed bodies are refused: inflating
     them is the same attack (the session asks for identity and does not decompress)."""
     compressed = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-    if compressed or (response.content_length or 0) > MAX_BODY:
+    if compressed or (response.content_length or 0) > cap:
         response.close()
         return None
     chunks, size = [], 0
     async for chunk in response.content.iter_chunked(_CHUNK):
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > cap:
             response.close()
             return None
         chunks.append(chunk)
@@ -69,6 +72,36 @@ def _adapters(raw: bytes) -> dict[str, str] | None:
         if parent:  # adapters name their base model; the base model does not
             adapters[model["id"]] = root or ""
     return adapters
+
+
+def _startup_report(raw: bytes) -> StartupReport | None:
+    """A `/ready` body of vllm-ext-serve: `phase`, `uptime_seconds`, `startup_seconds` (seconds
+    per phase so far, the current one included), `error` once it died; None if not that shape."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    phase, uptime = body.get("phase"), body.get("uptime_seconds")
+    phases, error = body.get("startup_seconds") or {}, body.get("error")
+    if not isinstance(phase, str) or not 0 < len(phase) <= MAX_PHASE:
+        return None
+    if not _seconds(uptime) or not isinstance(phases, dict):
+        return None
+    in_phase = phases.get(phase, 0)
+    if not _seconds(in_phase):
+        return None
+    error = _cut(error) if isinstance(error, str) else None
+    return StartupReport(phase, float(in_phase), float(uptime), error)
+
+
+def _seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 <= value < 10 * 365 * 86400
+    )
 
 
 def _message(raw: bytes | None) -> str:
@@ -131,6 +164,20 @@ class VLLMAdminClient:
         if adapters is None or len(instance) > MAX_INSTANCE:
             return None
         return ServerReport(instance, adapters)
+
+    async def startup(self, url: str) -> StartupReport | None:
+        """How far a starting server is, from `/ready` on its API port (no credential: the
+        early server answers it from the first second), or None if it does not answer that."""
+        try:
+            async with self._session.get(
+                f"{url}/ready", timeout=PROBE_TIMEOUT, allow_redirects=False
+            ) as response:
+                if response.status not in (200, 503):
+                    return None
+                raw = await _read_capped(response, MAX_READY_BODY)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return None if raw is None else _startup_report(raw)
 
     async def load(
         self, url: str, name: str, path: str, *, inplace: bool, audience: str

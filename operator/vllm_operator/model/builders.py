@@ -10,7 +10,7 @@ from copy import deepcopy
 from typing import Any
 
 from .. import API_VERSION, GROUP, MANAGER
-from .spec import CPU, DeploymentSpec
+from .spec import CPU, NO_PROGRESS_DEADLINE, PROGRESS_DEADLINE_MARGIN, DeploymentSpec
 
 ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-serving pods
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
@@ -20,6 +20,18 @@ ADMIN_PORT_NAME = "admin"  # the container port the operator calls (LoRA routes,
 
 MODEL_MOUNT = "/models"
 CACHE_MOUNT = "/cache"
+# The root filesystem is read-only: vLLM and its libraries write their caches and settings under
+# $HOME (~/.cache/vllm, ~/.triton, ~/.config/vllm, ...) and temporary files, IPC sockets and
+# torch's compiled kernels under /tmp, each a volume of the pod.
+HOME_MOUNT = "/home/vllm"
+TMP_MOUNT = "/tmp"
+SHM_MOUNT = "/dev/shm"
+# Requests of cpu and memory where spec.resources gives neither a request nor a limit (a limit
+# alone is the request too), so that no pod is BestEffort (evicted first, no CPU share of its
+# own): per GPU, what a node with one GPU has to spare (most have 4 or more CPUs and 16 GiB); on
+# CPU, a small model's.
+GPU_REQUESTS_PER_GPU = {"cpu": 2, "memory": 8}  # CPUs and GiB per GPU
+CPU_REQUESTS = {"cpu": "2", "memory": "4Gi"}
 # Seconds between SIGTERM's preStop and the server's own drain: endpoints stop sending traffic.
 PRESTOP_SLEEP = 5
 
@@ -120,6 +132,7 @@ def server_args(spec: DeploymentSpec, admin_public_key: str | None = None) -> li
 
 def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": HOME_MOUNT},
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
     ]
@@ -133,8 +146,18 @@ def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
     return env + [dict(e) for e in spec.env]
 
 
+def default_requests(spec: DeploymentSpec) -> dict[str, str]:
+    if spec.accelerator == CPU:
+        return dict(CPU_REQUESTS)
+    per_gpu = GPU_REQUESTS_PER_GPU
+    return {"cpu": str(per_gpu["cpu"] * spec.gpus), "memory": f"{per_gpu['memory'] * spec.gpus}Gi"}
+
+
 def _resources(spec: DeploymentSpec) -> dict[str, Any]:
     requests, limits = dict(spec.requests), dict(spec.limits)
+    for name, value in default_requests(spec).items():
+        if name not in requests and name not in limits:
+            requests[name] = value
     if spec.accelerator != CPU and spec.gpus:
         # Extended resources: a limit (and an equal request, which Kubernetes requires).
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.gpus)
@@ -149,21 +172,34 @@ def _resources(spec: DeploymentSpec) -> dict[str, Any]:
 def _volumes(spec: DeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
         # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is
-        # far too small.
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        # far too small. What it holds is memory of the container, within its limit.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
     ]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": SHM_MOUNT}]
     if spec.model_cache.enabled:
         claim = {"claimName": model_cache_claim_name(spec)}
         volumes.append({"name": "cache", "persistentVolumeClaim": claim})
     else:
         volumes.append({"name": "cache", "emptyDir": {}})
     mounts.append({"name": "cache", "mountPath": CACHE_MOUNT})
+    for name, path in (("tmp", TMP_MOUNT), ("home", HOME_MOUNT)):
+        volumes.append({"name": name, "emptyDir": {}})
+        mounts.append({"name": name, "mountPath": path})
     if spec.model.claim:
         claim = {"claimName": spec.model.claim, "readOnly": True}
         volumes.append({"name": "model", "persistentVolumeClaim": claim})
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    volumes += deepcopy([dict(v) for v in spec.volumes])
+    mounts += deepcopy([dict(m) for m in spec.volume_mounts])
     return volumes, mounts
+
+
+def _topology_spread(spec: DeploymentSpec) -> list[dict[str, Any]] | None:
+    """The constraints as given; one without labelSelector counts this deployment's pods."""
+    constraints = deepcopy([dict(c) for c in spec.topology_spread])
+    for constraint in constraints:
+        constraint.setdefault("labelSelector", {"matchLabels": selector_labels(spec.name)})
+    return constraints or None
 
 
 def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
@@ -206,6 +242,7 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
         },
         # Let the endpoints controller take the pod out before vLLM starts draining.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP}}},
+        "securityContext": deepcopy(dict(spec.security_context)),
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
@@ -214,6 +251,9 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
         "volumes": volumes,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+        "securityContext": deepcopy(dict(spec.pod_security_context)),
+        # The server never calls the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
     }
     if spec.lora.enabled:
         pod_spec["readinessGates"] = [{"conditionType": ADAPTERS_LOADED}]
@@ -224,6 +264,8 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
         "runtimeClassName": spec.runtime_class,
         "priorityClassName": spec.priority_class,
         "imagePullSecrets": [{"name": n} for n in spec.image_pull_secrets] or None,
+        "topologySpreadConstraints": _topology_spread(spec),
+        "schedulerName": spec.scheduler_name,
     }
     pod_spec |= {k: v for k, v in optional.items() if v is not None}
     template_meta: dict[str, Any] = {"labels": pod_labels(spec)}
@@ -237,9 +279,26 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(spec.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": spec.rollout.max_surge,
+                    "maxUnavailable": spec.rollout.max_unavailable,
+                },
+            },
+            "progressDeadlineSeconds": progress_deadline(spec),
             "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
+
+
+def progress_deadline(spec: DeploymentSpec) -> int:
+    """The Deployment's progressDeadlineSeconds: Kubernetes' "no progress" verdict comes well
+    after the operator's own (`spec.startupTimeout`, read off the servers), or never: without a
+    startup timeout a load of hours is progress, which the servers' `/ready` tells."""
+    if spec.startup_timeout_seconds is None:
+        return NO_PROGRESS_DEADLINE
+    return min(NO_PROGRESS_DEADLINE, spec.startup_timeout_seconds + PROGRESS_DEADLINE_MARGIN)
 
 
 def build_service(spec: DeploymentSpec) -> dict[str, Any]:

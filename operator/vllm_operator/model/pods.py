@@ -4,6 +4,7 @@ whether the kubelet can start it at all."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .builders import ADMIN_PORT_NAME
@@ -57,11 +58,86 @@ def config_error(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def config_errors(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Pod name -> the kubelet's message, for the pods it cannot start from their
-    configuration."""
-    found = {pod["metadata"]["name"]: config_error(pod) for pod in pods}
-    return {name: message for name, message in found.items() if message is not None}
+# What else keeps a pod from serving, as the kubelet and the scheduler say it.
+CRASH_LOOP = "CrashLoopBackOff"
+IMAGE_PULL = "ImagePullBackOff"
+_IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", IMAGE_PULL, "InvalidImageName", "ErrImageNeverPull"}
+)
+UNSCHEDULABLE = "Unschedulable"
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """Why a pod cannot serve, beyond waiting: `kind` is CONFIG_ERROR, IMAGE_PULL, CRASH_LOOP or
+    UNSCHEDULABLE; `message` is the kubelet's or the scheduler's words."""
+
+    kind: str
+    message: str
+
+
+def _crash_loop(container: Mapping[str, Any]) -> str:
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    restarts = container.get("restartCount", 0)
+    exit_code = last.get("exitCode")
+    how = last.get("reason") or "exited"
+    if exit_code is not None:
+        how += f" with code {exit_code}"
+    return f"container {container.get('name', '?')} {how}, restarted {restarts} times"
+
+
+def trouble(pod: Mapping[str, Any]) -> Trouble | None:
+    """What keeps `pod` from ever serving without a change (a missing Secret, an image that
+    cannot be pulled, a server that keeps exiting, no node that fits), or None: it runs, starts,
+    or waits its turn (being created, pulled, scheduled), or is going away."""
+    if deleting(pod):
+        return None
+    if (message := config_error(pod)) is not None:
+        return Trouble(CONFIG_ERROR, message)
+    status = pod.get("status") or {}
+    containers = [
+        *(status.get("initContainerStatuses") or ()),
+        *(status.get("containerStatuses") or ()),
+    ]
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+            return Trouble(IMAGE_PULL, str(waiting.get("message") or waiting["reason"]))
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == CRASH_LOOP:
+            return Trouble(CRASH_LOOP, _crash_loop(container))
+    for condition in status.get("conditions") or ():
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == UNSCHEDULABLE
+        ):
+            return Trouble(UNSCHEDULABLE, str(condition.get("message") or UNSCHEDULABLE))
+    return None
+
+
+def troubles(pods: Sequence[Mapping[str, Any]]) -> dict[str, Trouble]:
+    """Pod name -> its trouble, for the pods that have one."""
+    found = {pod["metadata"]["name"]: trouble(pod) for pod in pods}
+    return {name: t for name, t in found.items() if t is not None}
+
+
+@dataclass(frozen=True)
+class StartupReport:
+    """A starting server's `/ready` body, as far as the status needs it."""
+
+    phase: str  # vllm-ext-serve's: starting, importing, loading_model, ..., dead
+    phase_seconds: float  # in the current phase
+    uptime_seconds: float
+    error: str | None = None  # why the server died (phase "dead")
+
+
+def starting(pod: Mapping[str, Any]) -> bool:
+    """Whether `pod` runs but does not serve yet (its server loads, or died): the pods whose
+    `/ready` says how far they are."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase == "Running" and not deleting(pod) and not containers_ready(pod)
 
 
 def containers_ready(pod: Mapping[str, Any]) -> bool:

@@ -7,6 +7,7 @@ that did not apply them) and checks what the schema cannot express.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -165,6 +166,73 @@ class ModelCache:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """The Deployment's rolling update: how many pods above `replicas` (`max_surge`) and below
+    it (`max_unavailable`) an update may make, each a count or a percentage."""
+
+    max_surge: int | str
+    max_unavailable: int | str
+
+
+# Rolling updates that need no spare accelerator: a GPU pod is replaced in place (one down, none
+# added), as a full node cannot schedule a surge pod; a CPU pod surges (a quarter more), none
+# down, so the update costs no capacity.
+GPU_ROLLOUT = Rollout(max_surge=0, max_unavailable=1)
+CPU_ROLLOUT = Rollout(max_surge="25%", max_unavailable=0)
+PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
+_PERCENT = re.compile(PERCENT_PATTERN)
+# spec.startupTimeout: hours, minutes and seconds, each present at most once and above 0
+# (`2h`, `90m`, `1h30m`, `45s`); the CRD holds the same pattern.
+DURATION_PATTERN = r"^([1-9][0-9]{0,4}h)?([1-9][0-9]{0,5}m)?([1-9][0-9]{0,6}s)?$"
+_DURATION = re.compile(DURATION_PATTERN)
+# The Deployment's progressDeadlineSeconds: Kubernetes' own "no progress" verdict must never
+# come before ours (a load of hours is progress): far after spec.startupTimeout, or never.
+PROGRESS_DEADLINE_MARGIN = 600
+NO_PROGRESS_DEADLINE = 2**31 - 1  # the field is an int32
+
+
+def _is_zero(value: int | str) -> bool:
+    return str(value) in ("0", "0%")
+
+
+def _step(field: str, value: Any) -> int | str:
+    """A count or percentage of pods, as Kubernetes' intstr takes it."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidSpec(f"{field} must be a count or a percentage, not {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise InvalidSpec(f"{field} must not be negative: {value}")
+    if isinstance(value, str) and not _PERCENT.fullmatch(value):
+        raise InvalidSpec(f"{field} must be a count or a percentage from 0% to 100%: {value!r}")
+    return value
+
+
+def _rollout(given: Mapping[str, Any], accelerator: str) -> Rollout:
+    default = CPU_ROLLOUT if accelerator == CPU else GPU_ROLLOUT
+    surge = _step("rollout.maxSurge", given.get("maxSurge", default.max_surge))
+    unavailable = _step(
+        "rollout.maxUnavailable", given.get("maxUnavailable", default.max_unavailable)
+    )
+    if _is_zero(surge) and _is_zero(unavailable):
+        raise InvalidSpec(
+            "rollout.maxSurge and rollout.maxUnavailable cannot both be 0, or no pod could be "
+            f"replaced (with accelerator {accelerator}, maxSurge defaults to "
+            f"{default.max_surge} and maxUnavailable to {default.max_unavailable})"
+        )
+    return Rollout(surge, unavailable)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in `2h`, `90m`, `1h30m`, `45s` (DURATION_PATTERN); InvalidSpec otherwise."""
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise InvalidSpec(
+            f"startupTimeout {text!r} is not a duration such as 2h, 90m, 1h30m or 45s"
+        )
+    hours, minutes, seconds = (int(g[:-1]) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass(frozen=True)
 class Monitoring:
     service_monitor: bool
     pod_monitor: bool
@@ -208,11 +276,22 @@ class DeploymentSpec:
     termination_grace_seconds: int
     pdb_enabled: bool
     pdb_max_unavailable: int | str
+    rollout: Rollout
+    startup_timeout_seconds: int | None  # a replica starting for longer is Degraded
     monitoring: Monitoring
     network_policy_enabled: bool
     network_policy_from: tuple[Mapping[str, Any], ...]
     network_policy_metrics_from: tuple[Mapping[str, Any], ...]
     inference_pool: str | None
+    # The pod's and the server container's securityContext: spec.podSecurityContext and
+    # spec.securityContext merged over POD_SECURITY_CONTEXT and CONTAINER_SECURITY_CONTEXT.
+    pod_security_context: Mapping[str, Any]
+    security_context: Mapping[str, Any]
+    shm_size: str  # the sizeLimit of /dev/shm (memory)
+    volumes: tuple[Mapping[str, Any], ...]  # extra volumes and the server's mounts of them
+    volume_mounts: tuple[Mapping[str, Any], ...]
+    topology_spread: tuple[Mapping[str, Any], ...]
+    scheduler_name: str | None
 
 
 def quantity(value: Any) -> str:
@@ -279,6 +358,144 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
         _check_labels("inferencePool.name", {"inference.networking.k8s.io/pool": pool})
 
 
+# --- the pods: security, volumes, placement -------------------------------------------------------
+
+# The server images' own non-root user (images/server/Dockerfile*), whose UID and GID the pods
+# run as unless spec.podSecurityContext says otherwise: above 10000, so no user of a host.
+SERVER_UID = 65532
+# What spec.podSecurityContext and spec.securityContext are merged over, field by field (a field
+# given replaces the default's whole value): Pod Security's "restricted" profile, a read-only
+# root filesystem (the builders mount writable volumes where vLLM writes), volumes writable by
+# the pods' group (fsGroup), changed only when a volume's root has another group (a large model
+# cache is not walked at every start).
+POD_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": SERVER_UID,
+    "runAsGroup": SERVER_UID,
+    "fsGroup": SERVER_UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
+# The pods' own volumes and mount paths (builders.py), which spec.volumes and spec.volumeMounts
+# must leave alone: a second volume of one of these names is refused by the API server, a mount
+# at one of these paths or above one (/dev hides the devices) breaks the server. /models holds
+# the model's claim, so it is the operator's only for pvc:// models. The CRD's rules hold the
+# same lists (tests keep them equal).
+OWN_VOLUMES = ("dshm", "cache", "model", "tmp", "home")
+OWN_MOUNT_PATHS = ("/dev", "/dev/shm", "/cache", "/tmp", "/home", "/home/vllm")
+MODEL_MOUNT_PATH = "/models"
+# Absolute mount paths and relative sub-paths (and localhost profiles) without `.` or `..`
+# components (those would reach the paths above, or out of the volume).
+PATH_PART = "[-A-Za-z0-9_.@+~,=]+"
+MOUNT_PATH_PATTERN = f"^(/{PATH_PART})+$"
+RELATIVE_PATH_PATTERN = f"^{PATH_PART}(/{PATH_PART})*$"
+_MOUNT_PATH = re.compile(MOUNT_PATH_PATTERN)
+_RELATIVE_PATH = re.compile(RELATIVE_PATH_PATTERN)
+
+
+def _dots(path: str) -> bool:
+    return any(part in (".", "..") for part in path.split("/"))
+
+
+def _security_context(
+    field: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`given` over `defaults`, field by field; the CRD's rules on profiles, again."""
+    merged = {**copy.deepcopy(dict(defaults)), **copy.deepcopy(dict(given or {}))}
+    for key in ("seccompProfile", "appArmorProfile"):
+        profile = merged.get(key)
+        if profile is None:
+            continue
+        local = profile.get("localhostProfile")
+        if (profile.get("type") == "Localhost") != (local is not None):
+            raise InvalidSpec(
+                f"{field}.{key}: localhostProfile goes with type Localhost, and only with it"
+            )
+        if local is not None and (not _RELATIVE_PATH.fullmatch(local) or _dots(local)):
+            raise InvalidSpec(
+                f"{field}.{key}.localhostProfile {local!r} must be a relative path without '.' "
+                "or '..'"
+            )
+    return merged
+
+
+def _check_security(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
+    """What the API server or the kubelet would refuse of the merged security contexts."""
+    if container.get("privileged") and container.get("allowPrivilegeEscalation") is not True:
+        raise InvalidSpec(
+            "securityContext.privileged needs allowPrivilegeEscalation: true (it defaults to false)"
+        )
+    non_root = container.get("runAsNonRoot", pod.get("runAsNonRoot"))
+    if non_root and container.get("runAsUser", pod.get("runAsUser")) == 0:
+        raise InvalidSpec(
+            "runAsUser 0 is root, which runAsNonRoot (true by default) refuses: set "
+            "runAsNonRoot to false too"
+        )
+
+
+def _check_volumes(
+    volumes: tuple[Mapping[str, Any], ...],
+    mounts: tuple[Mapping[str, Any], ...],
+    model_claim: str | None,
+) -> None:
+    names = [volume["name"] for volume in volumes]
+    for name in names:
+        if name in OWN_VOLUMES:
+            raise InvalidSpec(
+                f"volumes: {name!r} is the name of one of the operator's volumes "
+                f"({', '.join(OWN_VOLUMES)})"
+            )
+        if names.count(name) > 1:
+            raise InvalidSpec(f"volumes: two volumes are named {name!r}")
+    reserved = OWN_MOUNT_PATHS + ((MODEL_MOUNT_PATH,) if model_claim else ())
+    paths = [mount["mountPath"] for mount in mounts]
+    for mount in mounts:
+        path, sub = mount["mountPath"], mount.get("subPath")
+        if not _MOUNT_PATH.fullmatch(path) or _dots(path):
+            raise InvalidSpec(
+                f"volumeMounts: mountPath {path!r} must be an absolute path without '.' or '..'"
+            )
+        if path in reserved:
+            raise InvalidSpec(
+                f"volumeMounts: mountPath {path} is the operator's (or above one of its mounts: "
+                f"{', '.join(reserved)})"
+            )
+        if paths.count(path) > 1:
+            raise InvalidSpec(f"volumeMounts: two mounts at {path}")
+        if mount["name"] not in names:
+            raise InvalidSpec(f"volumeMounts: {mount['name']!r} names no volume of spec.volumes")
+        if sub is not None and (not _RELATIVE_PATH.fullmatch(sub) or _dots(sub)):
+            raise InvalidSpec(
+                f"volumeMounts: subPath {sub!r} must be a relative path without '.' or '..'"
+            )
+
+
+def _topology_spread(constraints: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    seen: set[tuple[str, str]] = set()
+    for constraint in constraints:
+        key, when = constraint["topologyKey"], constraint["whenUnsatisfiable"]
+        if (error := _label_key_error(key)) is not None:
+            raise InvalidSpec(
+                f"topologySpreadConstraints: topologyKey {key!r} is not a label key: {error}"
+            )
+        if (key, when) in seen:
+            raise InvalidSpec(
+                f"topologySpreadConstraints: two constraints of topologyKey {key} and "
+                f"whenUnsatisfiable {when}"
+            )
+        seen.add((key, when))
+        if "minDomains" in constraint and when != "DoNotSchedule":
+            raise InvalidSpec(
+                "topologySpreadConstraints: minDomains goes with whenUnsatisfiable DoNotSchedule"
+            )
+    return tuple(copy.deepcopy(dict(c)) for c in constraints)
+
+
 def _whole_number(value: str) -> int:
     """A GPU count: ASCII digits only (`str.isdigit` takes "²", which `int` refuses)."""
     if not (value.isascii() and value.isdecimal()):
@@ -325,6 +542,16 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
             f"engine.tensorParallelSize {parallel} exceeds the {gpus} GPUs per replica"
         )
     _check(meta["name"], spec)
+    pod_security = _security_context(
+        "podSecurityContext", spec.get("podSecurityContext"), POD_SECURITY_CONTEXT
+    )
+    security = _security_context(
+        "securityContext", spec.get("securityContext"), CONTAINER_SECURITY_CONTEXT
+    )
+    _check_security(pod_security, security)
+    volumes = tuple(copy.deepcopy(dict(v)) for v in spec.get("volumes") or ())
+    mounts = tuple(copy.deepcopy(dict(m)) for m in spec.get("volumeMounts") or ())
+    _check_volumes(volumes, mounts, ModelSource(uri, "", None).claim)
     ports = [spec["port"], spec["adminPort"], (spec.get("orca") or {}).get("grpcPort")]
     if len(set(ports)) < len(ports):
         raise InvalidSpec(f"port, adminPort and orca.grpcPort must differ: {ports}")
@@ -332,6 +559,8 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
     monitoring, pdb = spec["monitoring"], spec["podDisruptionBudget"]
     network = spec["networkPolicy"]
     grace = spec["terminationGracePeriodSeconds"]
+    rollout = _rollout(spec.get("rollout") or {}, accelerator)
+    timeout = spec.get("startupTimeout")
     return DeploymentSpec(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -387,7 +616,13 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         priority_class=spec.get("priorityClassName"),
         termination_grace_seconds=grace,
         pdb_enabled=pdb["enabled"],
-        pdb_max_unavailable=pdb.get("maxUnavailable", 1),
+        # As many pods as a rollout takes down at once may be evicted at once (at least one).
+        pdb_max_unavailable=pdb.get(
+            "maxUnavailable",
+            1 if _is_zero(rollout.max_unavailable) else rollout.max_unavailable,
+        ),
+        rollout=rollout,
+        startup_timeout_seconds=duration_seconds(timeout) if timeout is not None else None,
         monitoring=Monitoring(
             service_monitor=monitoring["serviceMonitor"],
             pod_monitor=monitoring["podMonitor"],
@@ -398,4 +633,11 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         network_policy_from=tuple(network.get("from") or ()),
         network_policy_metrics_from=tuple(network.get("metricsFrom") or ()),
         inference_pool=(spec.get("inferencePool") or {}).get("name"),
+        pod_security_context=pod_security,
+        security_context=security,
+        shm_size=spec["shmSize"],
+        volumes=volumes,
+        volume_mounts=mounts,
+        topology_spread=_topology_spread(spec.get("topologySpreadConstraints") or ()),
+        scheduler_name=spec.get("schedulerName"),
     )

@@ -11,7 +11,16 @@ from typing import Any
 from . import reasons
 from .adapters import AdapterSpec, CallResult, ServerReport
 from .builders import ADAPTERS_LOADED
-from .pods import containers_ready, deleting
+from .pods import (
+    CONFIG_ERROR,
+    CRASH_LOOP,
+    IMAGE_PULL,
+    UNSCHEDULABLE,
+    StartupReport,
+    Trouble,
+    containers_ready,
+    deleting,
+)
 
 NOT_LOADED_YET = "not loaded yet"  # a pod's adapter entry before its first load call
 # Bounds of the pod-config message: kubelet messages are short, but a large Deployment can have
@@ -94,10 +103,14 @@ def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[
 
 
 def deployment_conditions(
-    desired: int, deployment: Mapping[str, Any] | None, problem: Condition | None
+    desired: int,
+    deployment: Mapping[str, Any] | None,
+    problem: Condition | None,
+    starting: Condition | None = None,
 ) -> list[Condition]:
     """Available, Progressing and Degraded of a VLLMDeployment whose Deployment is `deployment`
-    (None: not created yet) and whose reconcile hit `problem` (None: applied fine)."""
+    (None: not created yet), whose reconcile hit `problem` (None: applied fine) and whose
+    starting replicas say `starting` (`startup_progress`; None: none is starting)."""
     status = (deployment or {}).get("status") or {}
     ready = status.get("readyReplicas", 0)
     updated = status.get("updatedReplicas", 0)
@@ -119,6 +132,8 @@ def deployment_conditions(
         progressing = Condition(
             "Progressing", False, reasons.PROGRESS_DEADLINE_EXCEEDED, progress.get("message", "")
         )
+    elif starting is not None:
+        progressing = starting
     elif deployment is None or ready < desired or updated < desired:
         progressing = Condition(
             "Progressing", True, reasons.ROLLING_OUT,
@@ -142,17 +157,12 @@ def deployment_conditions(
     return [available, progressing, degraded]
 
 
-def pod_config_problem(errors: Mapping[str, str]) -> Condition | None:
-    """Degraded for the pods the kubelet cannot start from their configuration (`errors`: pod
-    name -> the kubelet's message, as `pods.config_errors` reads them), or None if there are
-    none. `SecretNotFound` when every message is about a Secret (`secret "hf-token" not
-    found`, `couldn't find key token in Secret models/hf-token`), else `PodConfigError`. Pods
-    failing alike share one entry: `pods a, b, c and 2 more cannot start: MESSAGE`."""
-    if not errors:
-        return None
+def _grouped(messages: Mapping[str, str], verb: str) -> list[str]:
+    """`pods a, b, c and 2 more VERB: MESSAGE` per distinct message (pod name -> message), each
+    message on one line and cut to `KUBELET_MESSAGE_CHARS`."""
     by_message: dict[str, list[str]] = {}
-    for pod in sorted(errors):
-        message = " ".join(errors[pod].split())  # one line
+    for pod in sorted(messages):
+        message = " ".join(messages[pod].split())  # one line
         if len(message) > KUBELET_MESSAGE_CHARS:
             message = message[: KUBELET_MESSAGE_CHARS - 3] + "..."
         by_message.setdefault(message, []).append(pod)
@@ -161,13 +171,58 @@ def pod_config_problem(errors: Mapping[str, str]) -> Condition | None:
         named = ", ".join(pods[:PODS_NAMED])
         if len(pods) > PODS_NAMED:
             named += f" and {len(pods) - PODS_NAMED} more"
-        entries.append(f"{'pods' if len(pods) > 1 else 'pod'} {named} cannot start: {message}")
-    text = "; ".join(entries)
-    if len(text) > POD_CONFIG_MESSAGE_CHARS:
-        text = text[: POD_CONFIG_MESSAGE_CHARS - 3] + "..."
-    about_secrets = all(_ABOUT_A_SECRET.search(m) for m in by_message)
+        entries.append(f"{'pods' if len(pods) > 1 else 'pod'} {named} {verb}: {message}")
+    return entries
+
+
+def _cut(text: str) -> str:
+    return (
+        text
+        if len(text) <= POD_CONFIG_MESSAGE_CHARS
+        else text[: POD_CONFIG_MESSAGE_CHARS - 3] + "..."
+    )
+
+
+def pod_config_problem(errors: Mapping[str, str]) -> Condition | None:
+    """Degraded for the pods the kubelet cannot start from their configuration (`errors`: pod
+    name -> the kubelet's message, as `pods.config_error` reads them), or None if there are
+    none. `SecretNotFound` when every message is about a Secret (`secret "hf-token" not
+    found`, `couldn't find key token in Secret models/hf-token`), else `PodConfigError`. Pods
+    failing alike share one entry: `pods a, b, c and 2 more cannot start: MESSAGE`."""
+    if not errors:
+        return None
+    text = _cut("; ".join(_grouped(errors, "cannot start")))
+    about_secrets = all(_ABOUT_A_SECRET.search(m) for m in errors.values())
     reason = reasons.SECRET_NOT_FOUND if about_secrets else reasons.POD_CONFIG_ERROR
     return Condition("Degraded", True, reason, text)
+
+
+# Pod troubles by weight (the first present names the reason) and how each is worded.
+_TROUBLES = (
+    (CONFIG_ERROR, "", "cannot start"),  # its reason: pod_config_problem's
+    (IMAGE_PULL, reasons.IMAGE_PULL_BACK_OFF, "cannot pull its image"),
+    (CRASH_LOOP, reasons.CRASH_LOOP_BACK_OFF, "keeps failing"),
+    (UNSCHEDULABLE, reasons.UNSCHEDULABLE, "cannot be scheduled"),
+)
+
+
+def pod_problem(troubles: Mapping[str, Trouble]) -> Condition | None:
+    """Degraded for the pods that cannot serve without a change (`pods.troubles`), or None.
+    The weightiest trouble present names the reason (a missing Secret before an image that
+    cannot be pulled, a crash loop, then no node that fits: `Insufficient nvidia.com/gpu`); the
+    message names them all, grouped."""
+    reason, entries = None, []
+    for kind, kind_reason, verb in _TROUBLES:
+        messages = {pod: t.message for pod, t in troubles.items() if t.kind == kind}
+        if not messages:
+            continue
+        if reason is None:
+            config = pod_config_problem(messages) if kind == CONFIG_ERROR else None
+            reason = config.reason if config else kind_reason
+        entries += _grouped(messages, verb)
+    if reason is None:
+        return None
+    return Condition("Degraded", True, reason, _cut("; ".join(entries)))
 
 
 # Problems an apply round finds (and only an apply round clears): a status refreshed from the pods
@@ -198,14 +253,20 @@ def deployment_status(
     url: str,
     generation: int | None,
     now: str,
+    starting: Mapping[str, StartupReport | None] | None = None,
 ) -> dict[str, Any]:
-    """The whole status of a VLLMDeployment."""
+    """The whole status of a VLLMDeployment; `starting`: what its pods that run but do not serve
+    yet say (pod -> `/ready`, None: no answer)."""
     status = (deployment or {}).get("status") or {}
     ready = status.get("readyReplicas", 0)
+    starting = starting or {}
+    progress = startup_progress(desired, starting)
+    computed = deployment_conditions(desired, deployment, problem, progress)
     conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
-    for cond in deployment_conditions(desired, deployment, problem):
+    for cond in computed:
         conditions = set_condition(conditions, cond, now=now, generation=generation)
     out: dict[str, Any] = {
+        "phase": deployment_phase(desired, computed, starting),
         "replicas": status.get("replicas", 0),
         "readyReplicas": ready,
         "readyText": f"{ready}/{desired}",
@@ -216,6 +277,118 @@ def deployment_status(
     if generation is not None:
         out["observedGeneration"] = generation
     return out
+
+
+# vllm-ext-serve's startup phases, in order (its `/ready` names them), and their names in a
+# VLLMDeployment's `status.phase`.
+STARTUP_PHASES = {
+    "starting": "Starting",
+    "importing": "Importing",
+    "loading_model": "LoadingModel",
+    "profiling": "Profiling",
+    "warming_up": "WarmingUp",
+    "starting_api": "StartingAPI",
+}
+DEAD = "dead"  # the phase of a server that failed
+STARTING_NAMED = 6  # starting replicas described in the Progressing message; the rest counted
+
+
+def duration(seconds: float) -> str:
+    """`40s`, `2m05s`, `14m`, `1h05m`, `2d03h`: short enough for a condition message."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 10:
+        return f"{minutes}m{secs:02d}s"
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _phase_rank(report: StartupReport | None) -> int:
+    """Earlier phases first; no answer before them all (the server is not even listening)."""
+    if report is None:
+        return -1
+    return list(STARTUP_PHASES).index(report.phase) if report.phase in STARTUP_PHASES else 99
+
+
+def startup_progress(
+    desired: int, starting: Mapping[str, StartupReport | None]
+) -> Condition | None:
+    """Progressing while replicas start: `2/3 replicas starting: loading_model for 14m,
+    profiling for 40s` (the least advanced first); None when none is starting. A server that
+    died is not progress (`startup_problem`)."""
+    alive = {pod: r for pod, r in starting.items() if r is None or r.phase != DEAD}
+    if not alive:
+        return None
+    ordered = sorted(alive, key=lambda pod: (_phase_rank(alive[pod]), pod))
+    parts = []
+    for pod in ordered[:STARTING_NAMED]:
+        report = alive[pod]
+        if report is None:
+            parts.append("not answering yet")
+        else:
+            parts.append(f"{report.phase} for {duration(report.phase_seconds)}")
+    if len(ordered) > STARTING_NAMED:
+        parts.append(f"and {len(ordered) - STARTING_NAMED} more")
+    message = f"{len(alive)}/{desired} replicas starting: {', '.join(parts)}"
+    return Condition("Progressing", True, reasons.LOADING_MODEL, message)
+
+
+def startup_problem(
+    starting: Mapping[str, StartupReport | None], timeout_seconds: float | None
+) -> Condition | None:
+    """Degraded for a starting server that says it died (`ServerFailed`, its error), or that
+    has been starting for longer than `timeout_seconds` (`StartupTimeout`; None: no limit, a
+    load of hours is still progress). None otherwise."""
+    dead = {
+        pod: r.error or "no reason given" for pod, r in starting.items() if r and r.phase == DEAD
+    }
+    if dead:
+        return Condition(
+            "Degraded", True, reasons.SERVER_FAILED, _cut("; ".join(_grouped(dead, "failed")))
+        )
+    if timeout_seconds is None:
+        return None
+    late = {
+        pod: f"starting for {duration(r.uptime_seconds)}, {r.phase} for {duration(r.phase_seconds)}"
+        for pod, r in starting.items()
+        if r is not None and r.uptime_seconds > timeout_seconds
+    }
+    if not late:
+        return None
+    entries = _grouped(late, f"is over its startupTimeout of {duration(timeout_seconds)}")
+    return Condition("Degraded", True, reasons.STARTUP_TIMEOUT, _cut("; ".join(entries)))
+
+
+def deployment_phase(
+    desired: int,
+    conditions: Sequence[Condition],
+    starting: Mapping[str, StartupReport | None],
+) -> str:
+    """One word for `kubectl get vllmd`: Degraded, ScaledToZero, Ready, the least advanced
+    startup phase of the starting replicas (LoadingModel, Profiling, ...), RollingOut, or
+    Pending (pods not running yet: scheduled, pulled, created)."""
+    by_type = {c.type: c for c in conditions}
+    if by_type["Degraded"].status:
+        return "Degraded"
+    if desired == 0:
+        return "ScaledToZero"
+    if by_type["Progressing"].reason == reasons.ROLLOUT_COMPLETE:
+        return "Ready"
+    alive = [r for r in starting.values() if r is None or r.phase != DEAD]
+    if alive:
+        least = min(alive, key=_phase_rank)
+        if least is None or least.phase not in STARTUP_PHASES:
+            return "Starting"
+        return STARTUP_PHASES[least.phase]
+    available = by_type["Available"]
+    return "RollingOut" if available.status else "Pending"
 
 
 def transitions(

@@ -1,4 +1,5 @@
-"""The operator's own loops beside Kopf's handlers: the drift check and the leader gauge."""
+"""The operator's own loops beside Kopf's handlers: the drift check, the progress of starting
+servers and the leader gauge."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ async def drift_loop(reconciler: Reconciler, leadership: Leadership, interval: f
                 await reconciler.check_drift()
         except Exception:  # the next round retries; a drift check never stops the operator
             log.exception("drift check failed")
+
+
+async def progress_loop(reconciler: Reconciler, leadership: Leadership, interval: float) -> None:
+    """Every `interval` (15 s), the status of the VLLMDeployments whose replicas are starting:
+    their servers' phases (`/ready`), and a startup timeout when one passes. With peering, only
+    the leading replica checks."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await leadership.check():
+                await reconciler.check_progress()
+        except Exception:  # the next round retries
+            log.exception("progress check failed")
 
 
 async def leadership_loop(leadership: Leadership) -> None:

@@ -2,8 +2,9 @@
 
 Called for every event that may change the outcome (the CR itself, its Deployment, a Service
 deleted, the drift loop); it computes the whole desired state each time, so running it twice
-changes nothing. A pod the kubelet cannot start from its configuration (a missing Secret or key:
-`CreateContainerConfigError`) refreshes only the status (`refresh_status`).
+changes nothing. A pod that gains or loses a trouble (a missing Secret or key, an image that
+cannot be pulled, a crash loop, no node that fits), and the progress of starting servers (polled,
+as a load of hours sends no event), refresh only the status (`refresh_status`).
 
 Secrets are never read: the operator neither checks that referenced Secrets exist nor reads
 their values. The pods' own status tells (the kubelet reads them, with the pods' rights).
@@ -11,26 +12,30 @@ their values. The pods' own status tells (the kubelet reads them, with the pods'
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from .. import MANAGER
 from ..clients.kube import ApiError, Kube
+from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..metrics import APPLIES
 from ..model import reasons
 from ..model.builders import build_all, selector_labels, service_url
 from ..model.drift import child_action, owned_by, with_digest
-from ..model.pods import config_errors, pods_of
+from ..model.pods import StartupReport, Trouble, pods_of, server_url, starting, troubles
 from ..model.spec import DeploymentSpec, InvalidSpec, parse_deployment
 from ..model.status import (
     Condition,
     deployment_status,
-    pod_config_problem,
+    pod_problem,
     refreshable_from_pods,
+    startup_problem,
 )
 from .status_writer import now, write_status
 
@@ -41,10 +46,28 @@ log = logging.getLogger(__name__)
 # (it goes with the VLLMDeployment, through its owner reference).
 PRUNABLE = ("Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor")
 MONITORING = ("ServiceMonitor", "PodMonitor")
-# What the last status written of each VLLMDeployment, by (namespace, name), reported of its
-# pods: pod name -> the kubelet's message. A pod event that would change none of it costs no API
-# call (see `Reconciler.pod_changed`).
-Reported = dict[tuple[str, str], dict[str, str]]
+
+
+@dataclass
+class PodsSeen:
+    """What the last status written of each VLLMDeployment, by (namespace, name), said of its
+    pods: their troubles (a pod event that would change none of them costs no API call, see
+    `Reconciler.pod_changed`), and whether replicas were starting (their progress is polled:
+    a server loading for an hour sends no event)."""
+
+    troubles: dict[tuple[str, str], dict[str, Trouble]] = field(default_factory=dict)
+    starting: set[tuple[str, str]] = field(default_factory=set)
+
+    def record(self, key: tuple[str, str], troubles: dict[str, Trouble], *, starting: bool) -> None:
+        self.troubles[key] = troubles
+        if starting:
+            self.starting.add(key)
+        else:
+            self.starting.discard(key)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.troubles.pop(key, None)
+        self.starting.discard(key)
 
 
 def backoff(retry: int) -> float:
@@ -59,19 +82,21 @@ async def reconcile_deployment(
     *,
     retry: int,
     prune_children: bool,
-    reported: Reported | None = None,
+    seen: PodsSeen | None = None,
+    admin: VLLMAdminClient | None = None,
 ) -> None:
-    """Bring the cluster to what `body` asks for and write its status (into `reported` too:
-    what it says of the pods). Raises kopf.PermanentError for a spec that cannot work,
-    kopf.TemporaryError (with a delay growing with `retry`) where waiting helps; both after the
-    status and an event say why. Pods that cannot start are in the status only: the kubelet
-    retries them, and their events refresh the status."""
+    """Bring the cluster to what `body` asks for and write its status (into `seen` too: what
+    it says of the pods; `admin` asks starting servers how far they are). Raises
+    kopf.PermanentError for a spec that cannot work, kopf.TemporaryError (with a delay growing
+    with `retry`) where waiting helps; both after the status and an event say why. Pods that
+    cannot serve are in the status only: the kubelet retries them, and their events refresh
+    the status."""
     try:
         spec = parse_deployment(body, settings.images)
     except (InvalidSpec, KeyError, TypeError) as e:
         message = f"invalid spec: {e}"
         problem = Condition("Degraded", True, reasons.INVALID_SPEC, message)
-        await _write_status(kube, body, None, problem, reported)
+        await _write_status(kube, body, None, problem, seen, admin)
         raise kopf.PermanentError(message) from e
 
     # The children are applied even while pods fail to start: only then do the pods exist.
@@ -100,24 +125,29 @@ async def reconcile_deployment(
     elif failures:
         problem = Condition("Degraded", True, reasons.APPLY_FAILED, "; ".join(failures))
 
-    await _write_status(kube, body, spec, problem, reported)
+    await _write_status(kube, body, spec, problem, seen, admin)
     if problem is not None:
         raise kopf.TemporaryError(problem.message, delay=backoff(retry))
 
 
 async def refresh_status(
-    kube: Kube, body: Mapping[str, Any], settings: Settings, reported: Reported | None = None
+    kube: Kube,
+    body: Mapping[str, Any],
+    settings: Settings,
+    seen: PodsSeen | None = None,
+    admin: VLLMAdminClient | None = None,
 ) -> None:
     """The status of `body` from its Deployment and pods, without an apply round (a pod of it
-    gained or lost a config error). Left to the next apply round while one is due: a spec not
-    reconciled yet, or a problem only an apply round clears (`refreshable_from_pods`)."""
+    gained or lost a trouble, or servers are starting). Left to the next apply round while one
+    is due: a spec not reconciled yet, or a problem only an apply round clears
+    (`refreshable_from_pods`)."""
     if not refreshable_from_pods(body):
         return
     try:
         spec = parse_deployment(body, settings.images)
     except (InvalidSpec, KeyError, TypeError):
         return  # its status says so already (the generation was reconciled)
-    await _write_status(kube, body, spec, None, reported)
+    await _write_status(kube, body, spec, None, seen, admin)
 
 
 async def apply_children(
@@ -181,17 +211,24 @@ async def _write_status(
     body: Mapping[str, Any],
     spec: DeploymentSpec | None,
     problem: Condition | None,
-    reported: Reported | None,
+    seen: PodsSeen | None,
+    admin: VLLMAdminClient | None,
 ) -> None:
-    """The status from the Deployment and its pods, with the apply round's `problem` (which
-    comes first; else pods the kubelet cannot start from their configuration are Degraded)."""
+    """The status from the Deployment and its pods, with the apply round's `problem` first;
+    else pods that cannot serve without a change (a missing Secret, an image that cannot be
+    pulled, a crash loop, no node that fits), then a server that died while starting or that
+    starts for longer than `spec.startupTimeout`, are Degraded. Starting servers say how far
+    they are (`/ready`, asked through `admin`): that is progress, not failure."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
     if spec and deployment and not owned_by(deployment, spec.uid):
         deployment = None  # someone else's, of the same name: its replicas are not ours
-    errors = await _pod_config_errors(kube, spec, deployment) if spec and not problem else {}
-    problem = problem or pod_config_problem(errors)
+    pods = await _pods(kube, spec, deployment) if spec else []
+    found = troubles(pods)
+    startup = await _startup_reports(spec, pods, found, admin) if spec else {}
+    if spec and problem is None:
+        problem = pod_problem(found) or startup_problem(startup, spec.startup_timeout_seconds)
     desired = spec.replicas if spec else (body.get("spec") or {}).get("replicas", 0)
     status = deployment_status(
         previous=body.get("status") or {},
@@ -202,20 +239,39 @@ async def _write_status(
         url=service_url(spec) if spec else "",
         generation=meta.get("generation"),
         now=now(),
+        starting=startup,
     )
     await write_status(kube, "VLLMDeployment", body, status)
-    if reported is not None:
-        reported[namespace, name] = errors
+    if seen is not None:
+        seen.record((namespace, name), found, starting=bool(startup))
 
 
-async def _pod_config_errors(
+async def _pods(
     kube: Kube, spec: DeploymentSpec, deployment: Mapping[str, Any] | None
-) -> dict[str, str]:
-    """The kubelet's messages for the pods of `deployment` (chosen through their owner chain,
-    labels only narrow the lists) it cannot start from their configuration."""
+) -> list[Mapping[str, Any]]:
+    """The pods of `deployment`, chosen through their owner chain (labels only narrow the
+    lists)."""
     if deployment is None:
-        return {}
+        return []
     labels = selector_labels(spec.name)
     replica_sets = await kube.list("ReplicaSet", spec.namespace, labels)
     pods = await kube.list("Pod", spec.namespace, labels) if replica_sets else []
-    return config_errors(pods_of(deployment, replica_sets, pods, spec.uid))
+    return pods_of(deployment, replica_sets, pods, spec.uid)
+
+
+async def _startup_reports(
+    spec: DeploymentSpec,
+    pods: Sequence[Mapping[str, Any]],
+    found: Mapping[str, Trouble],
+    admin: VLLMAdminClient | None,
+) -> dict[str, StartupReport | None]:
+    """Pod name -> what its starting server's `/ready` says (None: no answer), for the pods that
+    run but do not serve yet and have no trouble."""
+    waiting = [p for p in pods if starting(p) and p["metadata"]["name"] not in found]
+    urls = [server_url(p, spec.port) for p in waiting]
+
+    async def ask(url: str | None) -> StartupReport | None:
+        return await admin.startup(url) if admin is not None and url else None
+
+    reports = await asyncio.gather(*(ask(url) for url in urls))
+    return {p["metadata"]["name"]: r for p, r in zip(waiting, reports, strict=True)}

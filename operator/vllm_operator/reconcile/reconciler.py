@@ -20,9 +20,9 @@ from ..clients.kube import ApiError, Kube
 from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
-from ..model.pods import config_error
+from ..model.pods import trouble
 from .adapters import AdapterReconciler
-from .deployment import Reported, backoff, reconcile_deployment, refresh_status
+from .deployment import PodsSeen, backoff, reconcile_deployment, refresh_status
 from .runs import KeyedRuns
 from .timing import reconcile_timer
 
@@ -44,7 +44,7 @@ class Reconciler:
         self.namespaces = namespaces  # the ones Kopf serves (`--namespace`); None: all
         self.lora = AdapterReconciler(kube, admin, settings)
         self._runs = KeyedRuns()
-        self._reported: Reported = {}  # what each status says of its pods
+        self._seen = PodsSeen()  # what each status says of its pods
 
     async def close(self) -> None:
         await self.kube.close()
@@ -89,8 +89,8 @@ class Reconciler:
         if not deployment:
             return
         namespace = meta["namespace"]
-        error = None if event == "DELETED" else config_error(body)
-        if self._reported.get((namespace, deployment), {}).get(meta["name"]) != error:
+        found = None if event == "DELETED" else trouble(body)
+        if self._seen.troubles.get((namespace, deployment), {}).get(meta["name"]) != found:
             await self._runs.shared(
                 (namespace, "status", deployment), lambda: self.status(namespace, deployment)
             )
@@ -104,6 +104,14 @@ class Reconciler:
         meta = body["metadata"]
         deployment = body["spec"]["deploymentRef"]["name"]
         await self.adapters(meta["namespace"], deployment, adapter=meta["name"], retry=retry)
+
+    async def check_progress(self) -> None:
+        """The status of every VLLMDeployment whose replicas were starting at its last status:
+        a server loading for an hour sends no event, its `/ready` says how far it is."""
+        for namespace, name in sorted(self._seen.starting):
+            await self._runs.shared(
+                (namespace, "status", name), lambda n=namespace, m=name: self.status(n, m)
+            )
 
     async def check_drift(self) -> None:
         """Every VLLMDeployment (of the served namespaces) and its adapters, against what the
@@ -137,11 +145,11 @@ class Reconciler:
         async with self._runs.locked((namespace, name)), reconcile_timer("VLLMDeployment"):
             body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
-                self._reported.pop((namespace, name), None)
+                self._seen.forget((namespace, name))
                 return
             await reconcile_deployment(
                 self.kube, body, self.settings, retry=retry, prune_children=prune,
-                reported=self._reported,
+                seen=self._seen, admin=self.admin,
             )  # fmt: skip
 
     async def status(self, namespace: str, name: str) -> None:
@@ -151,9 +159,9 @@ class Reconciler:
             try:
                 body = await self.kube.get_or_none("VLLMDeployment", namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
-                    self._reported.pop((namespace, name), None)
+                    self._seen.forget((namespace, name))
                     return
-                await refresh_status(self.kube, body, self.settings, self._reported)
+                await refresh_status(self.kube, body, self.settings, self._seen, self.admin)
             except ApiError as e:
                 log.warning("status refresh of %s/%s: %s", namespace, name, e)
 
