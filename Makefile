@@ -12,7 +12,7 @@ DEMO := .demo
 export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 
-.PHONY: install checkov run test unit mutate e2e bench lint clean
+.PHONY: install checkov run test unit mutate e2e bench lint chart-readme clean
 
 install: $(VENV)/.installed
 
@@ -111,6 +111,10 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# charts/vllm/README.md from Chart.yaml and the values' `# --` comments (a test checks it).
+chart-readme: install
+	$(PY) tools/chart_readme.py
 
 clean:
 	rm -rf $(VENV) $(E2E_VENV) $(CHECKOV_VENV) $(DEMO)

@@ -468,18 +468,12 @@ def _schema_has(schema: dict[str, Any], path: str) -> bool:
     return True
 
 
-def test_every_value_is_in_the_schema_and_documented():
+def test_every_value_is_in_the_schema():
+    """(That each is documented: test_chart_metadata.py, which generates the chart's README.)"""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     missing = [p for p in _paths(values) if not _schema_has(schema, p)]
     assert missing == []
-    text = (CHART / "values.yaml").read_text().splitlines()
-    undocumented = [
-        line.strip() for i, line in enumerate(text)
-        if line.strip().endswith((": []", ": {}", '""', ": 1", ": true", "IfNotPresent"))
-        and not text[i - 1].strip().startswith("#")
-    ]  # fmt: skip
-    assert undocumented == []
 
 
 @pytest.mark.parametrize(

@@ -55,8 +55,48 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* An image reference, with global.imageRegistry (a mirror) in place of the registry it
+     names, if set: the first part of "registry/path:tag" when it has a "." or ":" or is
+     localhost; Docker Hub's names ("curlimages/curl:8") get the mirror in front.
+     Call with (dict "root" $ "image" "ghcr.io/org/name:tag"). */}}
+{{- define "vllm.image" -}}
+{{- $registry := (.root.Values.global | default dict).imageRegistry | default "" | trimSuffix "/" }}
+{{- if $registry }}
+{{- $parts := splitList "/" .image }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- printf "%s/%s" $registry (join "/" (rest $parts)) }}
+{{- else }}
+{{- printf "%s/%s" $registry .image }}
+{{- end }}
+{{- else }}
+{{- .image }}
+{{- end }}
+{{- end }}
+
 {{- define "vllm.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- $image := printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- include "vllm.image" (dict "root" . "image" $image) }}
+{{- end }}
+
+{{/* imagePullSecrets of a pod: global.imagePullSecrets and the pod's own (names, or objects
+     with a name), once each; nothing when there are none.
+     Call with (dict "root" $ "secrets" .Values.operator.imagePullSecrets). */}}
+{{- define "vllm.imagePullSecrets" -}}
+{{- $names := list }}
+{{- range concat ((.root.Values.global | default dict).imagePullSecrets | default list) (.secrets | default list) }}
+{{- if kindIs "string" . }}
+{{- $names = append $names . }}
+{{- else }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- with uniq $names }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The operator's rules on namespaced resources: the ClusterRole's (every namespace) and each
@@ -113,4 +153,24 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end }}
+
+{{/* A pod's securityContext: `context` as given, less runAsUser, runAsGroup and fsGroup when the
+     platform assigns UIDs (OpenShift's restricted-v2 SCC refuses fixed ones outside the
+     namespace's range): compatibility.openshift.adaptSecurityContext "force", or "auto" on a
+     cluster that serves security.openshift.io/v1.
+     Call with (dict "root" $ "context" (dict ...)). */}}
+{{- define "vllm.podSecurityContext" -}}
+{{- $mode := .root.Values.compatibility.openshift.adaptSecurityContext }}
+{{- $openshift := .root.Capabilities.APIVersions.Has "security.openshift.io/v1" }}
+{{- $context := deepCopy .context }}
+{{- if or (eq $mode "force") (and (eq $mode "auto") $openshift) }}
+{{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" }}
+{{- end }}
+{{- toYaml $context }}
+{{- end }}
+
+{{/* The securityContext of the chart's own hook and test pods: non-root, RuntimeDefault. */}}
+{{- define "vllm.hookPodSecurityContext" -}}
+{{- include "vllm.podSecurityContext" (dict "root" . "context" (dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "seccompProfile" (dict "type" "RuntimeDefault"))) }}
 {{- end }}
