@@ -67,6 +67,8 @@ MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
     "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor"},
 }
+# The Gateway API Inference Extension's CRD (v1), where a test installs it.
+INFERENCE_POOL = {"inference.networking.k8s.io/v1/inferencepools": {"kind": "InferencePool"}}
 APPLY = "application/apply-patch+yaml"
 
 
@@ -229,8 +231,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def declare(emulator: kmock.KubernetesEmulator, *, monitoring: bool = False) -> None:
-    for name, spec in {**RESOURCES, **PEERING, **(MONITORING if monitoring else {})}.items():
+def declare(
+    emulator: kmock.KubernetesEmulator, *, monitoring: bool = False, inference_pool: bool = False
+) -> None:
+    optional = {**(MONITORING if monitoring else {}), **(INFERENCE_POOL if inference_pool else {})}
+    for name, spec in {**RESOURCES, **PEERING, **optional}.items():
         emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}
 
 

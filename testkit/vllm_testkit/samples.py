@@ -96,7 +96,10 @@ GOOD = {
                 ],
             },
             "orca": {"grpcPort": 9001},
-            "inferencePool": {"name": "qwen-pool"},
+            "inferencePool": {
+                "name": "qwen-pool",
+                "endpointPickerRef": {"name": "qwen-epp", "port": {"number": 9002}},
+            },
         },
     ),
 }

@@ -516,6 +516,7 @@ JUSTIFIED = {
     ("create", "networking.k8s.io", "networkpolicies"),
     ("create", "monitoring.coreos.com", "servicemonitors"),
     ("create", "monitoring.coreos.com", "podmonitors"),
+    ("create", "inference.networking.k8s.io", "inferencepools"),
     # the model cache claim is applied when a spec enables it (no kmock test does)
     ("get", "", "persistentvolumeclaims"),
     ("patch", "", "persistentvolumeclaims"),

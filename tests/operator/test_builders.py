@@ -3,9 +3,11 @@ a working vLLM pod needs. Regenerate the golden files with UPDATE_GOLDEN=1."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from vllm_operator.model.builders import (
     ADAPTERS_LOADED,
     build_all,
     build_deployment,
+    build_inference_pool,
     selector_labels,
     server_args,
 )
@@ -27,7 +30,12 @@ KUBERNETES_VERSION = "1.34"  # a current release (sleep preStop hooks need >= 1.
 
 def build(name: str) -> list[dict]:
     spec = parse_deployment(GOOD[name], IMAGES)
-    return build_all(spec, monitoring_available=True, operator_namespace="vllm-system")
+    return build_all(
+        spec,
+        monitoring_available=True,
+        operator_namespace="vllm-system",
+        inference_pool_available=True,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
@@ -49,7 +57,79 @@ def test_manifests_are_valid_kubernetes(name: str):
     for obj in build(name):
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # Prometheus Operator CRDs: not in the Kubernetes schemas
+        if obj["kind"] == "InferencePool":
+            check_inference_pool(obj)  # the Gateway API Inference Extension's CRD
+            continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+# The spec schema of GIE's InferencePool v1 CRD (where it came from: its "$comment").
+GIE_SCHEMA = json.loads((Path(__file__).parent / "gie-inferencepool-v1.schema.json").read_text())
+
+
+def check_inference_pool(obj: dict) -> None:
+    """`obj` is an InferencePool GIE v1's CRD admits: its schema, and its two CEL rules."""
+    jsonschema.validate(obj, GIE_SCHEMA)
+    numbers = [p["number"] for p in obj["spec"]["targetPorts"]]
+    assert len(set(numbers)) == len(numbers), "port number must be unique"
+    ref = obj["spec"].get("endpointPickerRef")
+    if ref is not None:
+        assert ref.get("kind", "Service") != "Service" or "port" in ref, "port is required"
+
+
+def pool_spec(name: str = "m", **fields) -> dict:
+    body = vllmd(name, {"model": {"uri": "/m"}, "port": 8080, **fields}, "models")
+    return parse_deployment(body, IMAGES)
+
+
+EPP = {"name": "epp", "port": {"number": 9002}}
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        {},
+        {"name": "pool.a-1"},
+        {"endpointPickerRef": EPP},
+        {"endpointPickerRef": {**EPP, "group": "", "kind": "Service", "failureMode": "FailOpen"}},
+        {"endpointPickerRef": {"group": "example.org", "kind": "Picker", "name": "p"}},
+    ],
+)
+def test_inference_pool_is_what_gie_v1_admits(pool: dict):
+    spec = pool_spec(inferencePool=pool)
+    obj = build_inference_pool(spec)
+    check_inference_pool(obj)
+    assert obj["metadata"]["name"] == pool.get("name", "m")
+    assert obj["spec"].get("endpointPickerRef") == pool.get("endpointPickerRef")
+
+
+def test_inference_pool_selects_the_deployments_pods_on_the_api_port_owned_by_the_cr():
+    spec = pool_spec(inferencePool={"endpointPickerRef": EPP})
+    objects = build_all(spec, monitoring_available=False, operator_namespace="x",
+                        inference_pool_available=True)  # fmt: skip
+    deployment, pool = objects[0], objects[-1]
+    assert pool["spec"] == {
+        "selector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+        "targetPorts": [{"number": 8080}],
+        "endpointPickerRef": EPP,
+    }
+    assert pool["metadata"]["ownerReferences"] == deployment["metadata"]["ownerReferences"]
+    assert pool["metadata"]["labels"] == deployment["metadata"]["labels"]
+    assert pool["apiVersion"] == "inference.networking.k8s.io/v1"
+    # No label of Kubernetes' own prefixes on the pods: the pool selects by its selector.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not [k for k in labels if "k8s.io/" in k and k != "app.kubernetes.io/name"]
+
+
+def test_inference_pool_only_when_asked_and_its_crd_is_served():
+    def kinds(spec, available: bool) -> list[str]:
+        objects = build_all(spec, monitoring_available=False, operator_namespace="x",
+                            inference_pool_available=available)  # fmt: skip
+        return [o["kind"] for o in objects]
+
+    assert "InferencePool" in kinds(pool_spec(inferencePool={}), True)
+    assert "InferencePool" not in kinds(pool_spec(inferencePool={}), False)
+    assert "InferencePool" not in kinds(pool_spec(), True)
 
 
 def pod(name: str) -> dict:
@@ -160,6 +240,7 @@ def test_optional_objects_follow_the_spec():
         "ServiceMonitor",
         "PodMonitor",
         "NetworkPolicy",
+        "InferencePool",
     ]
     spec = parse_deployment(GOOD["gpu-everything"], IMAGES)
     without_monitoring = build_all(spec, monitoring_available=False, operator_namespace="x")

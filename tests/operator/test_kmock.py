@@ -38,6 +38,7 @@ SERVICE = kmock.resource("v1/services")
 PDB = kmock.resource("policy/v1/poddisruptionbudgets")
 NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
 SERVICE_MONITOR = kmock.resource("monitoring.coreos.com/v1/servicemonitors")
+POOL = kmock.resource("inference.networking.k8s.io/v1/inferencepools")
 EVENT = kmock.resource("v1/events")
 POD = kmock.resource("v1/pods")
 CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
@@ -153,6 +154,72 @@ async def test_monitoring_objects_only_where_their_crds_exist(kmock, kubeconfig)
     async with running_operator(kmock):
         await create(kmock, CR_PATH, vllmd("mon", spec, NS))
         await wait_for(lambda: exists(kmock, (SERVICE_MONITOR, NS, "mon")))
+
+
+EPP = {"name": "epp", "port": {"number": 9002}}
+
+
+async def test_inference_pool_created_owned_reported_and_pruned(kmock, kubeconfig):
+    declare(kmock, inference_pool=True)
+    spec = {"model": {"uri": "/m"}, "inferencePool": {"endpointPickerRef": EPP}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("gie", spec, NS))
+        await wait_for(lambda: exists(kmock, (POOL, NS, "gie")), what="the InferencePool")
+        await wait_for(lambda: any(
+            c["type"] == "InferencePoolCreated" for c in cr(kmock, "gie")["status"]["conditions"]
+        ), what="the condition")  # fmt: skip
+        created = condition(kmock, "gie", "InferencePoolCreated")
+        assert (created["status"], created["reason"]) == ("True", "Created")
+        assert condition(kmock, "gie", "Degraded")["status"] == "False"
+        pool, deployment = kmock.objects[POOL, NS, "gie"], kmock.objects[DEPLOYMENT, NS, "gie"]
+        assert pool["spec"] == {
+            "selector": deployment["spec"]["selector"],
+            "targetPorts": [{"number": 8000}],
+            "endpointPickerRef": EPP,
+        }
+        (owner,) = pool["metadata"]["ownerReferences"]
+        assert owner["uid"] == cr(kmock, "gie")["metadata"]["uid"] and owner["controller"]
+
+        await patch_cr(kmock, "gie", {"spec": {"inferencePool": None}}, generation=2)
+        await wait_for(lambda: not exists(kmock, (POOL, NS, "gie")), what="the prune")
+        await wait_for(lambda: cr(kmock, "gie")["status"]["observedGeneration"] == 2)
+        types = [c["type"] for c in cr(kmock, "gie")["status"]["conditions"]]
+        assert "InferencePoolCreated" not in types
+
+
+async def test_inference_pool_of_someone_else_is_left_alone(kmock, kubeconfig):
+    declare(kmock, inference_pool=True)
+    foreign = {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+               "metadata": {"name": "gie", "namespace": NS}, "spec": {"targetPorts": []}}  # fmt: skip
+    path = f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools"
+    await create(kmock, path, foreign)
+    spec = {"model": {"uri": "/m"}, "inferencePool": {"endpointPickerRef": EPP}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("gie", spec, NS))
+        await wait_for(lambda: any(
+            c["type"] == "InferencePoolCreated" for c in cr(kmock, "gie")["status"]["conditions"]
+        ), what="the condition")  # fmt: skip
+        created = condition(kmock, "gie", "InferencePoolCreated")
+        assert (created["status"], created["reason"]) == ("False", "NameConflict")
+        assert "InferencePool/gie exists and is not controlled" in created["message"]
+    assert kmock.objects[POOL, NS, "gie"]["spec"] == {"targetPorts": []}
+
+
+async def test_inference_pool_without_its_crd_is_reported_not_degraded(kmock, kubeconfig):
+    declare(kmock)  # no Gateway API Inference Extension
+    spec = {"model": {"uri": "/m"}, "inferencePool": {"endpointPickerRef": EPP}}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("nogie", spec, NS))
+        await wait_for(lambda: exists(kmock, (SERVICE, NS, "nogie")), what="the Service")
+        await wait_for(lambda: any(
+            c["type"] == "InferencePoolCreated"
+            for c in cr(kmock, "nogie")["status"]["conditions"]
+        ), what="the condition")  # fmt: skip
+        created = condition(kmock, "nogie", "InferencePoolCreated")
+        assert (created["status"], created["reason"]) == ("False", "CRDNotInstalled")
+        assert condition(kmock, "nogie", "Degraded")["status"] == "False"
+        await wait_for(lambda: events(kmock, "CRDNotInstalled"), what="a Warning event")
+        assert events(kmock, "CRDNotInstalled")[0]["type"] == "Warning"
 
 
 async def test_pods_the_kubelet_cannot_start_are_degraded_naming_them_until_they_run(

@@ -9,11 +9,13 @@ import pytest
 from vllm_operator.model import reasons
 from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_operator.model.status import (
+    INFERENCE_POOL,
     KUBELET_MESSAGE_CHARS,
     POD_CONFIG_MESSAGE_CHARS,
     Condition,
     deployment_conditions,
     deployment_status,
+    inference_pool_condition,
     pod_config_problem,
     refreshable_from_pods,
     set_condition,
@@ -134,6 +136,51 @@ def test_status_has_scale_fields_and_transitions_are_found():
     )  # fmt: skip
     assert transitions(status["conditions"], again["conditions"]) == []
     assert again == status  # nothing changed: nothing to write
+
+
+def test_inference_pool_condition_says_whether_the_pool_is_in_place_and_why_not():
+    def pool(**kwargs):
+        args = {"served": True, "in_place": [], "conflicts": [], "failures": []} | kwargs
+        return inference_pool_condition("p", **args)
+
+    created = pool(in_place=["Deployment/m", "InferencePool/p"])
+    assert (created.type, created.status, created.reason) == (INFERENCE_POOL, True, "Created")
+    missing = pool(served=False)
+    assert (missing.status, missing.reason) == (False, reasons.CRD_NOT_INSTALLED)
+    assert "install the Gateway API Inference Extension's CRDs" in missing.message
+    conflict = "InferencePool/p exists and is not controlled by this VLLMDeployment"
+    taken = pool(conflicts=["Service/m exists and is not controlled", conflict])
+    assert (taken.status, taken.reason, taken.message) == (
+        False, reasons.NAME_CONFLICT, f"not applied: {conflict}",
+    )  # fmt: skip
+    failed = pool(failures=["Service/m: boom", "InferencePool/p: 422: spec.targetPorts: bad"])
+    assert (failed.reason, failed.message) == (
+        reasons.APPLY_FAILED, "InferencePool/p: 422: spec.targetPorts: bad",
+    )  # fmt: skip
+    # Someone else's Deployment stops the round before the pool: that conflict is why.
+    held = pool(conflicts=["Deployment/m exists and is not controlled by this VLLMDeployment"])
+    assert (held.reason, held.message) == (
+        reasons.NAME_CONFLICT,
+        "not applied: Deployment/m exists and is not controlled by this VLLMDeployment",
+    )
+
+
+def test_the_inference_pool_condition_is_kept_by_refreshes_and_dropped_when_not_asked():
+    args = {"desired": 1, "deployment": deployment(1, 1), "problem": None, "selector": "a=b",
+            "url": "http://x", "generation": 1}  # fmt: skip
+    missing = inference_pool_condition("p", served=False, in_place=[], conflicts=[], failures=[])
+    first = deployment_status(previous={}, now=T0, extra=(missing,), **args)
+    (news,) = transitions([], first["conditions"])  # a pool asked for and missing: news
+    assert (news["type"], news["status"]) == (INFERENCE_POOL, "False")
+    refreshed = deployment_status(previous=first, now=T1, **args)
+    assert refreshed == first
+    created = Condition(INFERENCE_POOL, True, "Created", "InferencePool/p applied")
+    later = deployment_status(previous=first, now=T1, extra=(created,), **args)
+    assert [c["type"] for c in transitions(first["conditions"], later["conditions"])] == [
+        INFERENCE_POOL
+    ]
+    dropped = deployment_status(previous=later, now=T1, stale=(INFERENCE_POOL,), **args)
+    assert INFERENCE_POOL not in [c["type"] for c in dropped["conditions"]]
 
 
 def test_spec_defaults():

@@ -256,8 +256,6 @@ def test_the_managed_flags_are_refused_in_the_crd_too():
         ("podLabels", {"team": "x" * 64}),
         ("nodeSelector", {"gpu": "a100-"}),
         ("monitoring", {"labels": {"release": "prom/etheus"}}),
-        ("inferencePool", {"name": "pool name"}),
-        ("inferencePool", {"name": "p" * 64}),
     ],
 )
 def test_label_values_the_children_cannot_carry_are_refused(field: str, value: Any):
@@ -291,11 +289,52 @@ def test_the_crd_label_values_and_replicas_are_the_operators():
         spec["podLabels"]["additionalProperties"],
         spec["nodeSelector"]["additionalProperties"],
         spec["monitoring"]["properties"]["labels"]["additionalProperties"],
-        spec["inferencePool"]["properties"]["name"],
     ]
     for value in values:
         assert (value["pattern"], value["maxLength"]) == (spec_module.LABEL_VALUE_PATTERN, 63)
     assert spec["replicas"]["maximum"] == spec_module.MAX_REPLICAS
+    pool_name = spec["inferencePool"]["properties"]["name"]
+    assert pool_name["maxLength"] == spec_module.MAX_POOL_NAME
+    assert pool_name["pattern"] == f"^{spec_module._DNS_SUBDOMAIN.pattern}$"
+
+
+# --- the InferencePool ----------------------------------------------------------------------------
+
+EPP = {"name": "epp", "port": {"number": 9002}}
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        {"name": "Pool"},  # an object name: lowercase
+        {"name": "pool_1"},
+        {"name": "p" * 254},
+        {"endpointPickerRef": {"name": "epp"}},  # a Service (the default kind) needs its port
+        {"endpointPickerRef": {"name": "epp", "kind": "Service"}},
+        {"endpointPickerRef": {**EPP, "failureMode": "Open"}},
+        {"endpointPickerRef": {**EPP, "port": {"number": 0}}},
+        {"endpointPickerRef": {"port": {"number": 9002}}},  # no name
+    ],
+)
+def test_inference_pools_that_cannot_work_are_refused(pool: dict):
+    assert admit("VLLMDeployment", vllmd("m", {"model": MODEL, "inferencePool": pool}))
+    if "name" in pool or "port" not in pool["endpointPickerRef"]:  # what the operator rechecks
+        with pytest.raises(InvalidSpec):
+            parse_deployment(vllmd("m", {"model": MODEL, "inferencePool": pool}), IMAGES)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        {},
+        {"name": "pool-1.models"},
+        {"endpointPickerRef": EPP},
+        {"endpointPickerRef": {"group": "example.org", "kind": "Picker", "name": "p"}},
+        {"endpointPickerRef": {**EPP, "group": "", "kind": "Service", "failureMode": "FailOpen"}},
+    ],
+)
+def test_inference_pools_gie_takes_are_accepted(pool: dict):
+    accepted(vllmd("m", {"model": MODEL, "inferencePool": pool}))
 
 
 def test_good_labels_and_annotations_are_accepted():
@@ -308,7 +347,6 @@ def test_good_labels_and_annotations_are_accepted():
                 "nodeSelector": {"kubernetes.io/arch": "amd64"},
                 "podAnnotations": {"example.org/note": "free text, spaces and all"},
                 "monitoring": {"labels": {"release": "prometheus"}},
-                "inferencePool": {"name": "pool-1"},
             },
         )
     )

@@ -259,16 +259,30 @@ def test_annotation_values_are_free_text():
     assert spec.pod_annotations == {"example.org/note": note}
 
 
-@pytest.mark.parametrize("pool", ["-pool", "p" * 64, "a b"])
-def test_inference_pool_name_must_be_a_label_value(pool: str):
+@pytest.mark.parametrize("pool", ["-pool", "p" * 254, "a b", "Pool", "pool_1"])
+def test_inference_pool_name_must_name_an_object(pool: str):
     assert refusal({"inferencePool": {"name": pool}}) == (
-        f"inferencePool.name: inference.networking.k8s.io/pool={pool!r} is not a label value "
-        f"{VALUE_RULE}"
+        f"inferencePool.name {pool!r} cannot name an InferencePool: at most 253 lowercase "
+        "letters, digits, '-' and '.' (a DNS subdomain)"
     )
 
 
-def test_inference_pool_name_up_to_63_characters():
-    assert parse({"inferencePool": {"name": "p" * 63}}).inference_pool == "p" * 63
+def test_inference_pool_name_defaults_to_the_deployments_and_takes_253_characters():
+    assert parse({"inferencePool": {}}, name="llama").inference_pool.name == "llama"
+    name = ".".join(["p" * 63] * 4)[:253]
+    assert parse({"inferencePool": {"name": name}}).inference_pool.name == name
+
+
+def test_an_endpoint_picker_service_needs_its_port():
+    ref = {"name": "epp"}
+    assert refusal({"inferencePool": {"endpointPickerRef": ref}}) == (
+        "inferencePool.endpointPickerRef.port is required when kind is Service (the default)"
+    )
+    ref = {"name": "epp", "kind": "Picker", "group": "example.org"}
+    assert (
+        parse({"inferencePool": {"endpointPickerRef": ref}}).inference_pool.endpoint_picker_ref
+        == ref
+    )
 
 
 # GPUs

@@ -138,6 +138,10 @@ imagePullSecrets:
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors, podmonitors]
   verbs: [get, list, create, patch, delete]
+# Gateway API Inference Extension pools (spec.inferencePool), where the CRD is installed.
+- apiGroups: [inference.networking.k8s.io]
+  resources: [inferencepools]
+  verbs: [get, list, create, patch, delete]
 # Pods of its Deployments, found through their owner chain (Deployment -> ReplicaSet ->
 # Pod): to report those the kubelet cannot start, reach their servers and set the
 # adapters-loaded readiness gate.

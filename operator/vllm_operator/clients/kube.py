@@ -54,6 +54,7 @@ KINDS = {
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
+        Kind("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
         Kind("serving.vllm.ai/v1alpha1", "VLLMDeployment", "vllmdeployments"),
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),
         Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),

@@ -14,8 +14,8 @@ from .spec import CPU, NO_PROGRESS_DEADLINE, PROGRESS_DEADLINE_MARGIN, Deploymen
 
 ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-serving pods
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
-INFERENCE_POOL_LABEL = "inference.networking.k8s.io/pool"  # Gateway API Inference Extension
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "vllm-operator"}
+INFERENCE_POOL_API_VERSION = "inference.networking.k8s.io/v1"  # Gateway API Inference Extension
 ADMIN_PORT_NAME = "admin"  # the container port the operator calls (LoRA routes, /v1/models)
 
 MODEL_MOUNT = "/models"
@@ -203,10 +203,7 @@ def _topology_spread(spec: DeploymentSpec) -> list[dict[str, Any]] | None:
 
 
 def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
-    labels = {**spec.pod_labels, **common_labels(spec)}
-    if spec.inference_pool:
-        labels[INFERENCE_POOL_LABEL] = spec.inference_pool
-    return labels
+    return {**spec.pod_labels, **common_labels(spec)}
 
 
 def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) -> dict[str, Any]:
@@ -408,16 +405,39 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
     }
 
 
+def build_inference_pool(spec: DeploymentSpec) -> dict[str, Any]:
+    """The Gateway API Inference Extension's InferencePool (v1) over the pods: the Deployment's
+    selector, the API port (the only one that serves clients: the admin port is the operator's),
+    the endpoint picker as the user names it. Gateways route to it from an HTTPRoute."""
+    pool = spec.inference_pool
+    if pool is None:
+        raise ValueError(f"{spec.name} asks for no InferencePool")
+    pool_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(spec.name)},
+        "targetPorts": [{"number": spec.port}],
+    }
+    if pool.endpoint_picker_ref is not None:
+        pool_spec["endpointPickerRef"] = deepcopy(dict(pool.endpoint_picker_ref))
+    return {
+        "apiVersion": INFERENCE_POOL_API_VERSION,
+        "kind": "InferencePool",
+        "metadata": _metadata(spec, pool.name),
+        "spec": pool_spec,
+    }
+
+
 def build_all(
     spec: DeploymentSpec,
     *,
     monitoring_available: bool,
     operator_namespace: str,
     admin_public_key: str | None = None,
+    inference_pool_available: bool = False,
 ) -> list[dict[str, Any]]:
     """Every object the spec wants, in apply order (the claim before the pods that mount it).
     `admin_public_key` is the operator's (the servers' admin ports take its tokens only); the
-    operator always has one, tests of other things may leave it out."""
+    operator always has one, tests of other things may leave it out. Monitors and the
+    InferencePool need their CRDs (`*_available`)."""
     wanted = []
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
@@ -430,4 +450,6 @@ def build_all(
         wanted.append(build_pod_monitor(spec))
     if spec.network_policy_enabled:
         wanted.append(build_network_policy(spec, operator_namespace))
+    if inference_pool_available and spec.inference_pool is not None:
+        wanted.append(build_inference_pool(spec))
     return wanted

@@ -11,6 +11,12 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 REPLICA_FAILURE = "ReplicaFailure"
 AS_EXPECTED = "AsExpected"
 
+# The InferencePoolCreated condition (present while spec.inferencePool asks for a pool; False is
+# no Degraded: the model serves through its Service all the same)
+INFERENCE_POOL_CREATED = "Created"
+CRD_NOT_INSTALLED = "CRDNotInstalled"  # the Gateway API Inference Extension's CRDs are missing
+# and, when the pool is not in place: NAME_CONFLICT, APPLY_FAILED below
+
 # Problems found while reconciling (Degraded=True, Warning events)
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"  # pods the kubelet cannot start: a Secret (or key) missing

@@ -26,6 +26,7 @@ _OPTIONAL_OBJECTS = (
 # metadata.name names the Service (a DNS-1035 label) and is a label value on every child.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 63
+MAX_POOL_NAME = 253  # spec.inferencePool.name names an InferencePool: a DNS subdomain
 # A sane fleet for one model: far above any real one, far below what a typo (replicas: 100000)
 # would do to the scheduler, the API server and the operator, which calls every pod's admin port.
 MAX_REPLICAS = 1000
@@ -241,6 +242,17 @@ class Monitoring:
 
 
 @dataclass(frozen=True)
+class InferencePool:
+    """spec.inferencePool: a Gateway API Inference Extension InferencePool
+    (`inference.networking.k8s.io/v1`) over the deployment's pods, on the API port."""
+
+    name: str
+    # As given, in GIE v1's own field names (group, kind, name, port.number, failureMode): GIE's
+    # CRD defaults what is left out.
+    endpoint_picker_ref: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     """Everything the builders need about one VLLMDeployment."""
 
@@ -282,7 +294,7 @@ class DeploymentSpec:
     network_policy_enabled: bool
     network_policy_from: tuple[Mapping[str, Any], ...]
     network_policy_metrics_from: tuple[Mapping[str, Any], ...]
-    inference_pool: str | None
+    inference_pool: InferencePool | None
     # The pod's and the server container's securityContext: spec.podSecurityContext and
     # spec.securityContext merged over POD_SECURITY_CONTEXT and CONTAINER_SECURITY_CONTEXT.
     pod_security_context: Mapping[str, Any]
@@ -353,9 +365,25 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
     _check_labels("nodeSelector", spec.get("nodeSelector") or {})
     _check_labels("monitoring.labels", spec["monitoring"].get("labels") or {})
     _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
-    pool = (spec.get("inferencePool") or {}).get("name")
-    if pool is not None:
-        _check_labels("inferencePool.name", {"inference.networking.k8s.io/pool": pool})
+
+
+def _inference_pool(name: str, pool: Mapping[str, Any] | None) -> InferencePool | None:
+    """spec.inferencePool, with the CRD's rules again: the pool's name is an object name (a DNS
+    subdomain); an endpoint picker that is a Service (GIE's default kind) needs its port."""
+    if pool is None:
+        return None
+    pool_name = pool.get("name") or name
+    if len(pool_name) > MAX_POOL_NAME or not _DNS_SUBDOMAIN.fullmatch(pool_name):
+        raise InvalidSpec(
+            f"inferencePool.name {pool_name!r} cannot name an InferencePool: at most "
+            f"{MAX_POOL_NAME} lowercase letters, digits, '-' and '.' (a DNS subdomain)"
+        )
+    ref = pool.get("endpointPickerRef")
+    if ref is not None and ref.get("kind", "Service") == "Service" and "port" not in ref:
+        raise InvalidSpec(
+            "inferencePool.endpointPickerRef.port is required when kind is Service (the default)"
+        )
+    return InferencePool(pool_name, copy.deepcopy(dict(ref)) if ref is not None else None)
 
 
 # --- the pods: security, volumes, placement -------------------------------------------------------
@@ -632,7 +660,7 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         network_policy_enabled=network["enabled"],
         network_policy_from=tuple(network.get("from") or ()),
         network_policy_metrics_from=tuple(network.get("metricsFrom") or ()),
-        inference_pool=(spec.get("inferencePool") or {}).get("name"),
+        inference_pool=_inference_pool(meta["name"], spec.get("inferencePool")),
         pod_security_context=pod_security,
         security_context=security,
         shm_size=spec["shmSize"],

@@ -4,7 +4,7 @@ its Deployment's, a LoraAdapter's from the load calls, and the LoRA readiness ga
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,6 +243,40 @@ def refreshable_from_pods(body: Mapping[str, Any]) -> bool:
     )
 
 
+# Whether the InferencePool spec.inferencePool asks for is in place (present only while asked).
+INFERENCE_POOL = "InferencePoolCreated"
+
+
+def inference_pool_condition(
+    name: str,
+    *,
+    served: bool,
+    in_place: Sequence[str],
+    conflicts: Sequence[str],
+    failures: Sequence[str],
+) -> Condition:
+    """The InferencePoolCreated condition after an apply round: the pool `name` is among the
+    children `in_place` (applied, or already as wanted), or why not: its CRD is not `served`, an
+    object of its name is someone else's, or the apply failed (the round's messages)."""
+    what = f"InferencePool/{name}"
+    if not served:
+        return Condition(
+            INFERENCE_POOL, False, reasons.CRD_NOT_INSTALLED,
+            "the API server does not serve inferencepools.inference.networking.k8s.io/v1: "
+            "install the Gateway API Inference Extension's CRDs (the pool follows within "
+            "minutes)",
+        )  # fmt: skip
+    if what in in_place:
+        return Condition(INFERENCE_POOL, True, reasons.INFERENCE_POOL_CREATED, f"{what} applied")
+    ours = [m for m in failures if m.startswith((f"{what}:", f"{what} "))]
+    if ours:
+        return Condition(INFERENCE_POOL, False, reasons.APPLY_FAILED, "; ".join(ours))
+    ours = [m for m in conflicts if m.startswith(f"{what} ")] or list(conflicts)
+    return Condition(
+        INFERENCE_POOL, False, reasons.NAME_CONFLICT, "not applied: " + "; ".join(ours)
+    )
+
+
 def deployment_status(
     *,
     previous: Mapping[str, Any],
@@ -254,16 +288,21 @@ def deployment_status(
     generation: int | None,
     now: str,
     starting: Mapping[str, StartupReport | None] | None = None,
+    extra: Sequence[Condition] = (),
+    stale: Collection[str] = (),
 ) -> dict[str, Any]:
     """The whole status of a VLLMDeployment; `starting`: what its pods that run but do not serve
-    yet say (pod -> `/ready`, None: no answer)."""
+    yet say (pod -> `/ready`, None: no answer); `extra`: conditions of this round besides
+    Available, Progressing and Degraded; `stale`: condition types to drop (no longer asked)."""
     status = (deployment or {}).get("status") or {}
     ready = status.get("readyReplicas", 0)
     starting = starting or {}
     progress = startup_progress(desired, starting)
     computed = deployment_conditions(desired, deployment, problem, progress)
-    conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
-    for cond in computed:
+    conditions: list[dict[str, Any]] = [
+        c for c in previous.get("conditions") or [] if c.get("type") not in stale
+    ]
+    for cond in [*computed, *extra]:
         conditions = set_condition(conditions, cond, now=now, generation=generation)
     out: dict[str, Any] = {
         "phase": deployment_phase(desired, computed, starting),
@@ -395,13 +434,15 @@ def transitions(
     before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
     """The notable transitions, which deserve an event: conditions of `after` whose status
-    flipped since `before`, and a new Degraded=True (a first status is otherwise no news)."""
+    flipped since `before`, and a new Degraded=True or InferencePoolCreated=False (a pool asked
+    for and not created; a first status is otherwise no news)."""
     old = {c.get("type"): c.get("status") for c in before}
+    bad_news = {("Degraded", "True"), (INFERENCE_POOL, "False")}
     return [
         c
         for c in after
         if (c.get("type") in old and old[c.get("type")] != c.get("status"))
-        or (c.get("type") not in old and c.get("type") == "Degraded" and c.get("status") == "True")
+        or (c.get("type") not in old and (c.get("type"), c.get("status")) in bad_news)
     ]
 
 

@@ -31,8 +31,10 @@ from ..model.drift import child_action, owned_by, with_digest
 from ..model.pods import StartupReport, Trouble, pods_of, server_url, starting, troubles
 from ..model.spec import DeploymentSpec, InvalidSpec, parse_deployment
 from ..model.status import (
+    INFERENCE_POOL,
     Condition,
     deployment_status,
+    inference_pool_condition,
     pod_problem,
     refreshable_from_pods,
     startup_problem,
@@ -44,8 +46,13 @@ log = logging.getLogger(__name__)
 # Kinds the operator creates and removes again when the spec stops wanting them. The model
 # cache claim is left out on purpose: turning the cache off must not delete downloaded models
 # (it goes with the VLLMDeployment, through its owner reference).
-PRUNABLE = ("Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor")
-MONITORING = ("ServiceMonitor", "PodMonitor")
+PRUNABLE = (
+    "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor",
+    "InferencePool",
+)  # fmt: skip
+# Kinds of CRDs that may be missing (the Prometheus Operator's, the Gateway API Inference
+# Extension's): neither built nor listed where the API server does not serve them.
+OPTIONAL_KINDS = ("ServiceMonitor", "PodMonitor", "InferencePool")
 
 
 @dataclass
@@ -100,13 +107,15 @@ async def reconcile_deployment(
         raise kopf.PermanentError(message) from e
 
     # The children are applied even while pods fail to start: only then do the pods exist.
+    pool_served = spec.inference_pool is not None and await kube.serves("InferencePool")
     wanted = build_all(
         spec,
         monitoring_available=await kube.serves("ServiceMonitor"),
         operator_namespace=settings.namespace,
         admin_public_key=settings.admin_public_key,
+        inference_pool_available=pool_served,
     )
-    applied, conflicts, failures = await apply_children(kube, spec, wanted)
+    applied, in_place, conflicts, failures = await apply_children(kube, spec, wanted)
     removed = []
     if prune_children:
         try:
@@ -124,8 +133,17 @@ async def reconcile_deployment(
         problem = Condition("Degraded", True, reasons.NAME_CONFLICT, message)
     elif failures:
         problem = Condition("Degraded", True, reasons.APPLY_FAILED, "; ".join(failures))
+    pool = None
+    if spec.inference_pool is not None:  # no Degraded when missing: the Service serves anyway
+        pool = inference_pool_condition(
+            spec.inference_pool.name,
+            served=pool_served,
+            in_place=in_place,
+            conflicts=conflicts,
+            failures=failures,
+        )
 
-    await _write_status(kube, body, spec, problem, seen, admin)
+    await _write_status(kube, body, spec, problem, seen, admin, pool)
     if problem is not None:
         raise kopf.TemporaryError(problem.message, delay=backoff(retry))
 
@@ -152,13 +170,14 @@ async def refresh_status(
 
 async def apply_children(
     kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]
-) -> tuple[list[str], list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str], list[str]]:
     """Create or apply each child that is missing, that we now want differently (the digest), or
     that someone changed (a field of ours differs); one child's failure does not stop the
-    others. Returns what was written, the name conflicts (an object of a child's name that this
-    VLLMDeployment does not control: left as it is) and the failures. An unchanged object costs
-    a read, not a write (and no watch event echoing back to us)."""
-    applied, conflicts, failures = [], [], []
+    others. Returns what was written, what is now as wanted (written or unchanged), the name
+    conflicts (an object of a child's name that this VLLMDeployment does not control: left as
+    it is) and the failures. An unchanged object costs a read, not a write (and no watch event
+    echoing back to us)."""
+    applied, in_place, conflicts, failures = [], [], [], []
     for obj in map(with_digest, wanted):  # the Deployment comes before what routes to it
         meta = obj["metadata"]
         what = f"{obj['kind']}/{meta['name']}"
@@ -180,13 +199,15 @@ async def apply_children(
             elif action == "apply":
                 await kube.apply(obj)
             else:
+                in_place.append(what)
                 continue
         except ApiError as e:
             failures.append(f"{what}: {e.message}")
             continue
         APPLIES.labels(obj["kind"]).inc()
         applied.append(what)
-    return applied, conflicts, failures
+        in_place.append(what)
+    return applied, in_place, conflicts, failures
 
 
 async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) -> list[str]:
@@ -195,7 +216,7 @@ async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) 
     labels = {**selector_labels(spec.name), "app.kubernetes.io/managed-by": MANAGER}
     removed = []
     for kind in PRUNABLE:
-        if kind in MONITORING and not await kube.serves(kind):
+        if kind in OPTIONAL_KINDS and not await kube.serves(kind):
             continue
         for obj in await kube.list(kind, spec.namespace, labels):
             name = obj["metadata"]["name"]
@@ -213,12 +234,14 @@ async def _write_status(
     problem: Condition | None,
     seen: PodsSeen | None,
     admin: VLLMAdminClient | None,
+    pool: Condition | None = None,
 ) -> None:
     """The status from the Deployment and its pods, with the apply round's `problem` first;
     else pods that cannot serve without a change (a missing Secret, an image that cannot be
     pulled, a crash loop, no node that fits), then a server that died while starting or that
     starts for longer than `spec.startupTimeout`, are Degraded. Starting servers say how far
-    they are (`/ready`, asked through `admin`): that is progress, not failure."""
+    they are (`/ready`, asked through `admin`): that is progress, not failure. `pool`: the
+    apply round's InferencePoolCreated (a refresh keeps the last one; none when not asked)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
@@ -240,6 +263,8 @@ async def _write_status(
         generation=meta.get("generation"),
         now=now(),
         starting=startup,
+        extra=(pool,) if pool is not None else (),
+        stale=(INFERENCE_POOL,) if spec and spec.inference_pool is None else (),
     )
     await write_status(kube, "VLLMDeployment", body, status)
     if seen is not None:
