@@ -265,3 +265,25 @@ def test_a_pod_going_away_has_no_config_error():
     failing = {"containerStatuses": [waiting("CreateContainerConfigError", "secret x")]}
     gone = {"metadata": {"name": "p1", "deletionTimestamp": T0}, "status": failing}
     assert config_error(gone) is None
+
+
+def test_a_crash_loop_stays_one_while_the_next_attempt_runs():
+    """Between two back-offs the kubelet runs the server again (minutes of loading on a GPU):
+    the verdict must not flip to healthy and back with every attempt."""
+
+    def attempt(restarts: int, *, ready: bool = False, exit_code: int = 137) -> dict:
+        container = {
+            "name": "server", "ready": ready, "restartCount": restarts,
+            "state": {"running": {"startedAt": T0}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": exit_code}},
+        }  # fmt: skip
+        return {"metadata": {"name": "p1"}, "status": {"phase": "Running",
+                                                       "containerStatuses": [container]}}  # fmt: skip
+
+    assert trouble(attempt(7)) == Trouble(
+        CRASH_LOOP, "container server OOMKilled with code 137, restarted 7 times"
+    )
+    assert trouble(attempt(3)).kind == CRASH_LOOP
+    assert trouble(attempt(2)) is None  # a restart or two: not a loop yet
+    assert trouble(attempt(7, ready=True)) is None  # it serves again
+    assert trouble(attempt(7, exit_code=0)) is None  # it stopped cleanly (a drain, a rollout)

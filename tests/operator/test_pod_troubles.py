@@ -4,6 +4,8 @@ against kmock's emulated API, pod statuses written as the scheduler and the kube
 
 from __future__ import annotations
 
+import asyncio
+
 import kmock
 import pytest
 
@@ -104,3 +106,21 @@ async def test_scheduler_and_kubelet_verdicts_are_degraded_with_their_words(kmoc
         assert condition(kmock, "Progressing")["reason"] == "LoadingModel"
         assert phase(kmock) == "Starting"  # its server does not answer (no such address here)
         await wait_for(lambda: events(kmock, "AsExpected"), what="a Normal event")
+
+
+async def test_a_pod_that_starts_is_progress_at_once(kmock, kubeconfig, monkeypatch):
+    """A pod turning Running but not ready changes no trouble and no Deployment count: its
+    event alone must start the progress polls (the drift check is a minute away)."""
+    monkeypatch.setenv("VLLM_OPERATOR_DRIFT_CHECK_SECONDS", "3600")
+    declare(kmock)
+    spec = {"model": {"uri": "/m"}, "accelerator": "CPU"}
+    async with running_operator(kmock):
+        await create(kmock, CR_PATH, vllmd("m", spec, NS))
+        await wait_for(lambda: phase(kmock) == "Pending", what="Pending")
+        await kube_emulator.start_pods(kmock, NS, "m", {"m-0": {"phase": "Pending"}})
+        await asyncio.sleep(2)  # whatever the CR's creation set going is over
+        path = f"/api/v1/namespaces/{NS}/pods/m-0/status"
+        patch = {"status": pod_status("127.0.0.9", ready=False)}
+        assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
+        await wait_for(lambda: phase(kmock) == "Starting", timeout=10, what="Starting")
+        assert condition(kmock, "Progressing")["reason"] == "LoadingModel"

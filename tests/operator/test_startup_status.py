@@ -154,3 +154,16 @@ def test_the_phase_column(desired, ready, updated, problem, starting, phase):
         desired, deployment, degraded, startup_progress(desired, starting)
     )
     assert deployment_phase(desired, conditions, starting) == phase
+
+
+def test_a_server_that_is_ready_sleeping_or_draining_is_not_starting():
+    """Its container can be not ready for other reasons (a slow readiness probe, a sidecar):
+    hours of uptime must not read as a start over its startupTimeout."""
+    from vllm_operator.model.status import still_starting
+
+    assert still_starting(None)
+    for phase in ("starting", "importing", "loading_model", "profiling", "warming_up",
+                  "starting_api", "dead"):  # fmt: skip
+        assert still_starting(report(phase, 1)), phase
+    for phase in ("ready", "sleeping", "draining", "something_new"):
+        assert not still_starting(report(phase, 0, 3 * HOUR)), phase

@@ -86,6 +86,25 @@ def _crash_loop(container: Mapping[str, Any]) -> str:
     return f"container {container.get('name', '?')} {how}, restarted {restarts} times"
 
 
+# Restarts after failures that make a container that runs again, not ready yet, still a crash
+# loop: between two back-offs the kubelet runs it again (for minutes, while a GPU model loads),
+# and the verdict must not flip back and forth with each attempt.
+CRASH_RESTARTS = 3
+
+
+def _crash_looping(container: Mapping[str, Any]) -> bool:
+    state = container.get("state") or {}
+    if (state.get("waiting") or {}).get("reason") == CRASH_LOOP:
+        return True
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    return (
+        "running" in state
+        and not container.get("ready")
+        and container.get("restartCount", 0) >= CRASH_RESTARTS
+        and last.get("exitCode", 0) != 0
+    )
+
+
 def trouble(pod: Mapping[str, Any]) -> Trouble | None:
     """What keeps `pod` from ever serving without a change (a missing Secret, an image that
     cannot be pulled, a server that keeps exiting, no node that fits), or None: it runs, starts,
@@ -104,8 +123,7 @@ def trouble(pod: Mapping[str, Any]) -> Trouble | None:
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
             return Trouble(IMAGE_PULL, str(waiting.get("message") or waiting["reason"]))
     for container in containers:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") == CRASH_LOOP:
+        if _crash_looping(container):
             return Trouble(CRASH_LOOP, _crash_loop(container))
     for condition in status.get("conditions") or ():
         if (

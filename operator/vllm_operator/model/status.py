@@ -349,6 +349,13 @@ def duration(seconds: float) -> str:
     return f"{days}d{hours:02d}h"
 
 
+def still_starting(report: StartupReport | None) -> bool:
+    """Whether a pod whose server said `report` (None: nothing) is starting: it does not
+    answer yet, is in a startup phase, or died in one. A server that says it is ready,
+    sleeping or draining is not, whatever keeps its container from being ready."""
+    return report is None or report.phase in STARTUP_PHASES or report.phase == DEAD
+
+
 def _phase_rank(report: StartupReport | None) -> int:
     """Earlier phases first; no answer before them all (the server is not even listening)."""
     if report is None:

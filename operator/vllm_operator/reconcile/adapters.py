@@ -11,9 +11,9 @@ layer's (`model.adapters`, `model.placement`, `model.status`); this module does 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ..clients.kube import Kube
 from ..clients.vllm_admin import VLLMAdminClient
@@ -32,10 +32,8 @@ from ..model.placement import Call, PodState, calls_to_converge, plan, pods_mean
 from ..model.pods import admin_port, pods_of, server_url
 from ..model.spec import DeploymentSpec
 from ..model.status import adapter_gate, adapter_status, pod_gate_condition
+from .runs import bounded
 from .status_writer import now, write_status
-
-CONCURRENCY = 16  # server calls in flight per reconcile
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class AdapterReconciler:
 
         # Converge.
         urls = {p.name: p.url for p in pods}
-        outcomes = await _bounded([self._call(urls[c.pod], c, audience) for c in calls])
+        outcomes = await bounded([self._call(urls[c.pod], c, audience) for c in calls])
         unload_failures: dict[str, list[str]] = {}
         for call, outcome in zip(calls, outcomes, strict=True):
             if call.is_load:
@@ -111,7 +109,7 @@ class AdapterReconciler:
                 now=now(),
             )
             writes.append(write_status(self.kube, "LoraAdapter", body, status))
-        await _bounded(writes)
+        await bounded(writes)
         return problems_left(adapters, problems, results, unload_failures)
 
     async def _observe_pods(self, spec: DeploymentSpec, audience: str) -> list[ServingPod]:
@@ -125,7 +123,7 @@ class AdapterReconciler:
         listed = await self.kube.list("Pod", spec.namespace, labels) if replica_sets else []
         bodies = pods_of(deployment, replica_sets, listed, spec.uid)
         urls = [server_url(b, admin_port(b, spec.port)) for b in bodies]
-        reports = await _bounded([self._report(url, audience) for url in urls])
+        reports = await bounded([self._report(url, audience) for url in urls])
         pods = [ServingPod(*seen) for seen in zip(bodies, urls, reports, strict=True)]
         return sorted(pods, key=lambda p: p.name)
 
@@ -164,13 +162,3 @@ class AdapterReconciler:
                 namespace = pod.body["metadata"]["namespace"]
                 updates.append(self.kube.set_pod_condition(namespace, pod.name, condition))
         await asyncio.gather(*updates)
-
-
-async def _bounded(calls: Sequence[Awaitable[T]]) -> list[T]:
-    limit = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(call: Awaitable[T]) -> T:
-        async with limit:
-            return await call
-
-    return await asyncio.gather(*(one(c) for c in calls))

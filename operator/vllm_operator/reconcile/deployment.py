@@ -12,7 +12,6 @@ their values. The pods' own status tells (the kubelet reads them, with the pods'
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from ..model.status import (
     pod_problem,
     refreshable_from_pods,
     startup_problem,
+    still_starting,
 )
+from .runs import bounded
 from .status_writer import now, write_status
 
 log = logging.getLogger(__name__)
@@ -298,5 +299,9 @@ async def _startup_reports(
     async def ask(url: str | None) -> StartupReport | None:
         return await admin.startup(url) if admin is not None and url else None
 
-    reports = await asyncio.gather(*(ask(url) for url in urls))
-    return {p["metadata"]["name"]: r for p, r in zip(waiting, reports, strict=True)}
+    reports = await bounded([ask(url) for url in urls])
+    # A server that says it is ready, sleeping or draining is not starting (its container is
+    # not ready for another reason: a slow readiness probe, a sidecar).
+    return {
+        p["metadata"]["name"]: r for p, r in zip(waiting, reports, strict=True) if still_starting(r)
+    }

@@ -20,7 +20,7 @@ from ..clients.kube import ApiError, Kube
 from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
-from ..model.pods import trouble
+from ..model.pods import starting, trouble
 from .adapters import AdapterReconciler
 from .deployment import PodsSeen, backoff, reconcile_deployment, refresh_status
 from .runs import KeyedRuns
@@ -76,9 +76,9 @@ class Reconciler:
             await self.child_changed(body, event)
 
     async def pod_changed(self, body: Mapping[str, Any], event: str | None) -> None:
-        """A pod of ours appeared, changed or went away. If the kubelet's verdict on its
-        configuration is not what its VLLMDeployment's status says (it cannot start it, or now
-        can), the status follows (no apply round; other pod events cost no API call). If the
+        """A pod of ours appeared, changed or went away. If its trouble (`pods.trouble`) is not
+        what its VLLMDeployment's status says, or it starts while the status says no replica
+        does, the status follows (no apply round; other pod events cost no API call). If the
         deployment serves LoRA, its adapters (and the pod's readiness gate, which keeps traffic
         off until they are loaded) follow. The labels only name the deployment: the status
         counts the pods of its owner chain."""
@@ -88,9 +88,14 @@ class Reconciler:
         deployment = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
         if not deployment:
             return
-        namespace = meta["namespace"]
+        namespace, key = meta["namespace"], (meta["namespace"], deployment)
         found = None if event == "DELETED" else trouble(body)
-        if self._seen.troubles.get((namespace, deployment), {}).get(meta["name"]) != found:
+        # A pod that starts changes no trouble and no count of the Deployment's: its event
+        # alone starts the progress polls (`check_progress`).
+        begins = found is None and event != "DELETED" and starting(body)
+        if self._seen.troubles.get(key, {}).get(meta["name"]) != found or (
+            begins and key not in self._seen.starting
+        ):
             await self._runs.shared(
                 (namespace, "status", deployment), lambda: self.status(namespace, deployment)
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -68,3 +68,17 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """A failed run nobody joined: its exception went to its own caller already."""
     if not future.cancelled():
         future.exception()
+
+
+CONCURRENCY = 16  # server calls in flight per reconcile
+
+
+async def bounded(calls: Sequence[Awaitable[T]], limit: int = CONCURRENCY) -> list[T]:
+    """The results of `calls`, at most `limit` of them in flight at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with semaphore:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls))
