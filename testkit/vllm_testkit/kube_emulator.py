@@ -231,6 +231,26 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# kmock's handles of what tests look up in `emulator.objects`, keyed (resource, namespace, name).
+CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
+LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
+DEPLOYMENT = kmock.resource("apps/v1/deployments")
+SERVICE = kmock.resource("v1/services")
+POD = kmock.resource("v1/pods")
+NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
+MERGE = {"Content-Type": "application/merge-patch+json"}  # a PATCH's body as a merge patch
+
+
+def cr_path(namespace: str) -> str:
+    """Where a user POSTs VLLMDeployments of `namespace`."""
+    return f"/apis/serving.vllm.ai/v1alpha1/namespaces/{namespace}/vllmdeployments"
+
+
+def lora_path(namespace: str) -> str:
+    """Where a user POSTs LoraAdapters of `namespace`."""
+    return f"/apis/serving.vllm.ai/v1alpha1/namespaces/{namespace}/loraadapters"
+
+
 def declare(
     emulator: kmock.KubernetesEmulator, *, monitoring: bool = False, inference_pool: bool = False
 ) -> None:

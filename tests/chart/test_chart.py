@@ -19,6 +19,7 @@ from helm_python import Chart
 
 from vllm_operator.model.schema import with_defaults
 from vllm_testkit.admission import admit
+from vllm_testkit.chart import render as render_chart
 from vllm_testkit.pod_security import violations
 
 CHART = Path(__file__).parents[2] / "charts" / "vllm"
@@ -111,14 +112,7 @@ MATRIX: dict[str, dict[str, Any]] = {
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    chart = Chart.load(CHART)
-    files = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
-    objects = []
-    for path, text in sorted(files.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        objects += [doc for doc in yaml.safe_load_all(text) if doc]
-    return objects
+    return render_chart(values, chart=CHART, name=RELEASE, namespace=NAMESPACE)
 
 
 def notes(values: dict[str, Any] | None = None) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helm_python import Chart
 
 from vllm_testkit.admission import admit
+from vllm_testkit.chart import render
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "vllm"
@@ -65,19 +65,15 @@ def test_the_crd_examples_are_admitted():
 
 
 def rendered_images(values: dict[str, Any]) -> set[str]:
-    files = Chart.load(str(CHART)).render(values, name="vllm", namespace="vllm-system")
     images = set()
-    for path, text in files.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        for obj in yaml.safe_load_all(text):
-            spec = (obj or {}).get("spec") or {}
-            pod = spec.get("template", {}).get("spec") if "template" in spec else spec
-            for container in (pod or {}).get("containers") or ():
-                images.add(container["image"])
-            for env in (pod or {}).get("containers", [{}])[0].get("env") or ():
-                if env["name"].startswith("VLLM_SERVER_IMAGE_"):
-                    images.add(env["value"])
+    for obj in render(values):
+        spec = obj.get("spec") or {}
+        pod = spec.get("template", {}).get("spec") if "template" in spec else spec
+        for container in (pod or {}).get("containers") or ():
+            images.add(container["image"])
+        for env in (pod or {}).get("containers", [{}])[0].get("env") or ():
+            if env["name"].startswith("VLLM_SERVER_IMAGE_"):
+                images.add(env["value"])
     return images
 
 

@@ -5,22 +5,13 @@ which assigns UIDs itself and refuses fixed ones (real Helm rendering)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-from helm_python import Chart
-
+from vllm_testkit.chart import render
 from vllm_testkit.pod_security import violations
 
 CHART = Path(__file__).parents[2] / "charts" / "vllm"
 MODEL = {"name": "tiny", "spec": {"model": {"uri": "/m"}, "accelerator": "CPU"}}
 FIXED_IDS = {"runAsUser", "runAsGroup", "fsGroup"}
-
-
-def render(values: dict[str, Any]) -> list[dict]:
-    files = Chart.load(str(CHART)).render(values, name="vllm", namespace="vllm-system")
-    texts = [t for path, t in files.items() if not path.endswith("NOTES.txt")]
-    return [o for text in texts for o in yaml.safe_load_all(text) if o]
 
 
 def pod_specs(objects: list[dict]) -> dict[str, dict]:

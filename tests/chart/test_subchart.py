@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import yaml
-from helm_python import Chart
 
-CHART = Path(__file__).parents[2] / "charts" / "vllm"
+from vllm_testkit.chart import CHART, render
 
 GLOBAL = {
     "imageRegistry": "mirror.example.com",
@@ -61,9 +60,7 @@ def test_the_chart_renders_as_a_subchart_with_global_values(tmp_path: Path):
         "global": GLOBAL,
         "vllm": {"operator": {"imagePullSecrets": ["registry"]}, "deployments": [MODEL]},
     }
-    files = Chart.load(str(umbrella(tmp_path))).render(values, name="vllm", namespace="ml")
-    texts = [text for path, text in files.items() if not path.endswith("NOTES.txt")]
-    objects = [o for text in texts for o in yaml.safe_load_all(text) if o]
+    objects = render(values, chart=umbrella(tmp_path), namespace="ml")
     assert {o["kind"] for o in objects} >= {"Deployment", "Job", "Pod", "VLLMDeployment"}
 
     for pod in pods(objects):
@@ -83,11 +80,7 @@ def test_the_chart_renders_as_a_subchart_with_global_values(tmp_path: Path):
 
 
 def test_without_global_values_images_are_as_named(tmp_path: Path):
-    files = Chart.load(str(umbrella(tmp_path))).render({}, name="vllm", namespace="ml")
-    objects = [
-        o for path, text in files.items() if not path.endswith("NOTES.txt")
-        for o in yaml.safe_load_all(text) if o
-    ]  # fmt: skip
+    objects = render({}, chart=umbrella(tmp_path), namespace="ml")
     (operator,) = [o for o in objects if o["kind"] == "Deployment"]
     pod = operator["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "ghcr.io/vllm-k8s/vllm-operator:0.1.0"

@@ -5,7 +5,6 @@ that refresh its status."""
 
 from __future__ import annotations
 
-import kmock
 import kopf
 import pytest
 import pytest_asyncio
@@ -15,7 +14,11 @@ from vllm_operator.config import Settings
 from vllm_operator.reconcile.deployment import reconcile_deployment
 from vllm_operator.reconcile.reconciler import Reconciler
 from vllm_testkit.kube_emulator import (
+    CR,
+    MERGE,
+    POD,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     pod_config_error,
@@ -27,8 +30,7 @@ from vllm_testkit.samples import IMAGES, vllmd
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 NS = "models"
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
+CR_PATH = cr_path(NS)
 SETTINGS = Settings(images=IMAGES, namespace="vllm-system")
 
 
@@ -61,7 +63,6 @@ async def test_monitors_are_not_applied_where_their_crds_are_not_served(kmock, k
     assert not plurals & {"servicemonitors", "podmonitors"}
 
 
-POD = kmock.resource("v1/pods")
 NO_SECRET = 'secret "hf-token" not found'
 
 
@@ -137,3 +138,35 @@ async def test_a_spec_change_not_applied_yet_waits_for_its_apply_round(kmock, ku
     await reconciler.deployment(NS, "m")  # the apply round: both at once
     assert kmock.objects[CR, NS, "m"]["status"]["observedGeneration"] == 2
     assert degraded_of(kmock)["reason"] == "SecretNotFound"
+
+
+async def test_a_model_at_rest_costs_no_pod_reads(kmock, kube, monkeypatch):
+    """Every model is reconciled at least once a minute (the drift check): where the
+    Deployment's own counts say every pod is current and ready, no pod can be starting or in
+    trouble, and its ReplicaSets and pods are not listed."""
+    declare(kmock)
+    monkeypatch.setattr(kopf, "event", lambda obj, **event: None)  # Kopf's own
+    reconciler = Reconciler(kube, None, SETTINGS)  # type: ignore[arg-type]
+    await create(kmock, CR_PATH, vllmd("m", {"model": {"uri": "/m"}, "replicas": 2}, NS))
+    await reconciler.deployment(NS, "m")
+    await start_pods(
+        kmock, NS, "m", {f"m-{i}": pod_status(f"10.0.0.{i}", ready=True) for i in (1, 2)}
+    )
+
+    def pod_reads() -> list[str]:
+        return [
+            r.url.path
+            for r in list(kmock)[before:]
+            if r.url.path.endswith(("/pods", "/replicasets"))
+        ]
+
+    before = len(list(kmock))
+    await reconciler.deployment(NS, "m")  # counts not written yet: the pods are looked at
+    assert pod_reads()
+    counts = {"status": {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}}
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/m/status"
+    assert (await kmock.patch(path, json=counts, headers=MERGE)).status == 200
+    before = len(list(kmock))
+    await reconciler.deployment(NS, "m")
+    assert pod_reads() == []
+    assert kmock.objects[CR, NS, "m"]["status"]["phase"] == "Ready"

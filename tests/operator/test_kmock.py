@@ -17,7 +17,14 @@ from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment, buil
 from vllm_operator.model.spec import parse_deployment
 from vllm_testkit.admin_key import PUBLIC_KEY
 from vllm_testkit.kube_emulator import (
+    CR,
+    DEPLOYMENT,
+    MERGE,
+    NETPOL,
+    POD,
+    SERVICE,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     events,
@@ -32,17 +39,11 @@ from vllm_testkit.samples import GOOD, IMAGES, vllmd
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 NS = "models"
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
-SERVICE = kmock.resource("v1/services")
 PDB = kmock.resource("policy/v1/poddisruptionbudgets")
-NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
 SERVICE_MONITOR = kmock.resource("monitoring.coreos.com/v1/servicemonitors")
 POOL = kmock.resource("inference.networking.k8s.io/v1/inferencepools")
 EVENT = kmock.resource("v1/events")
-POD = kmock.resource("v1/pods")
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+CR_PATH = cr_path(NS)
 
 
 async def patch_cr(emulator, name: str, patch: dict, *, generation: int | None = None):

@@ -6,7 +6,6 @@ dual-stack clusters do."""
 
 from __future__ import annotations
 
-import kmock
 import pytest
 from prometheus_client import REGISTRY
 
@@ -14,10 +13,16 @@ from vllm_operator.model import reasons
 from vllm_operator.model.builders import ADAPTERS_LOADED
 from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
+    DEPLOYMENT,
+    LORA,
+    MERGE,
+    POD,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     events,
+    lora_path,
     pod_status,
     running_operator,
     wait_for,
@@ -28,13 +33,9 @@ from vllm_testkit.vllm_admin_double import BASE_MODEL, VLLMAdminDouble
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
-LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
-POD = kmock.resource("v1/pods")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "models"
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-LORA_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/loraadapters"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+CR_PATH = cr_path(NS)
+LORA_PATH = lora_path(NS)
 HOSTS = {"tiny-0": "127.0.0.2", "tiny-1": "::1"}
 
 

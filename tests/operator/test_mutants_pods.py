@@ -14,6 +14,7 @@ from vllm_operator.model.pods import (
     UNSCHEDULABLE,
     Trouble,
     admin_port,
+    all_serving,
     config_error,
     containers_ready,
     deleting,
@@ -287,3 +288,25 @@ def test_a_crash_loop_stays_one_while_the_next_attempt_runs():
     assert trouble(attempt(2)) is None  # a restart or two: not a loop yet
     assert trouble(attempt(7, ready=True)) is None  # it serves again
     assert trouble(attempt(7, exit_code=0)) is None  # it stopped cleanly (a drain, a rollout)
+
+
+@pytest.mark.parametrize(
+    ("desired", "status", "serving"),
+    [
+        (2, {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, True),
+        (2, {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}, False),  # one starts
+        (2, {"replicas": 3, "updatedReplicas": 2, "readyReplicas": 2}, False),  # an old pod left
+        (2, {"replicas": 2, "updatedReplicas": 1, "readyReplicas": 2}, False),  # rolling out
+        (
+            2,
+            {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "unavailableReplicas": 1},
+            False,
+        ),
+        (3, {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, False),  # scaling up
+        (0, {}, False),
+        (1, {}, False),
+    ],
+)
+def test_a_deployment_at_rest_needs_no_pod_reads(desired, status, serving):
+    assert all_serving({"status": status}, desired) is serving
+    assert all_serving(None, desired) is False

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-import kmock
 import pytest
 
 from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
+    CR,
+    DEPLOYMENT,
+    MERGE,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     events,
@@ -23,11 +26,8 @@ from vllm_testkit.samples import vllmd
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "models"
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+CR_PATH = cr_path(NS)
 NO_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."  # fmt: skip
 
 

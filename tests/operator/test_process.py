@@ -20,9 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vllm_operator.reconcile.leadership import configure, leads
 from vllm_testkit.kube_emulator import (
+    DEPLOYMENT,
     SEEN_CALLS,
+    SERVICE,
     KubeEmulator,
     api_calls,
+    cr_path,
     create,
     declare,
     wait_for,
@@ -31,10 +34,8 @@ from vllm_testkit.samples import GOOD
 from vllm_testkit.servers import free_port
 
 NS = "models"
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
+CR_PATH = cr_path(NS)
 PEERING = kmock.resource("kopf.dev/v1/clusterkopfpeerings")
-SERVICE = kmock.resource("v1/services")
 NAME = "vllm-operator"
 
 

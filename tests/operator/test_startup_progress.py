@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import re
 
-import kmock
 import pytest
 
 from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
+    CR,
+    DEPLOYMENT,
+    MERGE,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     pod_status,
@@ -26,11 +29,8 @@ from vllm_testkit.slow_start import slow_import_env
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
 NS = "models"
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+CR_PATH = cr_path(NS)
 HOST = "127.0.0.4"
 IMPORT_DELAY = 15.0  # seconds `import vllm` takes on top of its own time
 

@@ -16,6 +16,7 @@ from vllm_operator.model.pods import (
 )
 from vllm_operator.model.status import (
     STARTING_NAMED,
+    Condition,
     deployment_conditions,
     deployment_phase,
     deployment_status,
@@ -49,7 +50,7 @@ def test_starting_replicas_are_progress_with_their_phases():
         "m-b": report("loading_model", 14 * MINUTE + 10),
     }
     progress = startup_progress(3, starting)
-    assert progress == type(progress)(
+    assert progress == Condition(
         "Progressing", True, reasons.LOADING_MODEL,
         "2/3 replicas starting: loading_model for 14m, profiling for 40s",
     )  # fmt: skip
@@ -145,11 +146,7 @@ def test_the_weightiest_pod_trouble_names_the_reason_and_all_are_told():
 )  # fmt: skip
 def test_the_phase_column(desired, ready, updated, problem, starting, phase):
     deployment = {"status": {"readyReplicas": ready, "updatedReplicas": updated}}
-    degraded = (
-        None
-        if problem is None
-        else type(startup_progress(1, {"a": None}))("Degraded", True, "X", problem)
-    )
+    degraded = None if problem is None else Condition("Degraded", True, "X", problem)
     conditions = deployment_conditions(
         desired, deployment, degraded, startup_progress(desired, starting)
     )

@@ -30,10 +30,10 @@ from vllm_server_ext.admin_auth import (
     AdminTokenVerifier,
     parse_public_key,
 )
+from vllm_testkit.chart import render
 from vllm_testkit.samples import IMAGES, vllmd
 
 AUDIENCE = "team-a/llama"
-CHART = Path(__file__).parents[2] / "charts" / "vllm"
 
 
 class Clock:
@@ -194,11 +194,7 @@ def test_the_middleware_answers_401_and_never_reaches_the_app():
 def test_the_operator_reads_the_key_the_chart_generates(tmp_path: Path):
     """The chart's Secret holds Helm's `genPrivateKey "ed25519"` (real Helm renders it), and
     the operator's pod mounts it where `VLLM_OPERATOR_ADMIN_KEY_FILE` points."""
-    from helm_python import Chart
-
-    files = Chart.load(str(CHART)).render({}, name="vllm", namespace="vllm-system")
-    texts = [text for path, text in files.items() if not path.endswith("NOTES.txt")]
-    objects = [o for text in texts for o in yaml.safe_load_all(text) if o]
+    objects = render()
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == "vllm-admin-key"
     (operator,) = [o for o in objects if o["kind"] == "Deployment"]

@@ -20,7 +20,15 @@ import pytest
 from vllm_operator.model import reasons
 from vllm_operator.model.builders import ADAPTERS_LOADED, selector_labels
 from vllm_testkit.kube_emulator import (
+    CR,
+    DEPLOYMENT,
+    LORA,
+    MERGE,
+    NETPOL,
+    POD,
+    SERVICE,
     KubeEmulator,
+    cr_path,
     create,
     declare,
     pod_status,
@@ -35,15 +43,8 @@ from vllm_testkit.vllm_admin_double import BASE_MODEL, VLLMAdminDouble
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 NS = "team-a"
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
-SERVICE = kmock.resource("v1/services")
-NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
 PVC = kmock.resource("v1/persistentvolumeclaims")
-POD = kmock.resource("v1/pods")
-LORA = kmock.resource("serving.vllm.ai/v1alpha1/loraadapters")
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+CR_PATH = cr_path(NS)
 
 # The user's own default-deny policy, which happens to carry the name of a model they deploy.
 DEFAULT_DENY = {

@@ -10,17 +10,20 @@ through their owner chain (Deployment, ReplicaSet, Pod).
 
 from __future__ import annotations
 
-import kmock
 import pytest
 
 from vllm_operator.model import reasons
 from vllm_operator.model.builders import selector_labels
 from vllm_testkit.kube_emulator import (
+    CR,
+    DEPLOYMENT,
     VERBS,
     KubeEmulator,
     api_calls,
+    cr_path,
     create,
     declare,
+    lora_path,
     pod_config_error,
     running_operator,
     start_pods,
@@ -31,10 +34,8 @@ from vllm_testkit.samples import vllmd
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 
 NS = "team-a"
-CR = kmock.resource("serving.vllm.ai/v1alpha1/vllmdeployments")
-DEPLOYMENT = kmock.resource("apps/v1/deployments")
-CR_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/vllmdeployments"
-LORA_PATH = f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/loraadapters"
+CR_PATH = cr_path(NS)
+LORA_PATH = lora_path(NS)
 NO_SECRET = 'secret "hf" not found'
 SPEC = {
     "model": {"uri": "hf://org/m"},

@@ -151,6 +151,20 @@ class StartupReport:
     error: str | None = None  # why the server died (phase "dead")
 
 
+def all_serving(deployment: Mapping[str, Any] | None, desired: int) -> bool:
+    """Whether the Deployment's own counts say every pod it has is of the current template and
+    ready (so none is starting or in trouble): its pods need not be listed. The reconcile of
+    every model at rest, the drift check's every minute included, then costs no pod reads."""
+    status = (deployment or {}).get("status") or {}
+    counts = [status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas")]
+    return (
+        deployment is not None
+        and desired > 0
+        and counts == [desired] * 3
+        and not status.get("unavailableReplicas")
+    )
+
+
 def starting(pod: Mapping[str, Any]) -> bool:
     """Whether `pod` runs but does not serve yet (its server loads, or died): the pods whose
     `/ready` says how far they are."""

@@ -27,7 +27,15 @@ from ..metrics import APPLIES
 from ..model import reasons
 from ..model.builders import build_all, selector_labels, service_url
 from ..model.drift import child_action, owned_by, with_digest
-from ..model.pods import StartupReport, Trouble, pods_of, server_url, starting, troubles
+from ..model.pods import (
+    StartupReport,
+    Trouble,
+    all_serving,
+    pods_of,
+    server_url,
+    starting,
+    troubles,
+)
 from ..model.spec import DeploymentSpec, InvalidSpec, parse_deployment
 from ..model.status import (
     INFERENCE_POOL,
@@ -248,7 +256,8 @@ async def _write_status(
     deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
     if spec and deployment and not owned_by(deployment, spec.uid):
         deployment = None  # someone else's, of the same name: its replicas are not ours
-    pods = await _pods(kube, spec, deployment) if spec else []
+    at_rest = spec is None or all_serving(deployment, spec.replicas)
+    pods = [] if at_rest else await _pods(kube, spec, deployment)
     found = troubles(pods)
     startup = await _startup_reports(spec, pods, found, admin) if spec else {}
     if spec and problem is None:
