@@ -9,6 +9,7 @@
 | `VLLM_OPERATOR_PROGRESS_CHECK_SECONDS` | how often starting servers are asked their phase | 15 |
 | `POD_ID` | this replica's name among peers (`--peering`) | `vllm-operator` sets one |
 | `VLLM_OPERATOR_ADMIN_KEY_FILE` | the Ed25519 key (PEM) that signs admin calls | one per start |
+| `VLLM_OPERATOR_PLATFORM_ASSIGNS_UIDS` | `true`: model pods set no UID, GID, fsGroup | `false` |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ METRICS_PORT_ENV = "VLLM_OPERATOR_METRICS_PORT"
 DRIFT_CHECK_SECONDS_ENV = "VLLM_OPERATOR_DRIFT_CHECK_SECONDS"
 PROGRESS_CHECK_SECONDS_ENV = "VLLM_OPERATOR_PROGRESS_CHECK_SECONDS"
 ADMIN_KEY_FILE_ENV = "VLLM_OPERATOR_ADMIN_KEY_FILE"
+PLATFORM_UIDS_ENV = "VLLM_OPERATOR_PLATFORM_ASSIGNS_UIDS"
 POD_ID_ENV = "POD_ID"  # Kopf's identity of this replica; the chart sets it to the pod's name
 
 DEFAULT_IMAGES = Images(
@@ -59,6 +61,9 @@ class Settings:
     # The servers' admin ports take tokens signed by this key's private half (base64 of its raw
     # bytes); filled in once the key is loaded.
     admin_public_key: str | None = None
+    # The platform gives pods their UIDs (OpenShift's restricted-v2 SCC refuses fixed ones
+    # outside the namespace's range): model pods then name none unless their spec does.
+    platform_assigns_uids: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -67,6 +72,9 @@ class Settings:
             raise SettingsError(f"{METRICS_PORT_ENV}={port!r}: a port from 1 to 65535")
         seconds = _seconds(environ, DRIFT_CHECK_SECONDS_ENV, "60")
         progress = _seconds(environ, PROGRESS_CHECK_SECONDS_ENV, "15")
+        uids = (environ.get(PLATFORM_UIDS_ENV) or "false").lower()
+        if uids not in ("true", "false"):
+            raise SettingsError(f"{PLATFORM_UIDS_ENV}={uids!r}: true or false")
         return cls(
             images=Images(
                 gpu=environ.get(IMAGE_GPU_ENV) or DEFAULT_IMAGES.gpu,
@@ -78,4 +86,5 @@ class Settings:
             progress_check_seconds=progress,
             pod_id=environ.get(POD_ID_ENV) or None,
             admin_key_file=environ.get(ADMIN_KEY_FILE_ENV) or None,
+            platform_assigns_uids=uids == "true",
         )

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -120,12 +121,31 @@ def notes(values: dict[str, Any] | None = None) -> str:
     return files[f"{Path(CHART).name}/templates/NOTES.txt"]
 
 
+KOPF_CRDS = {
+    crd["spec"]["names"]["kind"]: crd
+    for crd in (
+        yaml.safe_load(p.read_text()) for p in (CHART / "charts/kopf-peering/crds").glob("*")
+    )
+}
+
+
+def hook(obj: dict) -> str | None:
+    """The Helm hook `obj` is part of (pre-delete, ...), None for the release's own objects."""
+    return (obj["metadata"].get("annotations") or {}).get("helm.sh/hook")
+
+
 def is_hook(obj: dict) -> bool:
-    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+    return hook(obj) is not None
 
 
 def by_kind(objects: list[dict], kind: str) -> list[dict]:
     return [o for o in objects if o["kind"] == kind]
+
+
+def own(objects: list[dict]) -> list[dict]:
+    """The release's own objects: hooks (the CRD upgrade, the uninstall, the tests) are Helm's
+    to run and remove."""
+    return [o for o in objects if not is_hook(o)]
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
@@ -138,8 +158,11 @@ def test_lint_strict_is_clean(case: str):
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_every_object_is_valid(case: str):
     for obj in render(MATRIX[case]):
-        if obj["apiVersion"].startswith(("serving.vllm.ai/", "kopf.dev/")):
+        if obj["apiVersion"].startswith("serving.vllm.ai/"):
             assert admit(obj["kind"], obj) == [], obj["metadata"]["name"]
+        elif obj["apiVersion"].startswith("kopf.dev/"):  # the kopf-peering subchart's CRDs
+            (version,) = KOPF_CRDS[obj["kind"]]["spec"]["versions"]
+            jsonschema.validate(obj, version["schema"]["openAPIV3Schema"])
         elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # the Prometheus Operator's schema is not at hand: test_monitoring
         else:
@@ -388,24 +411,23 @@ def test_helm_test_hook_checks_ready_and_a_completion_on_the_api_port(ports: dic
 
 
 def test_uninstall_hook_deletes_the_releases_adapters_before_the_operator_goes():
-    hooks = [o for o in render() if is_hook(o)]
+    hooks = [o for o in render() if hook(o) == "pre-delete"]
     assert {o["kind"] for o in hooks} == {"ServiceAccount", "Role", "RoleBinding", "Job"}
-    assert all(o["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete" for o in hooks)
-    (job,) = by_kind(hooks, "Job")
+    (job,) = [o for o in hooks if o["kind"] == "Job"]
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["kubectl", "delete", "loraadapters.serving.vllm.ai"]
     assert "--selector=app.kubernetes.io/instance=vllm" in command
-    (role,) = by_kind(hooks, "Role")
+    (role,) = [o for o in hooks if o["kind"] == "Role"]
     assert role["rules"] == [
         {"apiGroups": ["serving.vllm.ai"], "resources": ["loraadapters"],
          "verbs": ["list", "delete", "get", "watch"]}
     ]  # fmt: skip
-    assert not [o for o in render({"uninstallHook": {"enabled": False}}) if is_hook(o)]
+    assert not [o for o in render({"uninstallHook": {"enabled": False}}) if hook(o) == "pre-delete"]
 
 
 def test_dashboard_shows_the_servers_metrics():
-    assert by_kind(render(), "ConfigMap") == []
-    (config_map,) = by_kind(render({"dashboard": {"enabled": True}}), "ConfigMap")
+    assert by_kind(own(render()), "ConfigMap") == []
+    (config_map,) = by_kind(own(render({"dashboard": {"enabled": True}})), "ConfigMap")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["vllm.json"])
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
@@ -428,10 +450,12 @@ def test_notes_tell_the_next_step():
 
 
 def test_crds_come_from_the_one_copy():
-    """Helm installs crds/ as is: the files the operator and its tests read."""
-    shipped = {Path(c["name"]).name: c["data"] for c in Chart.load(CHART).crds}
-    assert shipped == {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
-    assert set(shipped) == {
+    """Helm installs crds/ as is: the files the operator and its tests read (and, from the
+    kopf-peering subchart, Kopf's)."""
+    shipped = {c["name"]: c["data"] for c in Chart.load(CHART).crds}
+    files = [*(CHART / "crds").glob("*.yaml"), *(CHART / "charts/kopf-peering/crds").glob("*")]
+    assert {Path(n).name: d for n, d in shipped.items()} == {p.name: p.read_text() for p in files}
+    assert {Path(n).name for n in shipped} == {
         "vllmdeployments.serving.vllm.ai.yaml",
         "loraadapters.serving.vllm.ai.yaml",
         "clusterkopfpeerings.kopf.dev.yaml",
@@ -557,7 +581,7 @@ def grants(role: dict) -> set[tuple[str, str, str]]:
 def granted(values: dict[str, Any] | None = None) -> set[tuple[str, str, str]]:
     """What the ClusterRole grants; by default with the peering of more than one replica."""
     (role,) = by_kind(
-        render({"operator": {"replicas": 2}} if values is None else values), "ClusterRole"
+        own(render({"operator": {"replicas": 2}} if values is None else values)), "ClusterRole"
     )
     return grants(role)
 
@@ -605,7 +629,7 @@ def test_serving_listed_namespaces_grants_the_same_rules_there_and_nothing_clust
     call the operator made but the cluster-scoped ones (tests/operator/test_process.py shows
     that such an operator sends none, and no request outside its namespaces), and nothing the
     ClusterRole would not."""
-    objects = render(SERVING_NAMESPACES)
+    objects = own(render(SERVING_NAMESPACES))
     assert by_kind(objects, "ClusterRole") == [] and by_kind(objects, "ClusterRoleBinding") == []
     roles = granted_in(SERVING_NAMESPACES)
     assert set(roles) == {"team-a", "team-b"}
@@ -665,7 +689,7 @@ def test_one_operator_replica_runs_standalone_without_peering_rights():
 
 
 def test_more_operator_replicas_elect_a_leader_through_kopf_peering():
-    objects = render({"operator": {"replicas": 3}})
+    objects = own(render({"operator": {"replicas": 3}}))
     (deployment,) = by_kind(objects, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert "--peering=vllm" in container["args"] and "--standalone" not in container["args"]

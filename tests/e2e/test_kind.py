@@ -205,6 +205,17 @@ def left(selector: str, kinds: str) -> list[str]:
     return found.split()
 
 
+def test_the_crd_hook_applied_the_chart_s_crds(cluster):
+    """The pre-install hook (the operator's image, python -m vllm_operator.crd_upgrade) ran and
+    went: each CRD carries the chart's version, and the hook's objects are gone."""
+    chart_version = run("helm", "--kube-context", CONTEXT, "list", "-n", NAMESPACE, "-o", "json")
+    (release,) = [r for r in json.loads(chart_version) if r["name"] == RELEASE]
+    for crd in ("vllmdeployments.serving.vllm.ai", "loraadapters.serving.vllm.ai"):
+        annotations = get("crd", crd)["metadata"].get("annotations") or {}
+        assert release["chart"] == f"vllm-{annotations['serving.vllm.ai/chart-version']}", crd
+    assert not left("app.kubernetes.io/component=crds", "job,cm,sa,clusterrole")
+
+
 def test_helm_test_then_uninstall_leaves_only_crds(cluster):
     run("helm", "--kube-context", CONTEXT, "test", RELEASE, "-n", NAMESPACE, "--timeout", "10m",
         timeout=660)  # fmt: skip

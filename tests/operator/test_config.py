@@ -23,6 +23,7 @@ def test_every_variable():
             "VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "0.5",
             "POD_ID": "vllm-operator-0",
             "VLLM_OPERATOR_ADMIN_KEY_FILE": "/etc/vllm-operator/admin-key/private-key.pem",
+            "VLLM_OPERATOR_PLATFORM_ASSIGNS_UIDS": "true",
         }
     )
     assert (settings.images.gpu, settings.images.cpu) == ("r/gpu:1", "r/cpu:1")
@@ -30,6 +31,7 @@ def test_every_variable():
     assert (settings.drift_check_seconds, settings.pod_id) == (0.5, "vllm-operator-0")
     assert settings.admin_key_file == "/etc/vllm-operator/admin-key/private-key.pem"
     assert settings.admin_public_key is None  # the key's, once loaded (lifecycle.start)
+    assert settings.platform_assigns_uids is True
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_every_variable():
         ({"VLLM_OPERATOR_METRICS_PORT": "70000"}, "a port from 1 to 65535"),
         ({"VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "0"}, "VLLM_OPERATOR_DRIFT_CHECK_SECONDS='0'"),
         ({"VLLM_OPERATOR_DRIFT_CHECK_SECONDS": "soon"}, "seconds, above 0"),
+        ({"VLLM_OPERATOR_PLATFORM_ASSIGNS_UIDS": "yes"}, "PLATFORM_ASSIGNS_UIDS='yes': true or"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

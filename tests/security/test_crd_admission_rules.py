@@ -355,11 +355,12 @@ def test_good_labels_and_annotations_are_accepted():
 # --- GPUs from the resources ----------------------------------------------------------------------
 
 
-# "²" and the Arabic-Indic and fullwidth 1: str.isdigit() takes them all, int() not "²".
-@pytest.mark.parametrize("value", ["²", "\u0661", "\uff11", "1.5", "-1", "1e3", " 1"])
+# Quantities the CRD's pattern takes that are no GPU count. (Digits of other scripts, "²", the
+# Arabic-Indic and fullwidth 1, are no quantities: tests/chart/test_crd_schema_strictness.py.)
+@pytest.mark.parametrize("value", ["1.5", "-1", "1e3", "500m"])
 def test_gpu_quantities_that_are_not_whole_numbers_are_invalid_specs(value: str):
     body = vllmd("m", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": value}}})
-    assert admit("VLLMDeployment", body) == []  # the schema takes any string
+    assert admit("VLLMDeployment", body) == []  # a quantity, not a count
     with pytest.raises(InvalidSpec, match="must be a whole number"):
         parse_deployment(body, IMAGES)
 
@@ -372,6 +373,15 @@ def test_gpu_counts_from_the_resources_are_bounded_and_not_zero_on_gpu():
     with pytest.raises(InvalidSpec, match="needs at least 1 GPU"):
         parse_deployment(body, IMAGES)
     body = vllmd("m", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": "2"}}})
+    assert parse_deployment(body, IMAGES).gpus == 2
+    # A count of thousands of digits (the quantity pattern has no length limit) is refused
+    # as one, not a ValueError from int() that would crash the reconcile.
+    for huge in ("9" * 5000, "0" * 5000 + "17"):
+        body = vllmd("m", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": huge}}})
+        assert admit("VLLMDeployment", body) == []
+        with pytest.raises(InvalidSpec, match="above the maximum"):
+            parse_deployment(body, IMAGES)
+    body = vllmd("m", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": "0002"}}})
     assert parse_deployment(body, IMAGES).gpus == 2
 
 

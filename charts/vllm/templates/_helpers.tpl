@@ -165,13 +165,20 @@ imagePullSecrets:
      cluster that serves security.openshift.io/v1.
      Call with (dict "root" $ "context" (dict ...)). */}}
 {{- define "vllm.podSecurityContext" -}}
-{{- $mode := .root.Values.compatibility.openshift.adaptSecurityContext }}
-{{- $openshift := .root.Capabilities.APIVersions.Has "security.openshift.io/v1" }}
 {{- $context := deepCopy .context }}
-{{- if or (eq $mode "force") (and (eq $mode "auto") $openshift) }}
+{{- if include "vllm.platformAssignsUIDs" .root }}
 {{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" }}
 {{- end }}
 {{- toYaml $context }}
+{{- end }}
+
+{{/* "true" where the platform assigns pods their UIDs (see vllm.podSecurityContext), else
+     nothing. The operator is told too, for the model pods it makes. */}}
+{{- define "vllm.platformAssignsUIDs" -}}
+{{- $mode := .Values.compatibility.openshift.adaptSecurityContext }}
+{{- if or (eq $mode "force") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "security.openshift.io/v1")) }}
+{{- "true" }}
+{{- end }}
 {{- end }}
 
 {{/* The securityContext of the chart's own hook and test pods: non-root, RuntimeDefault. */}}

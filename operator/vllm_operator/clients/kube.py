@@ -59,6 +59,13 @@ KINDS = {
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),
         Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
         Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings"),
+        # Only the chart's CRD hook (crd_upgrade.py) writes these.
+        Kind(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            namespaced=False,
+        ),
     )
 }
 
@@ -175,14 +182,14 @@ class Kube:
         )
         return list(result.get("items") or [])
 
-    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: Mapping[str, Any], *, manager: str = MANAGER) -> dict[str, Any]:
         """Server-side apply of `obj` (which holds only the fields we own)."""
         meta = obj["metadata"]
         return await self.request(
             "PATCH",
             KINDS[obj["kind"]].path(meta.get("namespace"), meta["name"]),
             body=obj,
-            params={"fieldManager": MANAGER, "force": "true"},
+            params={"fieldManager": manager, "force": "true"},
             content_type="application/apply-patch+yaml",
         )
 

@@ -13,8 +13,6 @@ import yaml
 CRD_FILES = {
     "VLLMDeployment": "vllmdeployments.serving.vllm.ai.yaml",
     "LoraAdapter": "loraadapters.serving.vllm.ai.yaml",
-    "ClusterKopfPeering": "clusterkopfpeerings.kopf.dev.yaml",  # Kopf's, for more replicas
-    "KopfPeering": "kopfpeerings.kopf.dev.yaml",  # the same, for an operator of namespaces
 }
 
 

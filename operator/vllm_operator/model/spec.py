@@ -404,6 +404,8 @@ POD_SECURITY_CONTEXT: Mapping[str, Any] = {
     "fsGroupChangePolicy": "OnRootMismatch",
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# Where the platform assigns UIDs (Settings.platform_assigns_uids), the defaults name none.
+ASSIGNED_ID_FIELDS = ("runAsUser", "runAsGroup", "fsGroup")
 CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -525,13 +527,19 @@ def _topology_spread(constraints: Iterable[Mapping[str, Any]]) -> tuple[dict[str
 
 
 def _whole_number(value: str) -> int:
-    """A GPU count: ASCII digits only (`str.isdigit` takes "²", which `int` refuses)."""
+    """A GPU count: ASCII digits only (`str.isdigit` takes "²", which `int` refuses), and few
+    of them (`int` refuses more than 4300 digits, and no count has more than MAX_GPUS's)."""
     if not (value.isascii() and value.isdecimal()):
-        raise InvalidSpec(f"{GPU_RESOURCE} must be a whole number, not {value!r}")
-    return int(value)
+        raise InvalidSpec(f"{GPU_RESOURCE} must be a whole number, not {value[:40]!r}")
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_GPUS)):
+        raise InvalidSpec(f"{GPU_RESOURCE} {digits[:20]}... is above the maximum, {MAX_GPUS}")
+    return int(digits)
 
 
-def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
+def parse_deployment(
+    body: Mapping[str, Any], images: Images, *, platform_assigns_uids: bool = False
+) -> DeploymentSpec:
     meta = body["metadata"]
     # Optional objects left out entirely get their fields' defaults too.
     seeded = {**{key: {} for key in _OPTIONAL_OBJECTS}, **(body.get("spec") or {})}
@@ -570,8 +578,11 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
             f"engine.tensorParallelSize {parallel} exceeds the {gpus} GPUs per replica"
         )
     _check(meta["name"], spec)
+    pod_defaults = POD_SECURITY_CONTEXT
+    if platform_assigns_uids:
+        pod_defaults = {k: v for k, v in pod_defaults.items() if k not in ASSIGNED_ID_FIELDS}
     pod_security = _security_context(
-        "podSecurityContext", spec.get("podSecurityContext"), POD_SECURITY_CONTEXT
+        "podSecurityContext", spec.get("podSecurityContext"), pod_defaults
     )
     security = _security_context(
         "securityContext", spec.get("securityContext"), CONTAINER_SECURITY_CONTEXT
@@ -630,7 +641,7 @@ def parse_deployment(body: Mapping[str, Any], images: Images) -> DeploymentSpec:
         hf_token=_secret(spec.get("hfTokenSecret"), "token"),
         model_cache=ModelCache(
             enabled=cache["enabled"],
-            size=cache["size"],
+            size=quantity(cache["size"]),
             storage_class=cache.get("storageClassName"),
             access_mode=cache["accessMode"],
         ),

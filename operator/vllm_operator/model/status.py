@@ -29,6 +29,8 @@ PODS_NAMED = 3  # per kubelet message; the rest are counted
 KUBELET_MESSAGE_CHARS = 300
 POD_CONFIG_MESSAGE_CHARS = 1000
 _ABOUT_A_SECRET = re.compile(r"\bsecrets?\b", re.IGNORECASE)
+# metav1.Condition's maxLength of a message: the CRDs say so, and a longer one fails the write.
+MAX_CONDITION_MESSAGE = 32768
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,14 @@ def set_condition(
 
 
 def _condition(new: Condition, status: str, when: str, generation: int | None) -> dict[str, Any]:
+    message = new.message
+    if len(message) > MAX_CONDITION_MESSAGE:  # the API server would refuse the whole status
+        message = message[: MAX_CONDITION_MESSAGE - 1] + "…"
     cond = {
         "type": new.type,
         "status": status,
         "reason": new.reason,
-        "message": new.message,
+        "message": message,
         "lastTransitionTime": when,
     }
     if generation is not None:

@@ -108,7 +108,9 @@ async def reconcile_deployment(
     cannot serve are in the status only: the kubelet retries them, and their events refresh
     the status."""
     try:
-        spec = parse_deployment(body, settings.images)
+        spec = parse_deployment(
+            body, settings.images, platform_assigns_uids=settings.platform_assigns_uids
+        )
     except (InvalidSpec, KeyError, TypeError) as e:
         message = f"invalid spec: {e}"
         problem = Condition("Degraded", True, reasons.INVALID_SPEC, message)
@@ -171,7 +173,9 @@ async def refresh_status(
     if not refreshable_from_pods(body):
         return
     try:
-        spec = parse_deployment(body, settings.images)
+        spec = parse_deployment(
+            body, settings.images, platform_assigns_uids=settings.platform_assigns_uids
+        )
     except (InvalidSpec, KeyError, TypeError):
         return  # its status says so already (the generation was reconciled)
     await _write_status(kube, body, spec, None, seen, admin)
