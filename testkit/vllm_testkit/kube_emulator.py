@@ -47,6 +47,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "apps/v1/replicasets": {"kind": "ReplicaSet", "subresources": ["status", "scale"]},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget"},
     "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy"},
+    "autoscaling/v2/horizontalpodautoscalers": {"kind": "HorizontalPodAutoscaler"},
     "serving.vllm.ai/v1alpha1/vllmdeployments": {
         "kind": "VLLMDeployment",
         "singular": "vllmdeployment",
@@ -67,6 +68,8 @@ MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
     "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor"},
 }
+# KEDA's ScaledObject CRD, where a test installs it.
+KEDA = {"keda.sh/v1alpha1/scaledobjects": {"kind": "ScaledObject"}}
 # The Gateway API Inference Extension's CRD (v1), where a test installs it.
 INFERENCE_POOL = {"inference.networking.k8s.io/v1/inferencepools": {"kind": "InferencePool"}}
 APPLY = "application/apply-patch+yaml"
@@ -252,9 +255,17 @@ def lora_path(namespace: str) -> str:
 
 
 def declare(
-    emulator: kmock.KubernetesEmulator, *, monitoring: bool = False, inference_pool: bool = False
+    emulator: kmock.KubernetesEmulator,
+    *,
+    monitoring: bool = False,
+    inference_pool: bool = False,
+    keda: bool = False,
 ) -> None:
-    optional = {**(MONITORING if monitoring else {}), **(INFERENCE_POOL if inference_pool else {})}
+    optional = {
+        **(MONITORING if monitoring else {}),
+        **(INFERENCE_POOL if inference_pool else {}),
+        **(KEDA if keda else {}),
+    }
     for name, spec in {**RESOURCES, **PEERING, **optional}.items():
         emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}
 

@@ -535,6 +535,8 @@ JUSTIFIED = {
     ("create", "monitoring.coreos.com", "servicemonitors"),
     ("create", "monitoring.coreos.com", "podmonitors"),
     ("create", "inference.networking.k8s.io", "inferencepools"),
+    ("create", "keda.sh", "scaledobjects"),
+    ("create", "autoscaling", "horizontalpodautoscalers"),
     # the model cache claim is applied when a spec enables it (no kmock test does)
     ("get", "", "persistentvolumeclaims"),
     ("patch", "", "persistentvolumeclaims"),

@@ -138,6 +138,13 @@ imagePullSecrets:
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors, podmonitors]
   verbs: [get, list, create, patch, delete]
+# spec.autoscaling: KEDA's ScaledObject where its CRDs are installed, else an HPA.
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, create, patch, delete]
 # Gateway API Inference Extension pools (spec.inferencePool), where the CRD is installed.
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]

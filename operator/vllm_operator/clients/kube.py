@@ -55,6 +55,8 @@ KINDS = {
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
         Kind("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
+        Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("serving.vllm.ai/v1alpha1", "VLLMDeployment", "vllmdeployments"),
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),
         Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),

@@ -61,7 +61,7 @@ def owner_reference(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def _metadata(spec: DeploymentSpec, name: str) -> dict[str, Any]:
+def child_metadata(spec: DeploymentSpec, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": spec.namespace,
@@ -271,7 +271,7 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": child_metadata(spec, spec.name),
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
@@ -305,7 +305,7 @@ def build_service(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": child_metadata(spec, spec.name),
         "spec": {"type": "ClusterIP", "selector": selector_labels(spec.name), "ports": ports},
     }
 
@@ -320,7 +320,7 @@ def build_model_cache(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(spec, model_cache_claim_name(spec)),
+        "metadata": child_metadata(spec, model_cache_claim_name(spec)),
         "spec": claim,
     }
 
@@ -329,7 +329,7 @@ def build_pdb(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": child_metadata(spec, spec.name),
         "spec": {
             "maxUnavailable": spec.pdb_max_unavailable,
             "selector": {"matchLabels": selector_labels(spec.name)},
@@ -342,7 +342,7 @@ def _scrape(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def _monitor_metadata(spec: DeploymentSpec) -> dict[str, Any]:
-    metadata = _metadata(spec, spec.name)
+    metadata = child_metadata(spec, spec.name)
     metadata["labels"] = {**spec.monitoring.labels, **metadata["labels"]}
     return metadata
 
@@ -355,6 +355,9 @@ def build_service_monitor(spec: DeploymentSpec) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": selector_labels(spec.name)},
             "endpoints": [_scrape(spec)],
+            # Series name their VLLMDeployment (serving_vllm_ai_deployment): autoscaling selects
+            # by it.
+            "podTargetLabels": [DEPLOYMENT_LABEL],
         },
     }
 
@@ -367,6 +370,7 @@ def build_pod_monitor(spec: DeploymentSpec) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": selector_labels(spec.name)},
             "podMetricsEndpoints": [_scrape(spec)],
+            "podTargetLabels": [DEPLOYMENT_LABEL],
         },
     }
 
@@ -396,7 +400,7 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(spec, spec.name),
+        "metadata": child_metadata(spec, spec.name),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(spec.name)},
             "policyTypes": ["Ingress"],
@@ -421,7 +425,7 @@ def build_inference_pool(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": INFERENCE_POOL_API_VERSION,
         "kind": "InferencePool",
-        "metadata": _metadata(spec, pool.name),
+        "metadata": child_metadata(spec, pool.name),
         "spec": pool_spec,
     }
 
@@ -433,11 +437,13 @@ def build_all(
     operator_namespace: str,
     admin_public_key: str | None = None,
     inference_pool_available: bool = False,
+    autoscaler: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every object the spec wants, in apply order (the claim before the pods that mount it).
     `admin_public_key` is the operator's (the servers' admin ports take its tokens only); the
     operator always has one, tests of other things may leave it out. Monitors and the
-    InferencePool need their CRDs (`*_available`)."""
+    InferencePool need their CRDs (`*_available`); `autoscaler` is spec.autoscaling's object
+    (model/autoscaling.py), whose kind depends on the cluster."""
     wanted = []
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
@@ -452,4 +458,6 @@ def build_all(
         wanted.append(build_network_policy(spec, operator_namespace))
     if inference_pool_available and spec.inference_pool is not None:
         wanted.append(build_inference_pool(spec))
+    if autoscaler is not None:
+        wanted.append(autoscaler)
     return wanted

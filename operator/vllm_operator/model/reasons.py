@@ -17,6 +17,13 @@ INFERENCE_POOL_CREATED = "Created"
 CRD_NOT_INSTALLED = "CRDNotInstalled"  # the Gateway API Inference Extension's CRDs are missing
 # and, when the pool is not in place: NAME_CONFLICT, APPLY_FAILED below
 
+# The AutoscalerCreated condition (present while spec.autoscaling asks for one): which object
+# scales the replicas, or why none does
+KEDA_SCALED_OBJECT = "KEDAScaledObject"  # KEDA's CRDs are installed
+HORIZONTAL_POD_AUTOSCALER = "HorizontalPodAutoscaler"  # no KEDA: an external metric
+PROMETHEUS_ADDRESS_MISSING = "PrometheusAddressMissing"  # KEDA's trigger needs one
+# and, when the object is not in place: NAME_CONFLICT, APPLY_FAILED below
+
 # Problems found while reconciling (Degraded=True, Warning events)
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"  # pods the kubelet cannot start: a Secret (or key) missing

@@ -241,6 +241,25 @@ class Monitoring:
     labels: Mapping[str, str]
 
 
+# spec.autoscaling's targets: the CRD field, and what a replica should carry of its signal.
+AUTOSCALING_TARGETS = (
+    "ttftSeconds", "tokensWaitingPerReplica", "kvCacheUsage", "requestsWaitingPerReplica",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling: replicas between `min_replicas` and `max_replicas` such that each
+    carries `value` of the `target` signal (a time to first token, for ttftSeconds)."""
+
+    min_replicas: int
+    max_replicas: int
+    target: str  # one of AUTOSCALING_TARGETS
+    value: float
+    scale_down_stabilization_seconds: int
+    prometheus_address: str | None
+
+
 @dataclass(frozen=True)
 class InferencePool:
     """spec.inferencePool: a Gateway API Inference Extension InferencePool
@@ -304,6 +323,7 @@ class DeploymentSpec:
     volume_mounts: tuple[Mapping[str, Any], ...]
     topology_spread: tuple[Mapping[str, Any], ...]
     scheduler_name: str | None
+    autoscaling: Autoscaling | None = None
 
 
 def quantity(value: Any) -> str:
@@ -365,6 +385,33 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
     _check_labels("nodeSelector", spec.get("nodeSelector") or {})
     _check_labels("monitoring.labels", spec["monitoring"].get("labels") or {})
     _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
+
+
+def _autoscaling(given: Mapping[str, Any] | None) -> Autoscaling | None:
+    """spec.autoscaling, with the CRD's rules again (exactly one target, min <= max)."""
+    if given is None:
+        return None
+    targets = [t for t in AUTOSCALING_TARGETS if given.get(t) is not None]
+    if len(targets) != 1:
+        raise InvalidSpec(
+            f"autoscaling: set exactly one target of {', '.join(AUTOSCALING_TARGETS)} "
+            f"(found {', '.join(targets) or 'none'})"
+        )
+    (target,) = targets
+    low, high = given.get("minReplicas", 1), given["maxReplicas"]
+    if low > high:
+        raise InvalidSpec(f"autoscaling.minReplicas {low} cannot exceed maxReplicas {high}")
+    value = float(given[target])
+    if not value > 0:
+        raise InvalidSpec(f"autoscaling.{target} must be above 0, not {given[target]!r}")
+    return Autoscaling(
+        min_replicas=low,
+        max_replicas=high,
+        target=target,
+        value=value,
+        scale_down_stabilization_seconds=given.get("scaleDownStabilizationSeconds", 300),
+        prometheus_address=(given.get("prometheus") or {}).get("address"),
+    )
 
 
 def _inference_pool(name: str, pool: Mapping[str, Any] | None) -> InferencePool | None:
@@ -672,6 +719,7 @@ def parse_deployment(
         network_policy_from=tuple(network.get("from") or ()),
         network_policy_metrics_from=tuple(network.get("metricsFrom") or ()),
         inference_pool=_inference_pool(meta["name"], spec.get("inferencePool")),
+        autoscaling=_autoscaling(spec.get("autoscaling")),
         pod_security_context=pod_security,
         security_context=security,
         shm_size=spec["shmSize"],

@@ -282,6 +282,48 @@ def inference_pool_condition(
     )
 
 
+AUTOSCALER = "AutoscalerCreated"
+
+
+def autoscaler_condition(
+    name: str,
+    kind: str,
+    *,
+    address: str | None,
+    min_replicas: int,
+    in_place: Sequence[str],
+    conflicts: Sequence[str],
+    failures: Sequence[str],
+) -> Condition:
+    """The AutoscalerCreated condition after an apply round: `kind` (ScaledObject where KEDA is
+    installed, else HorizontalPodAutoscaler) named `name` is among the children `in_place`, or
+    why not: KEDA's trigger has no Prometheus `address`, an object of its name is someone
+    else's, or the apply failed (the round's messages)."""
+    what = f"{kind}/{name}"
+    if kind == "ScaledObject" and address is None:
+        return Condition(
+            AUTOSCALER, False, reasons.PROMETHEUS_ADDRESS_MISSING,
+            "KEDA is installed, and its Prometheus trigger needs autoscaling.prometheus.address",
+        )  # fmt: skip
+    if what in in_place:
+        if kind == "ScaledObject":
+            return Condition(
+                AUTOSCALER, True, reasons.KEDA_SCALED_OBJECT,
+                f"{what} applied: KEDA scales spec.replicas on Prometheus",
+            )  # fmt: skip
+        zero = " (at least 1: scaling to zero needs KEDA)" if min_replicas == 0 else ""
+        return Condition(
+            AUTOSCALER, True, reasons.HORIZONTAL_POD_AUTOSCALER,
+            f"{what} applied on an external metric (KEDA is not installed; a Prometheus "
+            f"adapter must serve the metric){zero}",
+        )  # fmt: skip
+    ours = [m for m in failures if m.startswith((f"{what}:", f"{what} "))]
+    if ours:
+        return Condition(AUTOSCALER, False, reasons.APPLY_FAILED, "; ".join(ours))
+    ours = [m for m in conflicts if m.startswith(f"{what} ")] or list(conflicts)
+    return Condition(AUTOSCALER, False, reasons.NAME_CONFLICT, "not applied: " + "; ".join(ours))
+
+
 def deployment_status(
     *,
     previous: Mapping[str, Any],
@@ -449,7 +491,7 @@ def transitions(
     flipped since `before`, and a new Degraded=True or InferencePoolCreated=False (a pool asked
     for and not created; a first status is otherwise no news)."""
     old = {c.get("type"): c.get("status") for c in before}
-    bad_news = {("Degraded", "True"), (INFERENCE_POOL, "False")}
+    bad_news = {("Degraded", "True"), (INFERENCE_POOL, "False"), (AUTOSCALER, "False")}
     return [
         c
         for c in after

@@ -25,6 +25,7 @@ from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..metrics import APPLIES
 from ..model import reasons
+from ..model.autoscaling import build_hpa, build_scaled_object
 from ..model.builders import build_all, selector_labels, service_url
 from ..model.drift import child_action, owned_by, with_digest
 from ..model.pods import (
@@ -38,8 +39,10 @@ from ..model.pods import (
 )
 from ..model.spec import DeploymentSpec, InvalidSpec, parse_deployment
 from ..model.status import (
+    AUTOSCALER,
     INFERENCE_POOL,
     Condition,
+    autoscaler_condition,
     deployment_status,
     inference_pool_condition,
     pod_problem,
@@ -57,11 +60,11 @@ log = logging.getLogger(__name__)
 # (it goes with the VLLMDeployment, through its owner reference).
 PRUNABLE = (
     "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor",
-    "InferencePool",
+    "InferencePool", "ScaledObject", "HorizontalPodAutoscaler",
 )  # fmt: skip
 # Kinds of CRDs that may be missing (the Prometheus Operator's, the Gateway API Inference
-# Extension's): neither built nor listed where the API server does not serve them.
-OPTIONAL_KINDS = ("ServiceMonitor", "PodMonitor", "InferencePool")
+# Extension's, KEDA's): neither built nor listed where the API server does not serve them.
+OPTIONAL_KINDS = ("ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject")
 
 
 @dataclass
@@ -119,12 +122,14 @@ async def reconcile_deployment(
 
     # The children are applied even while pods fail to start: only then do the pods exist.
     pool_served = spec.inference_pool is not None and await kube.serves("InferencePool")
+    scaler_kind, scaler = await _autoscaler(kube, spec)
     wanted = build_all(
         spec,
         monitoring_available=await kube.serves("ServiceMonitor"),
         operator_namespace=settings.namespace,
         admin_public_key=settings.admin_public_key,
         inference_pool_available=pool_served,
+        autoscaler=scaler,
     )
     applied, in_place, conflicts, failures = await apply_children(kube, spec, wanted)
     removed = []
@@ -154,9 +159,35 @@ async def reconcile_deployment(
             failures=failures,
         )
 
-    await _write_status(kube, body, spec, problem, seen, admin, pool)
+    extra = [pool] if pool is not None else []
+    if spec.autoscaling is not None and scaler_kind is not None:
+        extra.append(
+            autoscaler_condition(
+                spec.name,
+                scaler_kind,
+                address=spec.autoscaling.prometheus_address,
+                min_replicas=spec.autoscaling.min_replicas,
+                in_place=in_place,
+                conflicts=conflicts,
+                failures=failures,
+            )
+        )
+    await _write_status(kube, body, spec, problem, seen, admin, extra)
     if problem is not None:
         raise kopf.TemporaryError(problem.message, delay=backoff(retry))
+
+
+async def _autoscaler(kube: Kube, spec: DeploymentSpec) -> tuple[str | None, dict[str, Any] | None]:
+    """spec.autoscaling's kind (ScaledObject where KEDA's CRDs are served, else
+    HorizontalPodAutoscaler) and object (None: not asked, or KEDA without a Prometheus
+    address, which the condition reports)."""
+    if spec.autoscaling is None:
+        return None, None
+    if await kube.serves("ScaledObject"):
+        if spec.autoscaling.prometheus_address is None:
+            return "ScaledObject", None
+        return "ScaledObject", build_scaled_object(spec)
+    return "HorizontalPodAutoscaler", build_hpa(spec)
 
 
 async def refresh_status(
@@ -247,14 +278,15 @@ async def _write_status(
     problem: Condition | None,
     seen: PodsSeen | None,
     admin: VLLMAdminClient | None,
-    pool: Condition | None = None,
+    extra: Sequence[Condition] = (),
 ) -> None:
     """The status from the Deployment and its pods, with the apply round's `problem` first;
     else pods that cannot serve without a change (a missing Secret, an image that cannot be
     pulled, a crash loop, no node that fits), then a server that died while starting or that
     starts for longer than `spec.startupTimeout`, are Degraded. Starting servers say how far
-    they are (`/ready`, asked through `admin`): that is progress, not failure. `pool`: the
-    apply round's InferencePoolCreated (a refresh keeps the last one; none when not asked)."""
+    they are (`/ready`, asked through `admin`): that is progress, not failure. `extra`: the
+    apply round's InferencePoolCreated and AutoscalerCreated (a refresh keeps the last ones;
+    none when not asked)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
@@ -277,12 +309,22 @@ async def _write_status(
         generation=meta.get("generation"),
         now=now(),
         starting=startup,
-        extra=(pool,) if pool is not None else (),
-        stale=(INFERENCE_POOL,) if spec and spec.inference_pool is None else (),
+        extra=extra,
+        stale=_stale(spec),
     )
     await write_status(kube, "VLLMDeployment", body, status)
     if seen is not None:
         seen.record((namespace, name), found, starting=bool(startup))
+
+
+def _stale(spec: DeploymentSpec | None) -> tuple[str, ...]:
+    """Conditions of what the spec no longer asks for."""
+    if spec is None:
+        return ()
+    return (
+        *((INFERENCE_POOL,) if spec.inference_pool is None else ()),
+        *((AUTOSCALER,) if spec.autoscaling is None else ()),
+    )
 
 
 async def _pods(

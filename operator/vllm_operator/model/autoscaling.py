@@ -1,0 +1,156 @@
+"""spec.autoscaling as the object an autoscaler acts on: a KEDA ScaledObject (Prometheus
+trigger) where KEDA's CRDs are installed, else an autoscaling/v2 HorizontalPodAutoscaler on an
+external metric (a Prometheus adapter serves it). Both target the VLLMDeployment's scale
+subresource, so the autoscaler owns spec.replicas and the operator follows it.
+
+Every target is one signal `q` summed over the replicas and a value `t` per replica, so that
+replicas = ceil(q / t), as KEDA's AverageValue triggers and HPA's AverageValue external metrics
+compute it:
+
+| target | q | t |
+| --- | --- | --- |
+| ttftSeconds | sum(tokens waiting) / avg(prefill tokens per second): queued prefill, s | ttft |
+| tokensWaitingPerReplica | sum(vllm:num_tokens_waiting) | tokens |
+| kvCacheUsage | sum(vllm:kv_cache_usage_perc) | fraction |
+| requestsWaitingPerReplica | sum(vllm:num_requests_waiting) | requests |
+
+For ttftSeconds that is replicas = ceil(sum(waiting) / (ttft x prefill throughput per replica)),
+the throughput measured by the servers themselves (`vllm:prefill_tokens_per_second`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import API_VERSION
+from .builders import DEPLOYMENT_LABEL, child_metadata
+from .spec import Autoscaling, DeploymentSpec
+
+KEDA_API_VERSION = "keda.sh/v1alpha1"
+HPA_API_VERSION = "autoscaling/v2"
+# The label Prometheus gives the pods' DEPLOYMENT_LABEL (podTargetLabels of the operator's
+# monitors; Prometheus turns every character but letters, digits and _ into _).
+DEPLOYMENT_SERIES_LABEL = "".join(c if c.isalnum() else "_" for c in DEPLOYMENT_LABEL)
+# How often KEDA evaluates the query (seconds).
+POLLING_INTERVAL = 15
+# The external metric each target is, for HPA (a Prometheus adapter's rule computes `query`
+# under this name; see the README).
+EXTERNAL_METRICS = {
+    "ttftSeconds": "vllm_queued_prefill_seconds",
+    "tokensWaitingPerReplica": "vllm_num_tokens_waiting",
+    "kvCacheUsage": "vllm_kv_cache_usage_perc",
+    "requestsWaitingPerReplica": "vllm_num_requests_waiting",
+}
+
+
+def series_selector(spec: DeploymentSpec) -> str:
+    """The PromQL label matchers of this VLLMDeployment's servers."""
+    return f'{{namespace="{spec.namespace}",{DEPLOYMENT_SERIES_LABEL}="{spec.name}"}}'
+
+
+def query(spec: DeploymentSpec) -> str:
+    """The PromQL of `q` (see the module's table) for this VLLMDeployment."""
+    scaling = _scaling(spec)
+    s = series_selector(spec)
+    if scaling.target == "ttftSeconds":
+        return f"sum(vllm:num_tokens_waiting{s}) / avg(vllm:prefill_tokens_per_second{s})"
+    metric = {
+        "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
+        "kvCacheUsage": "vllm:kv_cache_usage_perc",
+        "requestsWaitingPerReplica": "vllm:num_requests_waiting",
+    }[scaling.target]
+    return f"sum({metric}{s})"
+
+
+def threshold(spec: DeploymentSpec) -> str:
+    """`t` as KEDA's trigger metadata takes it (a decimal string)."""
+    value = _scaling(spec).value
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def quantity(value: float) -> str:
+    """`value` as a Kubernetes quantity (HPA's averageValue): whole, or in thousandths."""
+    if value.is_integer():
+        return str(int(value))
+    return f"{max(1, round(value * 1000))}m"
+
+
+def _scale_target(spec: DeploymentSpec) -> dict[str, str]:
+    return {"apiVersion": API_VERSION, "kind": "VLLMDeployment", "name": spec.name}
+
+
+def _behavior(spec: DeploymentSpec) -> dict[str, Any]:
+    seconds = _scaling(spec).scale_down_stabilization_seconds
+    return {"scaleDown": {"stabilizationWindowSeconds": seconds}}
+
+
+def build_scaled_object(spec: DeploymentSpec) -> dict[str, Any]:
+    """KEDA's ScaledObject: a Prometheus trigger on `query`, AverageValue `threshold`; KEDA
+    makes and owns the HPA underneath. minReplicas 0 scales to zero: the same query activates
+    (above 0) once something reports load."""
+    scaling = _scaling(spec)
+    if scaling.prometheus_address is None:
+        raise ValueError(f"{spec.name}: KEDA's Prometheus trigger needs prometheus.address")
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "ScaledObject",
+        "metadata": child_metadata(spec, spec.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(spec),
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "pollingInterval": POLLING_INTERVAL,
+            # Only for the last replica's way to zero; above it, the HPA's behaviour decides.
+            "cooldownPeriod": scaling.scale_down_stabilization_seconds,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(spec)}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": scaling.prometheus_address,
+                        "query": query(spec),
+                        "threshold": threshold(spec),
+                        "activationThreshold": "0",
+                        # No series yet (no replica, or none measured): 0, not an error.
+                        "ignoreNullValues": "true",
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_hpa(spec: DeploymentSpec) -> dict[str, Any]:
+    """An autoscaling/v2 HorizontalPodAutoscaler on the external metric of the target (served
+    by a Prometheus adapter), AverageValue `t`. HPA keeps at least one replica (scaling to zero
+    needs KEDA)."""
+    scaling = _scaling(spec)
+    selector = {"namespace": spec.namespace, DEPLOYMENT_SERIES_LABEL: spec.name}
+    metric = {"name": EXTERNAL_METRICS[scaling.target], "selector": {"matchLabels": selector}}
+    return {
+        "apiVersion": HPA_API_VERSION,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(spec, spec.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(spec),
+            "minReplicas": max(1, scaling.min_replicas),
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "External",
+                    "external": {
+                        "metric": metric,
+                        "target": {"type": "AverageValue", "averageValue": quantity(scaling.value)},
+                    },
+                }
+            ],
+            "behavior": _behavior(spec),
+        },
+    }
+
+
+def _scaling(spec: DeploymentSpec) -> Autoscaling:
+    if spec.autoscaling is None:
+        raise ValueError(f"{spec.name} asks for no autoscaling")
+    return spec.autoscaling

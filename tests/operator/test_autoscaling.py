@@ -1,0 +1,172 @@
+"""spec.autoscaling: the CRD's rules, the parsed target, and the ScaledObject and HPA built from
+it, checked against KEDA's own ScaledObject schema (tests/operator/keda-scaledobject-v1alpha1
+.schema.json, from kedacore/keda) and Kubernetes' HPA schema (kubernetes-validate)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from vllm_operator.model.autoscaling import (
+    build_hpa,
+    build_scaled_object,
+    quantity,
+    query,
+    threshold,
+)
+from vllm_operator.model.spec import InvalidSpec, parse_deployment
+from vllm_testkit.admission import admit
+from vllm_testkit.samples import IMAGES, vllmd
+
+KEDA_SCHEMA = json.loads(
+    (Path(__file__).parent / "keda-scaledobject-v1alpha1.schema.json").read_text()
+)
+MODEL = {"uri": "hf://org/model"}
+PROMETHEUS = {"address": "http://prometheus.monitoring.svc:9090"}
+SELECTOR = '{namespace="models",serving_vllm_ai_deployment="m"}'
+
+
+def body(autoscaling: dict[str, Any]) -> dict[str, Any]:
+    return vllmd("m", {"model": MODEL, "autoscaling": autoscaling})
+
+
+def spec(autoscaling: dict[str, Any]):
+    return parse_deployment(body(autoscaling), IMAGES)
+
+
+def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields of `obj` the schema does not declare (KEDA's schema does not refuse them; the API
+    server would drop them silently, so a typo would go unnoticed)."""
+    if isinstance(obj, dict) and "properties" in schema:
+        found = []
+        for key, value in obj.items():
+            if key not in schema["properties"]:
+                if not schema.get("additionalProperties"):
+                    found.append(f"{path}.{key}")
+                continue
+            found += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
+        return found
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [
+            f for i, v in enumerate(obj) for f in unknown_fields(v, schema["items"], f"{path}[{i}]")
+        ]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "message"),
+    [
+        ({"maxReplicas": 3}, "set exactly one target"),
+        ({"maxReplicas": 3, "ttftSeconds": 1, "kvCacheUsage": 0.5}, "set exactly one target"),
+        ({"minReplicas": 4, "maxReplicas": 3, "ttftSeconds": 1}, "minReplicas cannot exceed"),
+        ({"maxReplicas": 3, "kvCacheUsage": 1.5}, "kvCacheUsage"),
+        ({"maxReplicas": 3, "ttftSeconds": 0}, "ttftSeconds"),
+        (
+            {"maxReplicas": 3, "ttftSeconds": 1, "prometheus": {"address": "prometheus:9090"}},
+            "address",
+        ),
+    ],
+)
+def test_the_crd_refuses_what_cannot_scale(autoscaling, message):
+    errors = admit("VLLMDeployment", body(autoscaling))
+    assert any(message in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "message"),
+    [
+        ({"maxReplicas": 3}, "set exactly one target"),
+        ({"minReplicas": 4, "maxReplicas": 3, "ttftSeconds": 1}, "cannot exceed maxReplicas"),
+    ],
+)
+def test_the_operator_refuses_it_too(autoscaling, message):
+    with pytest.raises(InvalidSpec, match=message):
+        spec(autoscaling)
+
+
+def test_defaults_and_each_target_s_signal():
+    parsed = spec({"maxReplicas": 5, "ttftSeconds": 0.5, "prometheus": PROMETHEUS}).autoscaling
+    assert (parsed.min_replicas, parsed.max_replicas, parsed.target, parsed.value) == (
+        1, 5, "ttftSeconds", 0.5,
+    )  # fmt: skip
+    assert parsed.scale_down_stabilization_seconds == 300
+    assert query(spec({"maxReplicas": 5, "ttftSeconds": 0.5})) == (
+        f"sum(vllm:num_tokens_waiting{SELECTOR}) / avg(vllm:prefill_tokens_per_second{SELECTOR})"
+    )
+    signals = {
+        "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
+        "kvCacheUsage": "vllm:kv_cache_usage_perc",
+        "requestsWaitingPerReplica": "vllm:num_requests_waiting",
+    }
+    for target, metric in signals.items():
+        assert query(spec({"maxReplicas": 5, target: 1})) == f"sum({metric}{SELECTOR})"
+
+
+def test_thresholds_are_what_keda_and_hpa_parse():
+    """KEDA parses threshold with Go's JSON number syntax (no ".5" or "5."); HPA takes a
+    quantity."""
+    for value, text, amount in [
+        (0.5, "0.5", "500m"),
+        (4000, "4000", "4000"),
+        (0.85, "0.85", "850m"),
+    ]:
+        key = "kvCacheUsage" if value < 1 else "tokensWaitingPerReplica"
+        parsed = spec({"maxReplicas": 5, key: value})
+        assert threshold(parsed) == text and json.loads(text) == value
+        assert quantity(float(value)) == amount
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["ttftSeconds", "tokensWaitingPerReplica", "kvCacheUsage", "requestsWaitingPerReplica"],
+)
+def test_the_scaled_object_is_valid_for_keda(target: str):
+    value = 0.5 if target in ("ttftSeconds", "kvCacheUsage") else 10
+    scaled = build_scaled_object(
+        spec({"minReplicas": 0, "maxReplicas": 8, target: value, "prometheus": PROMETHEUS})
+    )
+    jsonschema.validate(scaled, KEDA_SCHEMA)
+    assert unknown_fields(scaled, KEDA_SCHEMA) == []
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert {"serverAddress", "query", "threshold"} <= set(trigger["metadata"])
+    assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA's CRD says so
+    assert scaled["spec"]["minReplicaCount"] == 0  # KEDA scales to zero itself
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 300}}
+
+
+def test_keda_needs_a_prometheus_address():
+    with pytest.raises(ValueError, match=r"prometheus\.address"):
+        build_scaled_object(spec({"maxReplicas": 8, "ttftSeconds": 1}))
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["ttftSeconds", "tokensWaitingPerReplica", "kvCacheUsage", "requestsWaitingPerReplica"],
+)
+def test_the_hpa_is_valid_and_keeps_a_replica(target: str):
+    value = 0.5 if target in ("ttftSeconds", "kvCacheUsage") else 10
+    hpa = build_hpa(
+        spec(
+            {"minReplicas": 0, "maxReplicas": 8, target: value, "scaleDownStabilizationSeconds": 60}
+        )
+    )
+    kubernetes_validate.validate(hpa, "1.34", strict=True)
+    assert hpa["spec"]["minReplicas"] == 1
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "VLLMDeployment"
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
+
+
+def test_average_value_gives_the_formula_s_replica_count():
+    """replicas = ceil(q / t): for ttftSeconds, ceil(sum(waiting) / (ttft x rate per replica)).
+    HPA and KEDA both compute ceil(metric / averageValue) for an AverageValue external metric."""
+    waiting, rate, ttft = 12_000, 2_000.0, 0.5  # tokens, tokens/s per replica, seconds
+    q = waiting / rate  # what the query evaluates to: seconds of queued prefill
+    assert math.ceil(q / ttft) == math.ceil(waiting / (ttft * rate)) == 12
