@@ -91,6 +91,50 @@ def test_crds_upgrade_false_leaves_the_crds_to_the_user():
     assert hook_objects({"crds": {"upgrade": False}}) == {}
 
 
+def test_an_operator_of_listed_namespaces_needs_no_cluster_rights_to_upgrade_unless_asked():
+    """crds.upgrade auto: off with operator.watchNamespaces (a namespace admin's upgrade must
+    not need a ClusterRole); true turns it on there too."""
+    listed = {"operator": {"watchNamespaces": ["team-a"]}}
+    assert hook_objects(listed) == {}
+    assert set(hook_objects({**listed, "crds": {"upgrade": True}})) == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Job",
+    }  # fmt: skip
+
+
+def test_cluster_wide_hook_objects_of_two_releases_do_not_collide():
+    """A release of one name in two namespaces: each its own ClusterRole and binding (Helm's
+    before-hook-creation deletes by name, whoever's it is)."""
+    a = hook_objects_in("team-a")
+    b = hook_objects_in("team-b")
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        assert a[kind]["metadata"]["name"] != b[kind]["metadata"]["name"]
+    assert a["ClusterRoleBinding"]["roleRef"]["name"] == a["ClusterRole"]["metadata"]["name"]
+
+
+def hook_objects_in(namespace: str) -> dict[str, dict[str, Any]]:
+    return {
+        o["kind"]: o
+        for o in render({}, namespace=namespace)
+        if (o["metadata"].get("annotations") or {}).get("helm.sh/hook") == HOOK["helm.sh/hook"]
+    }
+
+
+def test_values_of_an_older_release_still_render():
+    """`helm upgrade --reuse-values` keeps the old release's values, which have no `crds` and no
+    hook pull policies: the defaults apply."""
+    objects = hook_objects({"crds": None, "uninstallHook": {"imagePullPolicy": None}})
+    assert "Job" in objects
+    (container,) = objects["Job"]["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["memory"] == "192Mi"
+    policies = [
+        c["imagePullPolicy"]
+        for o in render({"crds": None, "uninstallHook": {"imagePullPolicy": None}})
+        if o["kind"] == "Job"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    assert policies and all(p == "IfNotPresent" for p in policies)
+
+
 def test_kopf_s_shared_peering_crds_come_from_a_subchart_that_can_be_left_out():
     chart = Chart.load(str(CHART))
     (dependency,) = chart.metadata["dependencies"]
