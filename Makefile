@@ -12,7 +12,7 @@ DEMO := .demo
 export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 
-.PHONY: install checkov run test unit mutate e2e bench lint chart-readme clean
+.PHONY: install checkov prometheus run test unit mutate e2e bench lint chart-readme clean
 
 install: $(VENV)/.installed
 
@@ -44,7 +44,17 @@ $(CHECKOV_VENV)/.installed: tests/static/checkov-requirements.txt
 	$(CHECKOV_VENV)/bin/python -m pip install -q -r tests/static/checkov-requirements.txt
 	touch $@
 
-test: install checkov
+# A real Prometheus (Debian's package) evaluates the autoscalers' queries on real servers
+# (tests/server/test_autoscaling_query_vllm.py). Installed where apt-get can (root); elsewhere
+# those tests are skipped, saying so.
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+			|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends prometheus; }; } >/dev/null 2>&1 \
+		|| echo "prometheus not installed: its tests are skipped"; }
+
+test: install checkov prometheus
 	$(VENV)/bin/pytest
 
 unit: install checkov

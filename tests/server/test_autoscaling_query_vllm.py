@@ -1,0 +1,163 @@
+"""The autoscalers' queries (operator/vllm_operator/model/autoscaling.py) evaluated by a real
+Prometheus (Debian's package) scraping two real `vllm-ext-serve` servers under load: the value
+KEDA and the HPA divide by the threshold gives the replica count the formula predicts from the
+servers' own gauges, and only this VLLMDeployment's series count.
+
+The two servers are the session's shared one and one started here; a third scrape of the
+shared server, labelled as another VLLMDeployment, is the decoy the selector must leave out."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vllm_operator.model.autoscaling import DEPLOYMENT_SERIES_LABEL, query, threshold
+from vllm_operator.model.spec import parse_deployment
+from vllm_testkit import prometheus
+from vllm_testkit.samples import IMAGES, vllmd
+from vllm_testkit.servers import SERVED_NAME, ServerProcess, ext_server
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        prometheus.available() is None,
+        reason="Debian's prometheus package is not installed (make prometheus)",
+    ),
+]
+
+NS, NAME = "models", "m"
+TTFT = 0.02  # tight enough that the queue asks for several replicas
+# About 420 prompt tokens (the tiny model's context is 512), one output token: prefill work.
+PROMPT = "the quick brown fox jumps over the lazy dog while the model server loads " * 28
+
+
+@pytest.fixture(scope="module")
+def second_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    proc = ext_server(tiny_model, tmp_path_factory.mktemp("logs") / "second-server.log")
+    proc.start()
+    try:
+        yield proc.wait_ready()
+    finally:
+        assert proc.stop() == 0, proc.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def scraping(server: ServerProcess, second_server: ServerProcess, tmp_path_factory):
+    ours = {"namespace": NS, DEPLOYMENT_SERIES_LABEL: NAME}
+    decoy = {"namespace": NS, DEPLOYMENT_SERIES_LABEL: "another"}
+    targets = [
+        prometheus.Target(f"127.0.0.1:{server.port}", ours),
+        prometheus.Target(f"127.0.0.1:{second_server.port}", ours),
+        prometheus.Target(f"127.0.0.1:{server.port}", decoy),
+    ]
+    prom = prometheus.Prometheus(targets, tmp_path_factory.mktemp("prometheus")).start()
+    try:
+        yield prom
+    finally:
+        prom.stop()
+
+
+async def closed_loop(urls: list[str], concurrency: int, seconds: float) -> int:
+    """`concurrency` clients per server, each sending the next prompt as soon as one returns,
+    for `seconds`: prompts queue behind each other (8 sequences per engine)."""
+    done = 0
+    deadline = time.monotonic() + seconds
+    request = {"model": SERVED_NAME, "prompt": PROMPT, "max_tokens": 1, "temperature": 0}
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            reply = await client.post("/v1/completions", json=request)
+            assert reply.status_code == 200, reply.text
+            done += 1
+
+    clients = [httpx.AsyncClient(base_url=url, timeout=120) for url in urls]
+    try:
+        await asyncio.gather(*(client_loop(c) for c in clients for _ in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return done
+
+
+def value(vector: list[dict]) -> float:
+    (sample,) = vector
+    return float(sample["value"][1])
+
+
+def test_the_ttft_query_gives_the_replicas_the_formula_predicts(
+    server: ServerProcess, second_server: ServerProcess, scraping: prometheus.Prometheus
+):
+    spec = parse_deployment(
+        vllmd(
+            NAME,
+            {"model": {"uri": "/m"}, "autoscaling": {"maxReplicas": 64, "ttftSeconds": TTFT}},
+            NS,
+        ),
+        IMAGES,
+    )
+    promql, t = query(spec), float(threshold(spec))
+    start = time.time()
+    done = asyncio.run(closed_loop([server.url, second_server.url], concurrency=12, seconds=12))
+    time.sleep(2.5)  # the last scrapes
+    end = time.time()
+    assert done > 0
+
+    # Moments where prompts were queued, as Prometheus saw them.
+    selector = f'{{namespace="{NS}",{DEPLOYMENT_SERIES_LABEL}="{NAME}"}}'
+    (waiting,) = scraping.query_range(f"sum(vllm:num_tokens_waiting{selector})", start, end, 1)
+    busy = [float(at) for at, v in waiting["values"] if float(v) > 0]
+    assert busy, f"no scrape saw a queue: {waiting['values']}"
+
+    checked = 0
+    for at in busy:
+        q = scraping.query(promql, at)
+        tokens = scraping.query(f"vllm:num_tokens_waiting{selector}", at)
+        rates = scraping.query(f"vllm:prefill_tokens_per_second{selector}", at)
+        if not q or len(rates) < 2:  # a server had not measured its rate yet at that moment
+            continue
+        # Both servers, and not the decoy (the same server under another VLLMDeployment).
+        assert len(tokens) == 2 and len(rates) == 2
+        instances = {s["metric"]["instance"] for s in tokens}
+        assert instances == {f"127.0.0.1:{server.port}", f"127.0.0.1:{second_server.port}"}
+        total = sum(float(s["value"][1]) for s in tokens)
+        per_replica = sum(float(s["value"][1]) for s in rates) / len(rates)
+        assert value(q) == pytest.approx(total / per_replica, rel=1e-9)
+        # What KEDA's and the HPA's AverageValue arithmetic makes of it, and the formula.
+        assert math.ceil(value(q) / t) == math.ceil(total / (TTFT * per_replica))
+        checked += 1
+    assert checked, "no moment with a queue and both servers' measured rates"
+    print(f"\nchecked {checked} moments; e.g. {promql} = {value(q):.3f} s -> "
+          f"{math.ceil(value(q) / t)} replicas at ttft {TTFT} s")  # fmt: skip
+
+
+def test_the_raw_signal_queries_sum_this_deployment_s_servers(
+    server: ServerProcess, second_server: ServerProcess, scraping: prometheus.Prometheus
+):
+    for target, metric in [
+        ("tokensWaitingPerReplica", "vllm:num_tokens_waiting"),
+        ("kvCacheUsage", "vllm:kv_cache_usage_perc"),
+        ("requestsWaitingPerReplica", "vllm:num_requests_waiting"),
+    ]:
+        setting = 0.5 if target == "kvCacheUsage" else 100
+        spec = parse_deployment(
+            vllmd(
+                NAME,
+                {"model": {"uri": "/m"}, "autoscaling": {"maxReplicas": 8, target: setting}},
+                NS,
+            ),
+            IMAGES,
+        )
+        at = time.time()
+        series = scraping.query(
+            f'{metric}{{namespace="{NS}",{DEPLOYMENT_SERIES_LABEL}="{NAME}"}}', at
+        )
+        assert len(series) == 2, (metric, series)  # both servers, not the decoy
+        assert value(scraping.query(query(spec), at)) == pytest.approx(
+            sum(float(s["value"][1]) for s in series)
+        )
