@@ -68,8 +68,9 @@ MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": {"kind": "ServiceMonitor"},
     "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor"},
 }
-# KEDA's ScaledObject CRD, where a test installs it.
+# KEDA's ScaledObject CRD, where a test installs it, and its HTTP add-on's InterceptorRoute.
 KEDA = {"keda.sh/v1alpha1/scaledobjects": {"kind": "ScaledObject"}}
+KEDA_HTTP = {"http.keda.sh/v1beta1/interceptorroutes": {"kind": "InterceptorRoute"}}
 # The Gateway API Inference Extension's CRD (v1), where a test installs it.
 INFERENCE_POOL = {"inference.networking.k8s.io/v1/inferencepools": {"kind": "InferencePool"}}
 APPLY = "application/apply-patch+yaml"
@@ -260,11 +261,13 @@ def declare(
     monitoring: bool = False,
     inference_pool: bool = False,
     keda: bool = False,
+    keda_http: bool = False,
 ) -> None:
     optional = {
         **(MONITORING if monitoring else {}),
         **(INFERENCE_POOL if inference_pool else {}),
         **(KEDA if keda else {}),
+        **(KEDA_HTTP if keda_http else {}),
     }
     for name, spec in {**RESOURCES, **PEERING, **optional}.items():
         emulator.resources[name] = {"namespaced": True, "verbs": VERBS, **spec}

@@ -536,6 +536,7 @@ JUSTIFIED = {
     ("create", "monitoring.coreos.com", "podmonitors"),
     ("create", "inference.networking.k8s.io", "inferencepools"),
     ("create", "keda.sh", "scaledobjects"),
+    ("create", "http.keda.sh", "interceptorroutes"),
     ("create", "autoscaling", "horizontalpodautoscalers"),
     # the model cache claim is applied when a spec enables it (no kmock test does)
     ("get", "", "persistentvolumeclaims"),

@@ -15,6 +15,7 @@ import pytest
 
 from vllm_operator.model.autoscaling import (
     build_hpa,
+    build_interceptor_route,
     build_scaled_object,
     quantity,
     query,
@@ -24,6 +25,8 @@ from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
 from vllm_testkit.samples import IMAGES, vllmd
 
+HERE = Path(__file__).parent
+ROUTE_SCHEMA = json.loads((HERE / "keda-http-interceptorroute-v1beta1.schema.json").read_text())
 KEDA_SCHEMA = json.loads(
     (Path(__file__).parent / "keda-scaledobject-v1alpha1.schema.json").read_text()
 )
@@ -137,7 +140,8 @@ def test_the_scaled_object_is_valid_for_keda(target: str):
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert {"serverAddress", "query", "threshold"} <= set(trigger["metadata"])
     assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA's CRD says so
-    assert scaled["spec"]["minReplicaCount"] == 0  # KEDA scales to zero itself
+    # Nothing holds requests at zero here (no HTTP add-on): one replica stays.
+    assert scaled["spec"]["minReplicaCount"] == 1
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 300}}
 
@@ -170,3 +174,51 @@ def test_average_value_gives_the_formula_s_replica_count():
     waiting, rate, ttft = 12_000, 2_000.0, 0.5  # tokens, tokens/s per replica, seconds
     q = waiting / rate  # what the query evaluates to: seconds of queued prefill
     assert math.ceil(q / ttft) == math.ceil(waiting / (ttft * rate)) == 12
+
+
+def test_to_zero_where_the_http_add_on_holds_requests():
+    """minReplicas 0 with KEDA's HTTP add-on: the InterceptorRoute holds requests for the model's
+    hosts while the first replica starts, and its held requests wake the model (external-push,
+    the add-on's own pattern) beside the Prometheus trigger."""
+    parsed = spec({
+        "minReplicas": 0, "maxReplicas": 4, "ttftSeconds": 1, "prometheus": PROMETHEUS,
+        "scaleFromZero": {"coldStartTimeout": "20m"},
+    })  # fmt: skip
+    scaled = build_scaled_object(parsed, requests_held=True)
+    jsonschema.validate(scaled, KEDA_SCHEMA)
+    assert unknown_fields(scaled, KEDA_SCHEMA) == []
+    assert scaled["spec"]["minReplicaCount"] == 0
+    prometheus, held = scaled["spec"]["triggers"]
+    assert prometheus["type"] == "prometheus"
+    assert held == {
+        "type": "external-push",
+        "name": "held-requests",
+        "metadata": {
+            "scalerAddress": "keda-add-ons-http-external-scaler.keda:9090",
+            "interceptorRoute": "m",
+        },
+    }
+    route = build_interceptor_route(parsed)
+    jsonschema.validate(route, ROUTE_SCHEMA)
+    assert unknown_fields(route, ROUTE_SCHEMA) == []
+    target = route["spec"]["target"]
+    assert ("port" in target) != ("portName" in target)  # the CRD's CEL rule
+    assert target == {"service": "m", "port": 8000}  # the model's Service, its API port
+    assert route["spec"]["rules"] == [{"hosts": ["m.models"]}]
+    assert route["spec"]["timeouts"] == {"readiness": "20m", "responseHeader": "0s"}
+    assert route["spec"]["scalingMetric"] == {"concurrency": {"targetValue": 1000}}
+    (owner,) = route["metadata"]["ownerReferences"]
+    assert owner["kind"] == "VLLMDeployment" and owner["controller"]
+
+
+def test_scale_from_zero_hosts_are_checked_by_the_crd():
+    base = {"minReplicas": 0, "maxReplicas": 4, "ttftSeconds": 1}
+    assert (
+        admit(
+            "VLLMDeployment",
+            body({**base, "scaleFromZero": {"hosts": ["llm.example.com", "*.corp"]}}),
+        )
+        == []
+    )
+    errors = admit("VLLMDeployment", body({**base, "scaleFromZero": {"hosts": ["Bad Host"]}}))
+    assert errors and "hosts" in errors[0]

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=KubeEmulator)]
 NS = "models"
 SCALED_OBJECT = kmock.resource("keda.sh/v1alpha1/scaledobjects")
 HPA = kmock.resource("autoscaling/v2/horizontalpodautoscalers")
+ROUTE = kmock.resource("http.keda.sh/v1beta1/interceptorroutes")
 PROMETHEUS = "http://prometheus.monitoring.svc:9090"
 TTFT = {"minReplicas": 1, "maxReplicas": 6, "ttftSeconds": 0.5,
         "prometheus": {"address": PROMETHEUS}}  # fmt: skip
@@ -116,3 +117,40 @@ async def test_keda_without_a_prometheus_address_is_reported(kmock, kubeconfig):
         assert (created["status"], created["reason"]) == ("False", "PrometheusAddressMissing")
         assert exists(kmock, (DEPLOYMENT, NS, "nop"))  # the model serves all the same
         assert not exists(kmock, (SCALED_OBJECT, NS, "nop"))
+
+
+async def test_to_zero_only_where_keda_s_http_add_on_holds_requests(kmock, kubeconfig):
+    declare(kmock, keda=True, keda_http=True)
+    scaling = {**TTFT, "minReplicas": 0}
+    async with running_operator(kmock):
+        await create(
+            kmock, cr_path(NS), vllmd("zero", {"model": {"uri": "/m"}, "autoscaling": scaling}, NS)
+        )
+        await wait_for(lambda: exists(kmock, (ROUTE, NS, "zero")), what="the InterceptorRoute")
+        await wait_for(lambda: exists(kmock, (SCALED_OBJECT, NS, "zero")), what="the ScaledObject")
+        await wait_for(lambda: condition(kmock, "zero", "AutoscalerCreated") is not None)
+        scaled = kmock.objects[SCALED_OBJECT, NS, "zero"]["spec"]
+        assert scaled["minReplicaCount"] == 0
+        assert [t["type"] for t in scaled["triggers"]] == ["prometheus", "external-push"]
+        assert (
+            "requests held by InterceptorRoute/zero"
+            in condition(kmock, "zero", "AutoscalerCreated")["message"]
+        )
+
+        # Back to a floor of one: the route goes.
+        await patch_cr(kmock, "zero", {"spec": {"autoscaling": {"minReplicas": 1}}}, generation=2)
+        await wait_for(lambda: not exists(kmock, (ROUTE, NS, "zero")), what="the prune")
+
+
+async def test_without_the_http_add_on_one_replica_stays(kmock, kubeconfig):
+    declare(kmock, keda=True)
+    scaling = {**TTFT, "minReplicas": 0}
+    async with running_operator(kmock):
+        await create(
+            kmock, cr_path(NS), vllmd("one", {"model": {"uri": "/m"}, "autoscaling": scaling}, NS)
+        )
+        await wait_for(lambda: exists(kmock, (SCALED_OBJECT, NS, "one")), what="the ScaledObject")
+        await wait_for(lambda: condition(kmock, "one", "AutoscalerCreated") is not None)
+        assert kmock.objects[SCALED_OBJECT, NS, "one"]["spec"]["minReplicaCount"] == 1
+        message = condition(kmock, "one", "AutoscalerCreated")["message"]
+        assert "keeping 1 replica: scaling to zero needs KEDA's HTTP add-on" in message

@@ -142,6 +142,10 @@ imagePullSecrets:
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [get, list, create, patch, delete]
+# ... and to zero, KEDA's HTTP add-on's InterceptorRoute, which holds requests meanwhile.
+- apiGroups: [http.keda.sh]
+  resources: [interceptorroutes]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, create, patch, delete]

@@ -56,6 +56,7 @@ KINDS = {
         Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
         Kind("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
         Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+        Kind("http.keda.sh/v1beta1", "InterceptorRoute", "interceptorroutes"),
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("serving.vllm.ai/v1alpha1", "VLLMDeployment", "vllmdeployments"),
         Kind("serving.vllm.ai/v1alpha1", "LoraAdapter", "loraadapters"),

@@ -27,6 +27,9 @@ from .builders import DEPLOYMENT_LABEL, child_metadata
 from .spec import Autoscaling, DeploymentSpec
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
+KEDA_HTTP_API_VERSION = "http.keda.sh/v1beta1"  # the HTTP add-on's InterceptorRoute (v0.14+)
+# The HTTP add-on's external scaler, as its Helm chart installs it (namespace keda).
+KEDA_HTTP_SCALER = "keda-add-ons-http-external-scaler.keda:9090"
 HPA_API_VERSION = "autoscaling/v2"
 # The label Prometheus gives the pods' DEPLOYMENT_LABEL (podTargetLabels of the operator's
 # monitors; Prometheus turns every character but letters, digits and _ into _).
@@ -84,39 +87,78 @@ def _behavior(spec: DeploymentSpec) -> dict[str, Any]:
     return {"scaleDown": {"stabilizationWindowSeconds": seconds}}
 
 
-def build_scaled_object(spec: DeploymentSpec) -> dict[str, Any]:
+def scales_to_zero(spec: DeploymentSpec, *, requests_held: bool) -> bool:
+    """Whether the ScaledObject may take the model to zero: asked for (minReplicas 0), and
+    something holds requests meanwhile (`requests_held`: KEDA's HTTP add-on is installed).
+    Otherwise one replica stays: at zero, requests would fail and nothing would report load."""
+    return _scaling(spec).min_replicas == 0 and requests_held
+
+
+def build_scaled_object(spec: DeploymentSpec, *, requests_held: bool = False) -> dict[str, Any]:
     """KEDA's ScaledObject: a Prometheus trigger on `query`, AverageValue `threshold`; KEDA
-    makes and owns the HPA underneath. minReplicas 0 scales to zero: the same query activates
-    (above 0) once something reports load."""
+    makes and owns the HPA underneath. To zero only where the HTTP add-on holds requests
+    (`scales_to_zero`): then the requests it holds (an external-push trigger on this model's
+    InterceptorRoute) wake the model, and count towards more replicas beyond
+    scaleFromZero.concurrencyPerReplica each."""
     scaling = _scaling(spec)
     if scaling.prometheus_address is None:
         raise ValueError(f"{spec.name}: KEDA's Prometheus trigger needs prometheus.address")
+    zero = scales_to_zero(spec, requests_held=requests_held)
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "prometheus",
+            "name": "vllm",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": scaling.prometheus_address,
+                "query": query(spec),
+                "threshold": threshold(spec),
+                "activationThreshold": "0",
+                # No series yet (no replica, or none measured): 0, not an error.
+                "ignoreNullValues": "true",
+            },
+        }
+    ]
+    if zero:
+        triggers.append(
+            {
+                "type": "external-push",
+                "name": "held-requests",
+                "metadata": {"scalerAddress": KEDA_HTTP_SCALER, "interceptorRoute": spec.name},
+            }
+        )
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
         "metadata": child_metadata(spec, spec.name),
         "spec": {
             "scaleTargetRef": _scale_target(spec),
-            "minReplicaCount": scaling.min_replicas,
+            "minReplicaCount": scaling.min_replicas if zero else max(1, scaling.min_replicas),
             "maxReplicaCount": scaling.max_replicas,
             "pollingInterval": POLLING_INTERVAL,
             # Only for the last replica's way to zero; above it, the HPA's behaviour decides.
             "cooldownPeriod": scaling.scale_down_stabilization_seconds,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(spec)}},
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": scaling.prometheus_address,
-                        "query": query(spec),
-                        "threshold": threshold(spec),
-                        "activationThreshold": "0",
-                        # No series yet (no replica, or none measured): 0, not an error.
-                        "ignoreNullValues": "true",
-                    },
-                }
-            ],
+            "triggers": triggers,
+        },
+    }
+
+
+def build_interceptor_route(spec: DeploymentSpec) -> dict[str, Any]:
+    """KEDA's HTTP add-on's InterceptorRoute: requests for scaleFromZero.hosts go through the
+    interceptor to this model's Service (its API port), held up to coldStartTimeout while no
+    replica is ready. The response-header wait is off: a completion that is not streamed sends
+    its headers only once it is done."""
+    zero = _scaling(spec).scale_from_zero
+    return {
+        "apiVersion": KEDA_HTTP_API_VERSION,
+        "kind": "InterceptorRoute",
+        "metadata": child_metadata(spec, spec.name),
+        "spec": {
+            "target": {"service": spec.name, "port": spec.port},
+            "rules": [{"hosts": list(zero.hosts)}],
+            "scalingMetric": {"concurrency": {"targetValue": zero.concurrency_per_replica}},
+            "timeouts": {"readiness": zero.cold_start_timeout, "responseHeader": "0s"},
         },
     }
 

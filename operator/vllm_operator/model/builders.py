@@ -6,6 +6,7 @@ reconciler can apply them every time and the tests can compare them to golden fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
 
@@ -437,13 +438,13 @@ def build_all(
     operator_namespace: str,
     admin_public_key: str | None = None,
     inference_pool_available: bool = False,
-    autoscaler: dict[str, Any] | None = None,
+    autoscalers: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """Every object the spec wants, in apply order (the claim before the pods that mount it).
     `admin_public_key` is the operator's (the servers' admin ports take its tokens only); the
     operator always has one, tests of other things may leave it out. Monitors and the
-    InferencePool need their CRDs (`*_available`); `autoscaler` is spec.autoscaling's object
-    (model/autoscaling.py), whose kind depends on the cluster."""
+    InferencePool need their CRDs (`*_available`); `autoscalers` are spec.autoscaling's
+    objects (model/autoscaling.py), whose kinds depend on the cluster."""
     wanted = []
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
@@ -458,6 +459,5 @@ def build_all(
         wanted.append(build_network_policy(spec, operator_namespace))
     if inference_pool_available and spec.inference_pool is not None:
         wanted.append(build_inference_pool(spec))
-    if autoscaler is not None:
-        wanted.append(autoscaler)
+    wanted += autoscalers
     return wanted

@@ -248,6 +248,15 @@ AUTOSCALING_TARGETS = (
 
 
 @dataclass(frozen=True)
+class ScaleFromZero:
+    """spec.autoscaling.scaleFromZero: KEDA's HTTP add-on holding requests at zero replicas."""
+
+    hosts: tuple[str, ...]
+    cold_start_timeout: str  # a Go duration (15m)
+    concurrency_per_replica: int
+
+
+@dataclass(frozen=True)
 class Autoscaling:
     """spec.autoscaling: replicas between `min_replicas` and `max_replicas` such that each
     carries `value` of the `target` signal (a time to first token, for ttftSeconds)."""
@@ -258,6 +267,7 @@ class Autoscaling:
     value: float
     scale_down_stabilization_seconds: int
     prometheus_address: str | None
+    scale_from_zero: ScaleFromZero
 
 
 @dataclass(frozen=True)
@@ -387,7 +397,7 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
     _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
 
 
-def _autoscaling(given: Mapping[str, Any] | None) -> Autoscaling | None:
+def _autoscaling(name: str, namespace: str, given: Mapping[str, Any] | None) -> Autoscaling | None:
     """spec.autoscaling, with the CRD's rules again (exactly one target, min <= max)."""
     if given is None:
         return None
@@ -398,6 +408,7 @@ def _autoscaling(given: Mapping[str, Any] | None) -> Autoscaling | None:
             f"(found {', '.join(targets) or 'none'})"
         )
     (target,) = targets
+    zero = given.get("scaleFromZero") or {}
     low, high = given.get("minReplicas", 1), given["maxReplicas"]
     if low > high:
         raise InvalidSpec(f"autoscaling.minReplicas {low} cannot exceed maxReplicas {high}")
@@ -411,6 +422,11 @@ def _autoscaling(given: Mapping[str, Any] | None) -> Autoscaling | None:
         value=value,
         scale_down_stabilization_seconds=given.get("scaleDownStabilizationSeconds", 300),
         prometheus_address=(given.get("prometheus") or {}).get("address"),
+        scale_from_zero=ScaleFromZero(
+            hosts=tuple(zero.get("hosts") or (f"{name}.{namespace}",)),
+            cold_start_timeout=zero.get("coldStartTimeout", "15m"),
+            concurrency_per_replica=zero.get("concurrencyPerReplica", 1000),
+        ),
     )
 
 
@@ -719,7 +735,7 @@ def parse_deployment(
         network_policy_from=tuple(network.get("from") or ()),
         network_policy_metrics_from=tuple(network.get("metricsFrom") or ()),
         inference_pool=_inference_pool(meta["name"], spec.get("inferencePool")),
-        autoscaling=_autoscaling(spec.get("autoscaling")),
+        autoscaling=_autoscaling(meta["name"], meta["namespace"], spec.get("autoscaling")),
         pod_security_context=pod_security,
         security_context=security,
         shm_size=spec["shmSize"],

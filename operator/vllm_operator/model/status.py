@@ -291,6 +291,7 @@ def autoscaler_condition(
     *,
     address: str | None,
     min_replicas: int,
+    to_zero: bool = False,
     in_place: Sequence[str],
     conflicts: Sequence[str],
     failures: Sequence[str],
@@ -307,9 +308,17 @@ def autoscaler_condition(
         )  # fmt: skip
     if what in in_place:
         if kind == "ScaledObject":
+            zero = ""
+            if min_replicas == 0:
+                zero = (
+                    f"; to zero when idle, requests held by InterceptorRoute/{name}"
+                    if to_zero
+                    else "; keeping 1 replica: scaling to zero needs KEDA's HTTP add-on "
+                    "(its InterceptorRoute CRD) to hold requests while the first replica starts"
+                )
             return Condition(
                 AUTOSCALER, True, reasons.KEDA_SCALED_OBJECT,
-                f"{what} applied: KEDA scales spec.replicas on Prometheus",
+                f"{what} applied: KEDA scales spec.replicas on Prometheus{zero}",
             )  # fmt: skip
         zero = " (at least 1: scaling to zero needs KEDA)" if min_replicas == 0 else ""
         return Condition(

@@ -25,7 +25,7 @@ from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..metrics import APPLIES
 from ..model import reasons
-from ..model.autoscaling import build_hpa, build_scaled_object
+from ..model.autoscaling import build_hpa, build_interceptor_route, build_scaled_object
 from ..model.builders import build_all, selector_labels, service_url
 from ..model.drift import child_action, owned_by, with_digest
 from ..model.pods import (
@@ -60,11 +60,14 @@ log = logging.getLogger(__name__)
 # (it goes with the VLLMDeployment, through its owner reference).
 PRUNABLE = (
     "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor",
-    "InferencePool", "ScaledObject", "HorizontalPodAutoscaler",
+    "InferencePool", "ScaledObject", "HorizontalPodAutoscaler", "InterceptorRoute",
 )  # fmt: skip
 # Kinds of CRDs that may be missing (the Prometheus Operator's, the Gateway API Inference
-# Extension's, KEDA's): neither built nor listed where the API server does not serve them.
-OPTIONAL_KINDS = ("ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject")
+# Extension's, KEDA's and its HTTP add-on's): neither built nor listed where the API server
+# does not serve them.
+OPTIONAL_KINDS = (
+    "ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject", "InterceptorRoute",
+)  # fmt: skip
 
 
 @dataclass
@@ -122,14 +125,14 @@ async def reconcile_deployment(
 
     # The children are applied even while pods fail to start: only then do the pods exist.
     pool_served = spec.inference_pool is not None and await kube.serves("InferencePool")
-    scaler_kind, scaler = await _autoscaler(kube, spec)
+    scaler = await _autoscaler(kube, spec)
     wanted = build_all(
         spec,
         monitoring_available=await kube.serves("ServiceMonitor"),
         operator_namespace=settings.namespace,
         admin_public_key=settings.admin_public_key,
         inference_pool_available=pool_served,
-        autoscaler=scaler,
+        autoscalers=scaler.objects if scaler else (),
     )
     applied, in_place, conflicts, failures = await apply_children(kube, spec, wanted)
     removed = []
@@ -160,13 +163,14 @@ async def reconcile_deployment(
         )
 
     extra = [pool] if pool is not None else []
-    if spec.autoscaling is not None and scaler_kind is not None:
+    if spec.autoscaling is not None and scaler is not None:
         extra.append(
             autoscaler_condition(
                 spec.name,
-                scaler_kind,
+                scaler.kind,
                 address=spec.autoscaling.prometheus_address,
                 min_replicas=spec.autoscaling.min_replicas,
+                to_zero=scaler.to_zero,
                 in_place=in_place,
                 conflicts=conflicts,
                 failures=failures,
@@ -177,17 +181,29 @@ async def reconcile_deployment(
         raise kopf.TemporaryError(problem.message, delay=backoff(retry))
 
 
-async def _autoscaler(kube: Kube, spec: DeploymentSpec) -> tuple[str | None, dict[str, Any] | None]:
-    """spec.autoscaling's kind (ScaledObject where KEDA's CRDs are served, else
-    HorizontalPodAutoscaler) and object (None: not asked, or KEDA without a Prometheus
-    address, which the condition reports)."""
+@dataclass(frozen=True)
+class Autoscaler:
+    """What spec.autoscaling becomes in this cluster: the kind that scales (ScaledObject where
+    KEDA's CRDs are served, else HorizontalPodAutoscaler), its objects (none: KEDA without a
+    Prometheus address, which the condition reports), and whether the model may go to zero."""
+
+    kind: str
+    objects: tuple[dict[str, Any], ...]
+    to_zero: bool
+
+
+async def _autoscaler(kube: Kube, spec: DeploymentSpec) -> Autoscaler | None:
     if spec.autoscaling is None:
-        return None, None
-    if await kube.serves("ScaledObject"):
-        if spec.autoscaling.prometheus_address is None:
-            return "ScaledObject", None
-        return "ScaledObject", build_scaled_object(spec)
-    return "HorizontalPodAutoscaler", build_hpa(spec)
+        return None
+    if not await kube.serves("ScaledObject"):
+        return Autoscaler("HorizontalPodAutoscaler", (build_hpa(spec),), to_zero=False)
+    if spec.autoscaling.prometheus_address is None:
+        return Autoscaler("ScaledObject", (), to_zero=False)
+    held = spec.autoscaling.min_replicas == 0 and await kube.serves("InterceptorRoute")
+    objects = [build_scaled_object(spec, requests_held=held)]
+    if held:
+        objects.insert(0, build_interceptor_route(spec))  # the route before what reads it
+    return Autoscaler("ScaledObject", tuple(objects), to_zero=held)
 
 
 async def refresh_status(
