@@ -1,29 +1,35 @@
-"""Autoscaling policies compared on one trace: the latency target (spec.autoscaling.ttftSeconds),
-production-stack's request count (KEDA on vllm:num_requests_waiting, threshold 5) and a KV
-cache target. One run, side by side:
+"""Autoscaling policies compared on the same traces: the latency target
+(spec.autoscaling.ttftSeconds), production-stack's request count (KEDA on
+vllm:num_requests_waiting, threshold 5) and a KV cache target (0.7). One run, side by side:
 
-    python bench/autoscale.py [--minutes 40] [--seed 1] [--no-measure]
+    python bench/autoscale.py [--minutes 60] [--seeds 1 2 3 4 5] [--slo 1.0]
+                              [--no-measure | --server '{"prefill_tokens_per_second": 11371}']
 
-1. The server, measured (unless --no-measure): a real `vllm-ext-serve` on the tiny model under a
-   closed-loop load of long prompts gives its prefill throughput (its own
-   `vllm:prefill_tokens_per_second`), its decode speed per sequence (streamed tokens) and its
-   sequence slots (--max-num-seqs). Without measuring, the figures of a previous run on this
-   machine (MEASURED_BEFORE) are used.
-2. The simulation, deterministic for a seed: a trace of bursty arrivals (calm and burst phases,
-   Poisson within each) with mixed prompt lengths (mostly short, some long), routed to the
-   replica with the fewest tokens waiting; each replica modelled from the measurements (FCFS
-   admission into its slots, prefill at the measured throughput one prompt at a time, decode at
-   the measured speed); replicas take STARTUP_S to start. Every policy drives the same
-   autoscaler, as KEDA and the HPA behave: every 15 s, desired = ceil(signal / threshold) within
-   [min, max] unless within the HPA's 10 % tolerance; up at once, down to the highest desired of
-   the last 300 s (the stabilization window); a replica removed finishes what it holds first.
-   The latency policy reads the prefill throughput the way the servers report it (prompt tokens
-   per busy second, smoothed over 60 s of busy time), not the model's constant.
+1. The server, measured (unless --no-measure): a real `vllm-ext-serve` on the tiny model. A
+   closed loop of long prompts with one output token each saturates prefill: its own
+   `vllm:prefill_tokens_per_second` is then its prefill capacity. Streamed completions give the
+   decode speed per sequence; vLLM's cache config gives the KV cache's size in tokens; the
+   sequence slots are CPU_ARGS' --max-num-seqs. Without measuring, the figures of a previous run
+   on this machine (MEASURED_BEFORE) are used.
+2. The simulation, deterministic for a seed: phases of 8 to 12 minutes, each with its own
+   request rate (0.5 to 5 replicas' worth, or silence) and share of long prompts (documents of
+   about 3000 tokens among chat prompts of about 200), ramping over 2 minutes between phases,
+   Poisson arrivals; requests go to the replica with the fewest tokens waiting. Each replica is
+   modelled from the measurements: FCFS admission into its slots while its KV cache has room,
+   prefill at the measured capacity one prompt at a time, decode at the measured speed; a new
+   replica serves STARTUP_S after its creation. Every policy drives the same autoscaler, as KEDA
+   and the HPA behave: every 15 s, desired = ceil(signal / threshold) within [1, 20] unless
+   within the HPA's 10 % tolerance; up at once, down to the highest desired of the last 300 s
+   (the stabilization window); a replica removed finishes what it holds first. The latency
+   policy reads each replica's prefill throughput the way the server reports it
+   (server-ext/vllm_server_ext/token_load.py: prompt tokens per second, idle stretches counted
+   up to 10 s, smoothed over a minute), not the model's constant.
 
-Figures: SLO attainment (share of requests whose time to first token is within the SLO, which
-is also the latency policy's ttftSeconds), replica-seconds (from a replica's creation to its
-removal), p50/p99 TTFT. Goal: the latency policy attains more than both others with no more
-replica-seconds than the request-count policy. Prints one JSON document.
+Figures per seed: SLO attainment (share of requests whose time to first token is within the
+SLO), replica-seconds (from a replica's creation to its removal), p50/p99 TTFT. The latency
+policy's ttftSeconds is half the SLO (it steers the mean TTFT; also shown at the SLO itself, and
+the first, instant-gauge design). Goal, on every seed: the latency policy attains more than both
+others with no more replica-seconds than the request-count policy. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from pathlib import Path
 # The figures of `--measure` on this project's machine (2 CPUs, the tiny model, CPU_ARGS), for
 # --no-measure.
 MEASURED_BEFORE = {
-    "prefill_tokens_per_second": 11371.0, "decode_tokens_per_second": 132.0, "slots": 8,
+    "prefill_tokens_per_second": 101268.5, "decode_tokens_per_second": 176.0, "slots": 8,
     "kv_cache_tokens": 16384,
 }  # fmt: skip
 STEP_S = 0.02  # simulation time step
@@ -52,15 +58,17 @@ POLL_S = 15.0  # KEDA's pollingInterval as the operator sets it
 STABILIZATION_S = 300.0  # scaleDownStabilizationSeconds (the default)
 TOLERANCE = 0.1  # the HPA's
 STARTUP_S = 60.0  # a replica's start, model load included
-RATE_TAU_S = 60.0  # the servers' smoothing of the prefill rate (token_load.PREFILL_RATE_TAU)
+MIN_REPLICAS, MAX_REPLICAS = 1, 20
+RATE_TAU_S = 60.0  # the first design's smoothing of its prefill rate
+CHAT, DOCUMENT, OUTPUT = 200, 3000, 64  # typical prompt and output lengths (tokens)
 
 
 # --- the server, measured ---------------------------------------------------------------------
 
 
 def measure(work: Path) -> dict[str, float]:
-    """Prefill throughput, decode speed per sequence and slots of a real server on the tiny
-    model under a closed loop of 16 clients (8 slots, 8 waiting)."""
+    """Prefill capacity, decode speed per sequence, slots and KV cache of a real server on the
+    tiny model."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
     from startup import Server
@@ -69,14 +77,19 @@ def measure(work: Path) -> dict[str, float]:
 
     model = generate_model(work / "tiny")
     server = Server("ext", model, work, "--served-model-name", "tiny")
+    prompt = "the quick brown fox jumps over the lazy dog while the model server loads " * 28
     try:
         server.measure_startup()
-        prompt = "the quick brown fox jumps over the lazy dog while the model server loads " * 20
-        request = {"model": "tiny", "prompt": prompt, "max_tokens": 32, "ignore_eos": True,
-                   "temperature": 0, "stream": True}  # fmt: skip
         decode: list[float] = []
 
-        async def client_loop(client: httpx.AsyncClient, deadline: float) -> None:
+        async def prefill_loop(client: httpx.AsyncClient, deadline: float) -> None:
+            request = {"model": "tiny", "prompt": prompt, "max_tokens": 1, "temperature": 0}
+            while time.monotonic() < deadline:
+                assert (await client.post("/v1/completions", json=request)).status_code == 200
+
+        async def decode_loop(client: httpx.AsyncClient, deadline: float) -> None:
+            request = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": OUTPUT,
+                       "ignore_eos": True, "temperature": 0, "stream": True}  # fmt: skip
             while time.monotonic() < deadline:
                 first = last = None
                 tokens = 0
@@ -92,8 +105,11 @@ def measure(work: Path) -> dict[str, float]:
         async def load() -> str:
             async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
                 deadline = time.monotonic() + 30
-                await asyncio.gather(*(client_loop(client, deadline) for _ in range(16)))
-                return (await client.get("/metrics")).text
+                await asyncio.gather(*(prefill_loop(client, deadline) for _ in range(16)))
+                metrics = (await client.get("/metrics")).text
+                deadline = time.monotonic() + 20
+                await asyncio.gather(*(decode_loop(client, deadline) for _ in range(8)))
+                return metrics
 
         metrics = asyncio.run(load())
         samples = [s for f in text_string_to_metric_families(metrics) for s in f.samples]
@@ -123,35 +139,47 @@ class Request:
 
 
 def trace(minutes: float, seed: int, capacity: dict[str, float]) -> list[Request]:
-    """A steady base of chat traffic (prompts lognormal around 200 tokens) at about 1.5
-    replicas' worth, and bursts at random times (every 8 minutes on average, 1 to 3 minutes
-    long) of one of two kinds: chat at 4x the base request rate, or documents (prompts around
-    3000 tokens) at 1.2x the base request rate, which is far more prefill for few more
-    requests. Outputs around 64 tokens. Rates are set from the measured server."""
+    """Phases of 8 to 12 minutes: silence (one in eight), or chat with a share of documents
+    (2, 10 or 30 %) at a prefill load of 0.5 to 5 replicas' worth; rate and share ramp over the
+    first 2 minutes of a phase from the previous one's."""
     rng = random.Random(seed)
-    chat, document = 200, 3000
     # One replica's chat request rate, bounded by prefill and by slots x decode time.
     per_replica = min(
-        capacity["prefill_tokens_per_second"] / chat,
-        capacity["slots"] * capacity["decode_tokens_per_second"] / 64,
+        capacity["prefill_tokens_per_second"] / CHAT,
+        capacity["slots"] * capacity["decode_tokens_per_second"] / OUTPUT,
     )
-    base = 1.5 * per_replica
     end = minutes * 60
-    bursts, t = [], 60.0
+    phases, t = [], 0.0
     while t < end:
-        t += rng.expovariate(1 / 480)
-        length = rng.uniform(60, 180)
-        bursts.append((t, t + length, rng.choice(["chat", "documents"])))
+        length = rng.uniform(480, 720)
+        silent = rng.random() < 0.125
+        share = rng.choice([0.02, 0.1, 0.3])
+        # Requests per second giving `load` replicas' worth of prefill at this share.
+        load = 0.0 if silent else rng.uniform(0.5, 5.0)
+        rate = load * per_replica * CHAT / (CHAT + share * (DOCUMENT - CHAT))
+        phases.append((t, t + length, rate, share))
         t += length
+
+    def now(x: float) -> tuple[float, float]:
+        for i, (start, stop, rate, share) in enumerate(phases):
+            if start <= x < stop:
+                if i and x - start < 120:
+                    w = (x - start) / 120
+                    before = phases[i - 1]
+                    return before[2] * (1 - w) + rate * w, before[3] * (1 - w) + share * w
+                return rate, share
+        return phases[-1][2], phases[-1][3]
+
     requests, t = [], 0.0
     while t < end:
-        now = next((b for b in bursts if b[0] <= t < b[1]), None)
-        kind = now[2] if now else "base"
-        rate = {"base": base, "chat": 4 * base, "documents": 1.2 * base}[kind]
+        rate, share = now(t)
+        if rate <= 0:
+            t += 1.0
+            continue
         t += rng.expovariate(rate)
-        typical = document if kind == "documents" and rng.random() < 0.8 else chat
+        typical = DOCUMENT if rng.random() < share else CHAT
         prompt = int(rng.lognormvariate(math.log(typical), 0.4)) + 8
-        output = int(rng.lognormvariate(math.log(64), 0.6)) + 1
+        output = int(rng.lognormvariate(math.log(OUTPUT), 0.6)) + 1
         requests.append(Request(t, prompt, output))
     return requests
 
@@ -173,14 +201,14 @@ class Replica:
     removed_at: float | None = None
     draining: bool = False
     waiting: int = 0  # prompt tokens not prefilled yet (queued or in prefill), kept as they move
-    # The server's own prefill-rate estimate (token_load.py): tokens per busy second, smoothed.
-    prefilled: int = 0
+    # The server's own prefill-rate estimate (token_load.py): prompt tokens per second of
+    # measured time (wall time, idle stretches up to IDLE_CAP_S), smoothed on reads; and, for
+    # the comparison, the first design's, per second during which prompts were waiting.
+    prefilled: int = 0  # vllm:prefilled_tokens_total
+    waiting_token_s: float = 0.0  # vllm:waiting_token_seconds_total: the integral of `waiting`
+    scrapes: deque = field(default_factory=deque)  # (time, both counters) of the last minute
     busy_s: float = 0.0
-    seen_prefilled: int = 0
-    seen_busy_s: float = 0.0
-    rate: float | None = None
-    weight: float = 0.0
-    counter_samples: deque = field(default_factory=deque)  # (time, prefilled) per poll
+    rates: dict = field(default_factory=dict)  # the first design's gauge: [tokens, s, rate, w]
 
     def waiting_tokens(self) -> int:
         return self.waiting
@@ -216,6 +244,7 @@ class Replica:
             self.prefilling.append([request, request.prompt])
         if self.queue or self.prefilling:
             self.busy_s += dt
+        self.waiting_token_s += self.waiting * dt
         budget = self.prefill * dt
         while self.prefilling and budget > 0:
             entry = self.prefilling[0]
@@ -233,39 +262,51 @@ class Replica:
             entry[1] -= self.decode * dt
         self.decoding = [e for e in self.decoding if e[1] > 0]
 
-    def prompt_rate(self, now: float) -> float:
-        """rate(vllm:prompt_tokens_total[1m]) as Prometheus would compute it from the samples
-        of the last minute (one per poll here)."""
-        self.counter_samples.append((now, self.prefilled))
-        while self.counter_samples and self.counter_samples[0][0] < now - 60:
-            self.counter_samples.popleft()
-        (t0, c0), (t1, c1) = self.counter_samples[0], self.counter_samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+    def scrape(self, now: float) -> tuple[float, float] | None:
+        """Prometheus' rate(...[1m]) of both counters from this scrape and those of the last
+        minute: (tokens waiting on average, prompt tokens prefilled per second); None with a
+        single scrape."""
+        self.scrapes.append((now, self.waiting_token_s, self.prefilled))
+        while self.scrapes[0][0] < now - 60:
+            self.scrapes.popleft()
+        (t0, w0, p0), (t1, w1, p1) = self.scrapes[0], self.scrapes[-1]
+        return ((w1 - w0) / (t1 - t0), (p1 - p0) / (t1 - t0)) if t1 > t0 else None
 
-    def read_rate(self) -> float | None:
-        """What the server's gauge says now (no sample before its first prefill)."""
-        tokens, busy = self.prefilled - self.seen_prefilled, self.busy_s - self.seen_busy_s
-        if busy > 0 and self.prefilled:
-            alpha = 1 - math.exp(-busy / RATE_TAU_S)
-            self.weight = self.weight + (1 - self.weight) * alpha
-            sample = tokens / busy
-            self.rate = sample if self.rate is None else self.rate + (sample - self.rate) * alpha
-            self.seen_prefilled, self.seen_busy_s = self.prefilled, self.busy_s
-        return self.rate
+    def busy_rate(self) -> float | None:
+        """The first design's gauge: prompt tokens per second during which prompts waited,
+        smoothed over a minute of such time; None before the first prefilled token."""
+        seen = self.rates or {"tokens": 0, "busy": 0.0, "rate": None, "weight": 0.0}
+        elapsed, tokens = self.busy_s - seen["busy"], self.prefilled - seen["tokens"]
+        if elapsed <= 0 or (seen["rate"] is None and tokens == 0):
+            return seen["rate"]
+        sample, decay = tokens / elapsed, math.exp(-elapsed / RATE_TAU_S)
+        weight = seen["weight"] * decay + (1 - decay)
+        rate = seen["rate"]
+        rate = sample if rate is None else rate + (1 - decay) / weight * (sample - rate)
+        self.rates = {"tokens": self.prefilled, "busy": self.busy_s, "rate": rate, "weight": weight}
+        return rate
 
 
 # --- policies and the autoscaler ----------------------------------------------------------------
 
 
-def signal(policy: str, ready: list[Replica], now: float, ttft: float) -> float:
-    if policy.startswith("latency"):
-        # sum(vllm:num_tokens_waiting) / avg(vllm:prefill_tokens_per_second); the experiment
-        # adds the prompt tokens arriving within one ttft (vLLM's vllm:prompt_tokens_total).
+def signal(policy: str, ready: list[Replica], now: float) -> float:
+    """What the policy's query returns now over the ready replicas' metrics (each replica is
+    scraped at every poll)."""
+    windows = [w for w in (r.scrape(now) for r in ready) if w is not None]
+    if policy == "latency":
+        # sum(rate(vllm:waiting_token_seconds_total[1m]))
+        #   / avg(rate(vllm:prefilled_tokens_total[1m])): Prometheus gives no value (KEDA: 0)
+        # while nothing was prefilled.
+        throughput = [p for _, p in windows]
+        if not throughput or sum(throughput) <= 0:
+            return 0.0
+        return sum(w for w, _ in windows) / (sum(throughput) / len(throughput))
+    if policy == "latency, instant gauges":
+        # The first design: sum(vllm:num_tokens_waiting) / avg(busy-time prefill rate).
+        rates = [x for x in (r.busy_rate() for r in ready) if x is not None]
         waiting = sum(r.waiting_tokens() for r in ready)
-        if policy == "latency plus arrivals":
-            waiting += ttft * sum(r.prompt_rate(now) for r in ready)
-        rates = [x for x in (r.read_rate() for r in ready) if x is not None]
-        return waiting / (sum(rates) / len(rates)) if rates else 0.0
+        return waiting / (sum(rates) / len(rates)) if rates and sum(rates) > 0 else 0.0
     if policy == "requests":
         return float(sum(r.waiting_requests() for r in ready))
     return sum(r.kv_usage() for r in ready)
@@ -273,7 +314,7 @@ def signal(policy: str, ready: list[Replica], now: float, ttft: float) -> float:
 
 def simulate(
     requests: list[Request], capacity: dict[str, float], policy: str, threshold: float,
-    *, min_replicas: int = 1, max_replicas: int = 20,
+    *, min_replicas: int = MIN_REPLICAS, max_replicas: int = MAX_REPLICAS,
 ) -> dict[str, float]:  # fmt: skip
     requests = [Request(r.arrival, r.prompt, r.output) for r in requests]
 
@@ -305,7 +346,7 @@ def simulate(
             next_poll += POLL_S
             serving = [r for r in live if not r.draining]
             current = len(serving)
-            value = signal(policy, [r for r in serving if r.ready_at <= now], now, threshold)
+            value = signal(policy, [r for r in serving if r.ready_at <= now], now)
             desired = math.ceil(value / threshold) if value > 0 else 0
             if current and abs(value / (threshold * current) - 1) <= TOLERANCE:
                 desired = current
@@ -344,48 +385,71 @@ def summary(result: dict, slo_s: float) -> dict[str, float | None]:
     }
 
 
-def run(minutes: float, seed: int, capacity: dict[str, float], slo_s: float) -> dict:
-    requests = trace(minutes, seed, capacity)
-    policies = {
-        "latency target (ttftSeconds = SLO, the operator's query)": ("latency", slo_s),
-        "latency target plus arriving tokens (experiment)": ("latency plus arrivals", slo_s),
-        "requests waiting > 5 (production-stack)": ("requests", 5.0),
-        "kv cache usage 0.7": ("kv", 0.7),
-    }
-    results = {
-        name: summary(simulate(requests, capacity, policy, threshold), slo_s)
-        for name, (policy, threshold) in policies.items()
-    }
-    latency, _, requests_policy, kv = results.values()  # the operator's, the experiment, ...
+# (policy, threshold); the latency target's as a share of the SLO: ttftSeconds is the mean time
+# to first token it steers to, so a goal on nearly all requests takes about half of it.
+POLICIES = {
+    "latency target (ttftSeconds = SLO / 2)": ("latency", -0.5),
+    "requests waiting, 5 per replica (production-stack)": ("requests", 5.0),
+    "KV cache usage, 0.7 per replica": ("kv", 0.7),
+    "latency target (ttftSeconds = SLO)": ("latency", -1.0),
+    # The first design, kept to show why it was dropped: the instant tokens waiting over a
+    # prefill rate per second during which prompts waited (a capacity).
+    "latency target, instant gauges (first design, SLO / 2)": ("latency, instant gauges", -0.5),
+}
+
+
+def run(minutes: float, seeds: list[int], capacity: dict[str, float], slo_s: float) -> dict:
+    per_seed, met = {}, []
+    for seed in seeds:
+        requests = trace(minutes, seed, capacity)
+        results = {
+            # A negative threshold is a share of the SLO.
+            name: summary(
+                simulate(
+                    requests, capacity, policy, -threshold * slo_s if threshold < 0 else threshold
+                ),
+                slo_s,
+            )
+            for name, (policy, threshold) in POLICIES.items()
+        }
+        latency, by_requests, by_kv, *_ = results.values()
+        goal = {
+            "higher_attainment_than_both": latency["slo_attainment"]
+            > max(by_requests["slo_attainment"], by_kv["slo_attainment"]),
+            "no_more_replica_seconds_than_request_count": latency["replica_seconds"]
+            <= by_requests["replica_seconds"],
+        }
+        met.append(all(goal.values()))
+        per_seed[str(seed)] = {"requests": len(requests), "policies": results, "goal_met": goal}
     return {
         "server": capacity,
-        "trace": {"minutes": minutes, "seed": seed, "requests": len(requests), "slo_ttft_s": slo_s},
-        "policies": results,
-        "goal": "the operator's latency policy attains more than both others, with no more "
+        "trace": {"minutes": minutes, "slo_ttft_s": slo_s, "startup_s": STARTUP_S},
+        "seeds": per_seed,
+        "goal": "on every seed, the latency target attains more than both others with no more "
         "replica-seconds than the request-count policy",
-        "goal_met": {
-            "higher_attainment_than_both": latency["slo_attainment"]
-            > max(requests_policy["slo_attainment"], kv["slo_attainment"]),
-            "no_more_replica_seconds_than_request_count": latency["replica_seconds"]
-            <= requests_policy["replica_seconds"],
-        },
+        "goal_met": all(met),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=40)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--slo", type=float, default=1.0, help="TTFT goal, seconds")
     parser.add_argument("--no-measure", action="store_true", help="use MEASURED_BEFORE")
+    parser.add_argument(
+        "--server", type=json.loads, help="the server's figures as JSON (keys of MEASURED_BEFORE)"
+    )
     args = parser.parse_args()
-    if args.no_measure:
+    if args.server is not None:
+        capacity = {**MEASURED_BEFORE, **args.server}
+    elif args.no_measure:
         capacity = dict(MEASURED_BEFORE)
     else:
         sys.path.insert(0, str(Path(__file__).parent))
         with tempfile.TemporaryDirectory() as work:
             capacity = measure(Path(work))
-    print(json.dumps(run(args.minutes, args.seed, capacity, args.slo), indent=2))
+    print(json.dumps(run(args.minutes, args.seeds, capacity, args.slo), indent=2))
 
 
 if __name__ == "__main__":

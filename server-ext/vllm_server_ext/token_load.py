@@ -16,30 +16,35 @@ The two are disjoint. A preemption inside the engine is invisible to the API pro
 preempted request stays counted as running (its KV cache is recomputed, not lost).
 
 **Prefill throughput.** An autoscaler with a time-to-first-token target needs, next to
-``waiting``, how fast a replica works it off: ``replicas = ceil(sum(waiting) / (ttft * rate))``.
-The rate is measured here on the real model and hardware, as a *capacity*, not an arrival rate:
+``waiting``, the rate at which a replica works it off: ``replicas = ceil(sum(waiting) / (ttft *
+avg(rate)))``. The rate is measured here on the real model and hardware:
 
 - ``prefilled`` = prompt tokens of requests that got their first output token (the
-  waiting -> running move);
-- *busy time* = wall time during which ``waiting > 0``: a busy period opens when ``waiting``
-  leaves 0 and closes when it returns to 0 (a read counts an open period up to now).
+  waiting -> running move); a request aborted before its first token adds none;
+- *measured time* = wall time, except that an *idle stretch* (no request in the server at all)
+  counts for at most ``IDLE_CAP`` seconds. The server starts idle; a stretch ends when a request
+  arrives and starts when the last one finishes (a read counts an open stretch up to now, capped).
 
-rate = prefilled tokens / busy seconds. Idle time does not dilute it. Under light load it is
-prompt / TTFT (queueing, scheduling and detokenization overheads included, which is what the TTFT
-model wants); under load it converges to the engine's prefill throughput. A request aborted
-before its first token adds its busy time but no tokens, so aborts lower the rate a little (the
-engine may well have spent that time on it).
+rate = prefilled tokens / measured seconds. Why wall time: by Little's law, ``sum(waiting) /
+sum(rate)`` is then the mean time a prompt waits for its first token, so ``replicas = ceil(N *
+mean TTFT / ttft)``, a proportional controller of the mean TTFT that settles where it equals the
+target. A rate per *busy* second (while tokens wait) measures capacity instead, and with it the
+controller settles where the mean TTFT is ttft / utilization, above the target; the simulation in
+bench/autoscale.py showed the wall-clock form ahead. Why the idle cap: a quiet night is no
+measurement of throughput. Uncapped, the rate would decay towards 0 while idle and the first
+request afterwards would look like a huge queue (a burst of replicas for nothing).
 
-Each read turns the tokens and busy time since the previous read into a sample and folds it into
-an exponentially weighted average that weighs samples by their busy time: alpha = 1 -
-exp(-busy / ``PREFILL_RATE_TAU``), bias-corrected during the first ``PREFILL_RATE_TAU`` of busy
-time (as Adam corrects its moments) so that the first short sample does not dominate. The weight
-of the past decays with busy time only, so how often (and by how many scrapers) the value is
-read does not change where it converges. A read with no new busy time leaves it unchanged.
-Before the first prefilled token there is no value (``None``, no sample exported): a PromQL
-division by the series is then empty, not infinite.
+Each read turns the tokens and measured time since the previous read into a sample and folds it
+into an exponentially weighted average that weighs samples by their measured time: alpha = 1 -
+exp(-measured / ``PREFILL_RATE_TAU``), bias-corrected during the first ``PREFILL_RATE_TAU`` of
+measured time (as Adam corrects its moments) so that the first short sample does not dominate.
+The weight of the past decays with measured time only, so how often (and by how many scrapers)
+the value is read does not change where it converges. A read with no new measured time (deep in
+an idle stretch) leaves it unchanged. Before the first prefilled token there is no value
+(``None``, no sample exported): a PromQL division by the series is then empty, not infinite.
 
-All of it is O(1): the clock is read only when ``waiting`` leaves or returns to 0 and on reads.
+All of it is O(1): the clock is read only when the server becomes empty or stops being empty,
+and on reads.
 """
 
 from __future__ import annotations
@@ -49,22 +54,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-# Busy seconds over which the prefill rate forgets the past (by a factor e): a minute of work
-# smooths the burstiness of single prefills yet follows a change of traffic mix within minutes.
+# Measured seconds over which the prefill rate forgets the past (by a factor e): a minute
+# smooths the burstiness of single prefills yet follows a change of traffic within minutes.
 PREFILL_RATE_TAU = 60.0
+
+# Seconds an idle stretch (no request in the server) counts for at most in the measured time:
+# gaps between sparse requests are part of the traffic, a quiet night is not.
+IDLE_CAP = 10.0
 
 
 class TokenLoad:
     __slots__ = (
-        "_busy_since",
-        "_busy_total",
         "_clock",
+        "_excess_idle",
+        "_idle_since",
         "_rate",
         "_rate_weight",
-        "_read_busy",
         "_read_lock",
+        "_read_measured",
         "_read_tokens",
         "_requests",
+        "_start",
+        "_waited",
         "prefilled",
         "running",
         "waiting",
@@ -77,14 +88,18 @@ class TokenLoad:
         # request id -> [prompt tokens, generated tokens, running?]
         self._requests: dict[str, list[int]] = {}
         self._clock = clock
-        self._busy_total = 0.0  # seconds of closed busy periods (waiting > 0)
-        self._busy_since: float | None = None  # start of the open busy period
+        self._start = clock()
+        self._idle_since: float | None = self._start  # start of the open idle stretch
+        self._excess_idle = 0.0  # sum of max(0, length - IDLE_CAP) over closed idle stretches
         # Smoothed prefill rate and what the previous read had seen.
         self._rate: float | None = None
-        self._rate_weight = 0.0  # 1 - exp(-busy read so far / TAU): the bias correction
+        self._rate_weight = 0.0  # 1 - exp(-measured time read so far / TAU): bias correction
         self._read_tokens = 0
-        self._read_busy = 0.0
+        self._read_measured = 0.0
         self._read_lock = threading.Lock()  # reads update the average; events never take it
+        # The time integral of `waiting` (token-seconds) up to a time, and `waiting` since then:
+        # one tuple, replaced whole, so that a read on another thread sees a consistent triple.
+        self._waited: tuple[float, float, int] = (0.0, self._start, 0)
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -92,10 +107,16 @@ class TokenLoad:
     def added(self, request_id: str, prompt_tokens: int) -> None:
         if request_id in self._requests:  # a streaming-input update of a known request
             return
+        if not self._requests:  # the idle stretch ends
+            since = self._idle_since
+            if since is not None:
+                # Excess first, then the stretch: a concurrent read (which reads the stretch
+                # first) can then only count the excess twice, never miss it.
+                self._excess_idle += max(0.0, self._clock() - since - IDLE_CAP)
+                self._idle_since = None
         self._requests[request_id] = [prompt_tokens, 0, 0]
-        if prompt_tokens and not self.waiting:
-            self._busy_since = self._clock()
-        self.waiting += prompt_tokens
+        if prompt_tokens:
+            self._waiting_changes(prompt_tokens)
 
     def generated(self, request_id: str, new_tokens: int) -> None:
         entry = self._requests.get(request_id)
@@ -103,11 +124,10 @@ class TokenLoad:
             return
         if not entry[2]:
             entry[2] = 1
-            self.waiting -= entry[0]
+            if entry[0]:
+                self._waiting_changes(-entry[0])
             self.running += entry[0]
             self.prefilled += entry[0]
-            if not self.waiting:
-                self._idle()
         entry[1] += new_tokens
         self.running += new_tokens
 
@@ -118,55 +138,68 @@ class TokenLoad:
             return
         if entry[2]:
             self.running -= entry[0] + entry[1]
-        else:  # aborted before its first token: its busy time stays, it adds no tokens
-            self.waiting -= entry[0]
-            if not self.waiting:
-                self._idle()
+        elif entry[0]:  # aborted before its first token: its time stays measured, no tokens
+            self._waiting_changes(-entry[0])
+        if not self._requests:  # an idle stretch starts
+            self._idle_since = self._clock()
 
-    def _idle(self) -> None:
-        if self._busy_since is not None:
-            self._busy_total += self._clock() - self._busy_since
-            self._busy_since = None
+    def _waiting_changes(self, delta: int) -> None:
+        integral, since, waiting = self._waited
+        now = self._clock()
+        self.waiting = waiting + delta
+        self._waited = (integral + waiting * (now - since), now, self.waiting)
 
-    def busy_seconds(self) -> float:
-        """Wall time so far during which some prompt tokens were waiting."""
-        since = self._busy_since
-        open_period = 0.0 if since is None else self._clock() - since
-        return self._busy_total + open_period
+    def waited_token_seconds(self) -> float:
+        """The time integral of `waiting` so far, in token-seconds: a counter whose rate over a
+        window is the average number of prompt tokens waiting in it (so, with the prefilled
+        tokens' rate, the mean wait for a first token by Little's law)."""
+        integral, since, waiting = self._waited
+        return integral + waiting * max(0.0, self._clock() - since)
+
+    def measured_seconds(self, now: float | None = None) -> float:
+        """Wall time since construction (up to `now`, default the clock), idle stretches
+        counted for at most `IDLE_CAP` seconds each (the open one too)."""
+        since = self._idle_since  # before the excess: see `added`
+        excess = self._excess_idle
+        if now is None:
+            now = self._clock()
+        open_excess = 0.0 if since is None else max(0.0, now - since - IDLE_CAP)
+        return now - self._start - excess - open_excess
 
     def prefill_rate(self) -> float | None:
-        """The smoothed prefill throughput in prompt tokens per busy second, or None before the
-        first prefilled token. Every read folds the work since the previous read in."""
+        """The smoothed prefill throughput in prompt tokens per measured second, or None before
+        the first prefilled token. Every read folds the work since the previous read in."""
         with self._read_lock:
-            busy, tokens = self.busy_seconds(), self.prefilled
-            new_busy = busy - self._read_busy
-            if new_busy <= 0 or (self._rate is None and tokens == self._read_tokens):
-                # Nothing new, or busy time without a prefilled token yet: wait for one, so the
-                # first sample is tokens / busy time over everything so far.
+            measured, tokens = self.measured_seconds(), self.prefilled
+            new_measured = measured - self._read_measured
+            if new_measured <= 0 or (self._rate is None and tokens == self._read_tokens):
+                # Nothing new, or measured time without a prefilled token yet: wait for one, so
+                # the first sample is tokens / measured time over everything so far.
                 return self._rate
-            sample = (tokens - self._read_tokens) / new_busy
-            decay = math.exp(-new_busy / PREFILL_RATE_TAU)
+            sample = (tokens - self._read_tokens) / new_measured
+            decay = math.exp(-new_measured / PREFILL_RATE_TAU)
             weight = self._rate_weight * decay + (1.0 - decay)
             if self._rate is None:
                 self._rate = sample
             else:
                 self._rate += (1.0 - decay) / weight * (sample - self._rate)
             self._rate_weight = weight
-            self._read_busy, self._read_tokens = busy, tokens
+            self._read_measured, self._read_tokens = measured, tokens
             return self._rate
 
 
 class TokenLoadCollector:
-    """Exposes `vllm:num_tokens_running` / `vllm:num_tokens_waiting` and
-    `vllm:prefill_tokens_per_second` with vLLM's labels, read at scrape time (no per-event metric
-    updates). The rate has no sample before the first prefilled token."""
+    """Exposes `vllm:num_tokens_running` / `vllm:num_tokens_waiting`,
+    `vllm:prefill_tokens_per_second` and the counters `vllm:prefilled_tokens_total` /
+    `vllm:waiting_token_seconds_total` with vLLM's labels, read at scrape time (no per-event
+    metric updates). The rate has no sample before the first prefilled token."""
 
     def __init__(self, load: TokenLoad, *, model_name: str, engine: str = "0") -> None:
         self.load = load
         self.labels = [model_name, engine]
 
     def collect(self) -> Iterator[object]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         names = ["model_name", "engine"]
         running = GaugeMetricFamily(
@@ -184,12 +217,29 @@ class TokenLoadCollector:
         rate = GaugeMetricFamily(
             "vllm:prefill_tokens_per_second",
             "Measured prefill throughput: prompt tokens that got their first output token per "
-            "second during which tokens were waiting, smoothed over a minute of such time.",
+            "second (idle stretches count at most 10 s), smoothed over a minute.",
             labels=names,
         )
         value = self.load.prefill_rate()
         if value is not None:
             rate.add_metric(self.labels, value)
+        # The autoscaler's ttftSeconds query: rate(waited)/rate(prefilled) over one window is
+        # the mean wait for a first token there (Little's law), exact, whatever the scrapes.
+        prefilled = CounterMetricFamily(
+            "vllm:prefilled_tokens",
+            "Prompt tokens of requests that got their first output token.",
+            labels=names,
+        )
+        prefilled.add_metric(self.labels, self.load.prefilled)
+        waited = CounterMetricFamily(
+            "vllm:waiting_token_seconds",
+            "The time integral of vllm:num_tokens_waiting (token-seconds): its rate is the "
+            "average number of prompt tokens waiting.",
+            labels=names,
+        )
+        waited.add_metric(self.labels, self.load.waited_token_seconds())
         yield running
         yield waiting
         yield rate
+        yield prefilled
+        yield waited

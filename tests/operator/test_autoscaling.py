@@ -100,7 +100,8 @@ def test_defaults_and_each_target_s_signal():
     )  # fmt: skip
     assert parsed.scale_down_stabilization_seconds == 300
     assert query(spec({"maxReplicas": 5, "ttftSeconds": 0.5})) == (
-        f"sum(vllm:num_tokens_waiting{SELECTOR}) / avg(vllm:prefill_tokens_per_second{SELECTOR})"
+        f"sum(rate(vllm:waiting_token_seconds_total{SELECTOR}[1m]))"
+        f" / avg(rate(vllm:prefilled_tokens_total{SELECTOR}[1m]))"
     )
     signals = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",

@@ -108,32 +108,38 @@ def test_the_ttft_query_gives_the_replicas_the_formula_predicts(
     end = time.time()
     assert done > 0
 
-    # Moments where prompts were queued, as Prometheus saw them.
+    # Moments when prompts had waited within the query's window, as Prometheus saw them.
     selector = f'{{namespace="{NS}",{DEPLOYMENT_SERIES_LABEL}="{NAME}"}}'
-    (waiting,) = scraping.query_range(f"sum(vllm:num_tokens_waiting{selector})", start, end, 1)
-    busy = [float(at) for at, v in waiting["values"] if float(v) > 0]
-    assert busy, f"no scrape saw a queue: {waiting['values']}"
+    waited = f"rate(vllm:waiting_token_seconds_total{selector}[1m])"
+    prefilled = f"rate(vllm:prefilled_tokens_total{selector}[1m])"
+    (busy,) = scraping.query_range(f"sum({waited})", start, end, 1)
+    moments = [float(at) for at, v in busy["values"] if float(v) > 0]
+    assert moments, f"no window with prompts waiting: {busy['values']}"
 
     checked = 0
-    for at in busy:
+    for at in moments:
         q = scraping.query(promql, at)
-        tokens = scraping.query(f"vllm:num_tokens_waiting{selector}", at)
-        rates = scraping.query(f"vllm:prefill_tokens_per_second{selector}", at)
-        if not q or len(rates) < 2:  # a server had not measured its rate yet at that moment
+        waiting = scraping.query(waited, at)
+        rates = scraping.query(prefilled, at)
+        if not q or len(rates) < 2:  # a window without two scrapes of both servers yet
             continue
         # Both servers, and not the decoy (the same server under another VLLMDeployment).
-        assert len(tokens) == 2 and len(rates) == 2
-        instances = {s["metric"]["instance"] for s in tokens}
+        assert len(waiting) == 2 and len(rates) == 2
+        instances = {s["metric"]["instance"] for s in waiting}
         assert instances == {f"127.0.0.1:{server.port}", f"127.0.0.1:{second_server.port}"}
-        total = sum(float(s["value"][1]) for s in tokens)
-        per_replica = sum(float(s["value"][1]) for s in rates) / len(rates)
+        total = sum(float(s["value"][1]) for s in waiting)  # prompt tokens waiting, on average
+        per_replica = sum(float(s["value"][1]) for s in rates) / len(rates)  # tokens/s
         assert value(q) == pytest.approx(total / per_replica, rel=1e-9)
         # What KEDA's and the HPA's AverageValue arithmetic makes of it, and the formula.
         assert math.ceil(value(q) / t) == math.ceil(total / (TTFT * per_replica))
         checked += 1
-    assert checked, "no moment with a queue and both servers' measured rates"
-    print(f"\nchecked {checked} moments; e.g. {promql} = {value(q):.3f} s -> "
-          f"{math.ceil(value(q) / t)} replicas at ttft {TTFT} s")  # fmt: skip
+    assert checked, "no moment with both servers' rates"
+    # By Little's law the query over the replicas is the mean wait for a first token: here,
+    # under a closed loop of queued prompts, well above zero and below the test's whole span.
+    mean_wait = value(q) / 2
+    assert 0 < mean_wait < end - start
+    print(f"\nchecked {checked} moments; e.g. {promql} = {value(q):.3f} -> "
+          f"{math.ceil(value(q) / t)} replicas at ttft {TTFT} s (mean wait {mean_wait:.3f} s)")  # fmt: skip
 
 
 def test_the_raw_signal_queries_sum_this_deployment_s_servers(

@@ -1,12 +1,13 @@
 """TokenLoad bookkeeping: every request event moves the totals by exactly its tokens; the prefill
-rate is prefilled tokens per busy second, smoothed over busy time (a fake clock, no sleeps)."""
+rate is prefilled tokens per measured second (wall time, idle stretches capped at IDLE_CAP),
+smoothed over measured time (a fake clock, no sleeps)."""
 
 import math
 import random
 
 import pytest
 
-from vllm_server_ext.token_load import PREFILL_RATE_TAU, TokenLoad
+from vllm_server_ext.token_load import IDLE_CAP, PREFILL_RATE_TAU, TokenLoad
 
 
 def test_request_lifecycle():
@@ -71,7 +72,7 @@ def test_the_collector_exposes_the_gauges_with_vllms_labels_at_scrape_time():
     load.added("a", 10)
     load.added("b", 5)
     clock.advance(0.5)
-    load.generated("a", 2)  # 10 tokens prefilled in 0.5 busy seconds
+    load.generated("a", 2)  # 10 tokens prefilled in 0.5 measured seconds
     assert generate_latest(registry).decode().splitlines() == [
         "# HELP vllm:num_tokens_running Prompt plus generated tokens of requests that have produced output.",
         "# TYPE vllm:num_tokens_running gauge",
@@ -80,10 +81,18 @@ def test_the_collector_exposes_the_gauges_with_vllms_labels_at_scrape_time():
         "# TYPE vllm:num_tokens_waiting gauge",
         'vllm:num_tokens_waiting{engine="1",model_name="tiny"} 5.0',
         "# HELP vllm:prefill_tokens_per_second Measured prefill throughput: prompt tokens that got"
-        " their first output token per second during which tokens were waiting, smoothed over a"
-        " minute of such time.",
+        " their first output token per second (idle stretches count at most 10 s), smoothed over a"
+        " minute.",
         "# TYPE vllm:prefill_tokens_per_second gauge",
         'vllm:prefill_tokens_per_second{engine="1",model_name="tiny"} 20.0',
+        "# HELP vllm:prefilled_tokens_total Prompt tokens of requests that got their first output"
+        " token.",
+        "# TYPE vllm:prefilled_tokens_total counter",
+        'vllm:prefilled_tokens_total{engine="1",model_name="tiny"} 10.0',
+        "# HELP vllm:waiting_token_seconds_total The time integral of vllm:num_tokens_waiting"
+        " (token-seconds): its rate is the average number of prompt tokens waiting.",
+        "# TYPE vllm:waiting_token_seconds_total counter",
+        'vllm:waiting_token_seconds_total{engine="1",model_name="tiny"} 7.5',  # 15 x 0.5
     ]
     load.finished("a")  # read on the next scrape, no update of its own
     assert (
@@ -98,8 +107,9 @@ def test_the_collector_labels_engine_0_by_default():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
     prefill(load, clock, "a", 10, 0.5)
-    (running, waiting, rate) = TokenLoadCollector(load, model_name="tiny").collect()
-    for family in (running, waiting, rate):
+    families = list(TokenLoadCollector(load, model_name="tiny").collect())
+    rate = families[2]
+    for family in families:
         assert [s.labels for s in family.samples] == [{"model_name": "tiny", "engine": "0"}]
     assert rate.samples[0].value == 20.0
 
@@ -125,6 +135,14 @@ def prefill(load: TokenLoad, clock: FakeClock, rid: str, prompt: int, seconds: f
     load.generated(rid, 1)
 
 
+def ewma(rate: float, sample: float, seconds: float, measured_so_far: float) -> float:
+    """One fold of the average by hand: `seconds` of measured time at `sample` tokens/s, after
+    `measured_so_far` seconds already folded in (the bias correction)."""
+    decay = math.exp(-seconds / PREFILL_RATE_TAU)
+    weight = 1.0 - math.exp(-(measured_so_far + seconds) / PREFILL_RATE_TAU)
+    return rate + (1.0 - decay) / weight * (sample - rate)
+
+
 def test_the_rate_is_absent_before_the_first_prefilled_token():
     from vllm_server_ext.token_load import TokenLoadCollector
 
@@ -132,125 +150,181 @@ def test_the_rate_is_absent_before_the_first_prefilled_token():
     load = TokenLoad(clock=clock)
     collector = TokenLoadCollector(load, model_name="tiny")
     assert load.prefill_rate() is None
+    clock.advance(4.0)  # the server starts idle; 4 s count
     load.added("a", 100)
     clock.advance(0.3)
-    assert load.prefill_rate() is None  # busy, but nothing prefilled yet
-    *_, rate = collector.collect()
-    assert rate.name == "vllm:prefill_tokens_per_second"
+    assert load.prefill_rate() is None  # a request waits, nothing prefilled yet
+    (rate,) = [f for f in collector.collect() if f.name == "vllm:prefill_tokens_per_second"]
     assert rate.samples == []  # an absent series: a PromQL division by it is empty, not +Inf
     clock.advance(0.2)
     load.generated("a", 1)
-    assert load.prefill_rate() == 200.0  # the first sample covers all the busy time so far
+    # The first sample covers all the measured time so far, the idle start included.
+    assert load.prefill_rate() == pytest.approx(100 / 4.5)
 
 
-def test_steady_load_gives_prefilled_tokens_per_busy_second():
+def test_steady_load_gives_prefilled_tokens_per_wall_second():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
-    for i in range(10):  # ten queued requests, one prefilled every 0.1 s: 1000 tokens/s
-        load.added(f"r{i}", 100)
-    for i in range(10):
-        clock.advance(0.1)
-        load.generated(f"r{i}", 1)
-        assert load.busy_seconds() == pytest.approx(0.1 * (i + 1))
-    assert load.prefilled == 1000
-    assert load.prefill_rate() == pytest.approx(1000.0)
+    for i in range(3000):  # ten minutes: a request every 0.2 s, prefilled in 0.1 s
+        prefill(load, clock, f"r{i}", 100, 0.1)
+        clock.advance(0.05)
+        load.finished(f"r{i}")
+        clock.advance(0.05)  # idle between requests: wall time, it counts
+        load.prefill_rate()
+    assert load.measured_seconds() == pytest.approx(600.0)
+    assert load.prefill_rate() == pytest.approx(500.0, rel=0.005)  # not 1000 per busy second
 
 
-def test_idle_gaps_do_not_dilute_the_rate():
+def test_sparse_traffic_counts_the_gaps_under_the_cap():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
-    for i in range(30):  # a request every 10 s, each prefilled in 0.5 s, read every second
+    for i in range(200):  # a request every 5 s, prefilled in 0.5 s, read every second
         prefill(load, clock, f"r{i}", 100, 0.5)
-        for _ in range(9):
-            clock.advance(1.0)
-            load.prefill_rate()
         clock.advance(0.5)
         load.finished(f"r{i}")
-    assert load.busy_seconds() == pytest.approx(15.0)
-    assert load.prefill_rate() == pytest.approx(200.0)  # prompt / 0.5 s, not prompt / 10 s
+        for _ in range(4):
+            clock.advance(1.0)
+            load.prefill_rate()
+    assert load.measured_seconds() == pytest.approx(1000.0)  # 4 s gaps count in full
+    # prompt / 5 s, not prompt / 0.5 s (a sawtooth of +-100/tau around it)
+    assert load.prefill_rate() == pytest.approx(20.0, rel=0.05)
 
 
-def test_an_abort_adds_busy_time_but_no_tokens():
+def test_a_long_silence_does_not_decay_the_rate():
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    for i in range(600):  # ten minutes at 100 tokens/s
+        clock.advance(0.5)  # idle
+        prefill(load, clock, f"r{i}", 100, 0.5)
+        load.finished(f"r{i}")
+        load.prefill_rate()
+    before, measured = load.prefill_rate(), load.measured_seconds()
+    assert before == pytest.approx(100.0, rel=0.01)
+    clock.advance(3600.0)  # an hour without a request
+    assert load.measured_seconds() == pytest.approx(measured + IDLE_CAP)
+    after_silence = load.prefill_rate()
+    # Decayed by the 10 s the cap lets count, not by an hour (exp(-60) of it would be left).
+    assert after_silence == pytest.approx(ewma(before, 0.0, IDLE_CAP, measured), rel=1e-9)
+    assert after_silence > 0.8 * before
+    prefill(load, clock, "late", 100, 0.5)  # the first request afterwards
+    after_request = load.prefill_rate()
+    expected = ewma(after_silence, 100 / 0.5, 0.5, measured + IDLE_CAP)
+    assert after_request == pytest.approx(expected, rel=1e-9)
+    assert after_request > after_silence  # no collapse: its prefill is not spread over an hour
+
+
+def test_an_idle_stretch_open_at_read_time_counts_at_most_the_cap():
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    prefill(load, clock, "a", 100, 0.5)
+    assert load.prefill_rate() == 200.0
+    load.finished("a")  # idle from here
+    clock.advance(4.0)
+    assert load.measured_seconds() == pytest.approx(4.5)
+    rate = load.prefill_rate()
+    assert rate == pytest.approx(ewma(200.0, 0.0, 4.0, 0.5))
+    clock.advance(26.0)  # 30 s into the stretch: the read counts 10 of them
+    assert load.measured_seconds() == pytest.approx(10.5)
+    rate = load.prefill_rate()
+    assert rate == pytest.approx(ewma(ewma(200.0, 0.0, 4.0, 0.5), 0.0, 6.0, 4.5))
+    clock.advance(1000.0)  # no new measured time: reads leave the rate unchanged
+    assert load.measured_seconds() == pytest.approx(10.5)
+    assert load.prefill_rate() == rate
+    assert load.prefill_rate() == rate
+    prefill(load, clock, "b", 100, 0.5)  # the stretch closes with its 10 s
+    assert load.measured_seconds() == pytest.approx(11.0)
+
+
+def test_any_request_ends_an_idle_stretch_and_output_never_changes_it():
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    clock.advance(3.0)  # idle since construction, under the cap
+    assert load.measured_seconds() == pytest.approx(3.0)
+    load.added("empty", 0)  # a zero-token prompt is a request in the server all the same
+    clock.advance(20.0)
+    assert load.measured_seconds() == pytest.approx(23.0)
+    load.added("a", 10)
+    load.generated("empty", 1)
+    load.generated("a", 1)  # nothing waits, but requests are running: not idle
+    clock.advance(15.0)
+    assert load.measured_seconds() == pytest.approx(38.0)
+    load.finished("a")
+    clock.advance(15.0)  # "empty" is still in the server
+    assert load.measured_seconds() == pytest.approx(53.0)
+    load.finished("empty")
+    load.finished("empty")  # a repeated finish of an empty server: the stretch stays open
+    clock.advance(25.0)
+    assert load.measured_seconds() == pytest.approx(63.0)
+    load.added("b", 5)
+    load.added("b", 5)  # a known id does not touch the stretch
+    clock.advance(2.0)
+    assert load.measured_seconds() == pytest.approx(65.0)
+    assert load.measured_seconds(now=clock.now + 1.0) == pytest.approx(66.0)
+
+
+def test_an_abort_adds_measured_time_but_no_tokens():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
     load.added("aborted", 100)
     clock.advance(1.0)
     load.finished("aborted")  # no first token
-    assert (load.busy_seconds(), load.prefilled) == (1.0, 0)
+    assert (load.measured_seconds(), load.prefilled) == (1.0, 0)
     assert load.prefill_rate() is None
-    clock.advance(5.0)  # idle
+    clock.advance(5.0)  # idle, under the cap
     prefill(load, clock, "b", 100, 1.0)
-    assert load.prefill_rate() == pytest.approx(50.0)  # 100 tokens over 2 busy seconds
+    assert load.prefill_rate() == pytest.approx(100 / 7.0)  # 100 tokens over 7 measured seconds
 
 
-def test_busy_time_includes_the_open_period_and_zero_token_prompts_open_none():
+def test_smoothing_weighs_samples_by_measured_time():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
-    load.added("empty", 0)
-    clock.advance(1.0)
-    assert load.busy_seconds() == 0.0
-    load.added("a", 10)
-    clock.advance(2.0)
-    load.added("b", 10)  # already busy: the period goes on
-    clock.advance(1.5)
-    assert load.busy_seconds() == 3.5  # open period, counted up to now
-    load.generated("a", 1)
-    clock.advance(1.0)
-    load.generated("b", 1)
-    clock.advance(7.0)
-    assert load.busy_seconds() == 4.5  # closed when the last waiting request got its token
-
-
-def test_a_read_without_new_busy_time_leaves_the_rate_unchanged():
-    clock = FakeClock()
-    load = TokenLoad(clock=clock)
-    prefill(load, clock, "a", 100, 0.5)
-    assert load.prefill_rate() == 200.0
-    clock.advance(100.0)  # idle
-    assert load.prefill_rate() == 200.0
-    assert load.prefill_rate() == 200.0
-
-
-def test_smoothing_weighs_samples_by_busy_time():
-    clock = FakeClock()
-    load = TokenLoad(clock=clock)
-    prefill(load, clock, "a", 100, 1.0)  # 1 busy second at 100 tokens/s
+    prefill(load, clock, "a", 100, 1.0)  # 1 measured second at 100 tokens/s
     assert load.prefill_rate() == 100.0
-    prefill(load, clock, "b", 600, 3.0)  # 3 busy seconds at 200 tokens/s
-    # Early on (little busy time against tau) the value is nearly the busy-weighted mean, not
-    # dominated by the first sample.
-    d1, d2 = math.exp(-1.0 / PREFILL_RATE_TAU), math.exp(-3.0 / PREFILL_RATE_TAU)
-    expected = (d2 * (1 - d1) * 100 + (1 - d2) * 200) / (1 - d1 * d2)
+    load.finished("a")
+    clock.advance(2.0)  # idle, under the cap
+    prefill(load, clock, "b", 600, 3.0)  # 5 measured seconds at 120 tokens/s
+    # Early on (little measured time against tau) the value is nearly the time-weighted mean,
+    # not dominated by the first sample.
+    d1, d2 = math.exp(-1.0 / PREFILL_RATE_TAU), math.exp(-5.0 / PREFILL_RATE_TAU)
+    expected = (d2 * (1 - d1) * 100 + (1 - d2) * 120) / (1 - d1 * d2)
     assert load.prefill_rate() == pytest.approx(expected)
-    assert load.prefill_rate() == pytest.approx(175.0, rel=0.01)
+    assert load.prefill_rate() == pytest.approx((100 + 5 * 120) / 6, rel=0.01)
 
 
-def test_smoothing_follows_a_change_with_time_constant_tau_of_busy_time():
+def test_smoothing_follows_a_change_with_time_constant_tau_of_measured_time():
     clock = FakeClock()
     load = TokenLoad(clock=clock)
-    for i in range(600):  # ten busy minutes at 1000 tokens/s
-        prefill(load, clock, f"a{i}", 1000, 1.0)
+
+    def serve(rid: str, prompt: int) -> None:  # prefilled in 1 s, then decoded for 1 s
+        prefill(load, clock, rid, prompt, 1.0)
+        clock.advance(1.0)
+        load.finished(rid)
+
+    for i in range(300):  # ten minutes at 500 tokens/s
+        serve(f"a{i}", 1000)
         load.prefill_rate()
-    assert load.prefill_rate() == pytest.approx(1000.0)
-    for i in range(60):  # one busy tau at 2000 tokens/s, read every request
-        prefill(load, clock, f"b{i}", 2000, 1.0)
+    assert load.prefill_rate() == pytest.approx(500.0)
+    for i in range(30):  # one tau at 1000 tokens/s, read every request
+        serve(f"b{i}", 2000)
         load.prefill_rate()
-    assert load.prefill_rate() == pytest.approx(2000 - 1000 * math.exp(-1), rel=1e-3)
-    for i in range(600):
-        prefill(load, clock, f"c{i}", 2000, 1.0)
-    assert load.prefill_rate() == pytest.approx(2000.0, rel=1e-3)  # one read after ten taus
+    assert load.prefill_rate() == pytest.approx(1000 - 500 * math.exp(-1), rel=1e-3)
+    for i in range(300):
+        serve(f"c{i}", 2000)
+    assert load.prefill_rate() == pytest.approx(1000.0, rel=1e-3)  # one read after ten taus
 
 
 def _replay(read_every: float, seconds: float) -> TokenLoad:
-    """A steady but lumpy load (prompts of 100, 300 and 200 tokens arriving every 1.3 s, each
-    prefilled at 800 tokens/s, sometimes queued behind the previous one), read every
-    `read_every` seconds."""
+    """A steady but lumpy load (prompts of 100, 300 and 200 tokens, five times as long every
+    seventh, arriving every 1.3 s, each prefilled at 800 tokens/s, sometimes queued behind the
+    previous one, and a minute of silence every five minutes), read every `read_every` seconds."""
     clock = FakeClock()
     load = TokenLoad(clock=clock)
     events = []  # (time, kind, id, prompt)
     engine_free = 0.0
     for i in range(int(seconds / 1.3)):
         arrival, prompt = i * 1.3, (100, 300, 200)[i % 3] * (1 + (i % 7 == 0) * 4)
+        if arrival % 300 >= 240:
+            continue
         first_token = max(arrival, engine_free) + prompt / 800
         engine_free = first_token
         events += [(arrival, 0, f"r{i}", prompt), (first_token, 1, f"r{i}", prompt)]
@@ -273,9 +347,14 @@ def _replay(read_every: float, seconds: float) -> TokenLoad:
 def test_reading_often_or_rarely_converges_to_the_same_value():
     often = _replay(read_every=0.05, seconds=1500)  # several scrapers, one every 50 ms
     rarely = _replay(read_every=30.0, seconds=1500)  # one scraper every 30 s
-    assert often.busy_seconds() == pytest.approx(rarely.busy_seconds())
-    assert often.prefill_rate() == pytest.approx(800.0, rel=0.02)
-    assert rarely.prefill_rate() == pytest.approx(800.0, rel=0.02)
+    assert often.measured_seconds() == pytest.approx(rarely.measured_seconds())
+    # 1500 s less five silences of about a minute counted as 10 s each
+    assert often.measured_seconds() == pytest.approx(1250.0, abs=5.0)
+    # The tokens of the minutes before the last silence over their wall time (6600 tokens every
+    # 21 arrivals of 1.3 s), not over the time the engine was busy (800 tokens/s), then decayed
+    # by the 10 s of that silence that count.
+    wall_rate = 6600 / 21 / 1.3 * math.exp(-IDLE_CAP / PREFILL_RATE_TAU)
+    assert often.prefill_rate() == pytest.approx(wall_rate, rel=0.1)
     assert often.prefill_rate() == pytest.approx(rarely.prefill_rate(), rel=0.02)
 
 
@@ -286,11 +365,62 @@ def test_the_state_is_o1_no_per_request_history():
         prefill(load, clock, f"r{i}", 50, 0.01)
         load.generated(f"r{i}", 3)
         load.finished(f"r{i}")
+        clock.advance(3600.0 if i % 1000 == 999 else 0.0)  # ten idle hours in between
         if i % 100 == 0:
             load.prefill_rate()
     assert not hasattr(load, "__dict__")
     assert len(load) == 0 and load._requests == {}
+    assert load.measured_seconds() == pytest.approx(10_000 * 0.01 + 10 * IDLE_CAP)
     for name in TokenLoad.__slots__:
         if name not in ("_requests", "_clock", "_read_lock"):
             value = getattr(load, name)
-            assert value is None or type(value) in (int, float), name
+            values = value if isinstance(value, tuple) else (value,)  # _waited: three numbers
+            assert all(v is None or type(v) in (int, float) for v in values), name
+
+
+# --- the waiting integral: Little's law -------------------------------------------------------
+
+
+def test_the_waiting_integral_over_the_prefilled_tokens_is_the_mean_wait():
+    """rate(waited) / rate(prefilled) over a window is the token-weighted mean time a prompt
+    waited for its first token, exactly: what the ttftSeconds query divides by."""
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    waits = {"a": (100, 0.2), "b": (300, 0.5), "c": (50, 1.5)}
+    load.added("a", 100)
+    load.added("b", 300)
+    clock.advance(0.2)
+    load.generated("a", 1)
+    clock.advance(0.3)
+    load.generated("b", 1)
+    load.added("c", 50)
+    clock.advance(1.5)
+    load.generated("c", 1)
+    clock.advance(7.0)  # nothing waits: the integral stands still
+    expected = sum(tokens * wait for tokens, wait in waits.values())
+    assert load.waited_token_seconds() == pytest.approx(expected)
+    assert load.prefilled == 450
+    mean_wait = load.waited_token_seconds() / load.prefilled
+    assert mean_wait == pytest.approx((100 * 0.2 + 300 * 0.5 + 50 * 1.5) / 450)
+
+
+def test_the_waiting_integral_counts_what_still_waits_and_never_goes_back():
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    load.added("a", 40)
+    clock.advance(2.0)
+    assert load.waited_token_seconds() == pytest.approx(80.0)  # still waiting: counted so far
+    load.finished("a")  # aborted: its wait stays in the integral
+    clock.advance(5.0)
+    assert load.waited_token_seconds() == pytest.approx(80.0)
+    readings = []
+    for i in range(50):
+        load.added(f"r{i}", i % 7)
+        clock.advance(0.01 * (i % 3))
+        readings.append(load.waited_token_seconds())
+        if i % 2:
+            load.generated(f"r{i}", 1)
+        else:
+            load.finished(f"r{i}")
+        readings.append(load.waited_token_seconds())
+    assert readings == sorted(readings)  # a counter: never decreases

@@ -9,13 +9,19 @@ compute it:
 
 | target | q | t |
 | --- | --- | --- |
-| ttftSeconds | sum(tokens waiting) / avg(prefill tokens per second): queued prefill, s | ttft |
+| ttftSeconds | prompt tokens waiting / prefill throughput per replica (see below) | ttft |
 | tokensWaitingPerReplica | sum(vllm:num_tokens_waiting) | tokens |
 | kvCacheUsage | sum(vllm:kv_cache_usage_perc) | fraction |
 | requestsWaitingPerReplica | sum(vllm:num_requests_waiting) | requests |
 
-For ttftSeconds that is replicas = ceil(sum(waiting) / (ttft x prefill throughput per replica)),
-the throughput measured by the servers themselves (`vllm:prefill_tokens_per_second`).
+For ttftSeconds, both terms over the same minute: the prompt tokens waiting on average
+(rate(vllm:waiting_token_seconds_total), the servers' integral of vllm:num_tokens_waiting)
+over the prefill throughput per replica (rate(vllm:prefilled_tokens_total), averaged over the
+replicas). So replicas = ceil(sum(tokens waiting) / (ttft x prefill throughput per replica)),
+and by Little's law sum(waiting) / sum(throughput) is the mean time a prompt token waited for
+its first output token: replicas = ceil(N x mean wait / ttft), a proportional controller that
+settles where the mean time to first token is ttftSeconds, with no hand-tuned constant.
+bench/autoscale.py compares it with the other policies.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ HPA_API_VERSION = "autoscaling/v2"
 # The label Prometheus gives the pods' DEPLOYMENT_LABEL (podTargetLabels of the operator's
 # monitors; Prometheus turns every character but letters, digits and _ into _).
 DEPLOYMENT_SERIES_LABEL = "".join(c if c.isalnum() else "_" for c in DEPLOYMENT_LABEL)
-# How often KEDA evaluates the query (seconds).
+# How often KEDA evaluates the query (seconds), and the window of the ttftSeconds query's rates
+# (four scrapes at the monitors' default 15 s).
 POLLING_INTERVAL = 15
+WINDOW = "1m"
 # The external metric each target is, for HPA (a Prometheus adapter's rule computes `query`
 # under this name; see the README).
 EXTERNAL_METRICS = {
@@ -56,7 +64,10 @@ def query(spec: DeploymentSpec) -> str:
     scaling = _scaling(spec)
     s = series_selector(spec)
     if scaling.target == "ttftSeconds":
-        return f"sum(vllm:num_tokens_waiting{s}) / avg(vllm:prefill_tokens_per_second{s})"
+        return (
+            f"sum(rate(vllm:waiting_token_seconds_total{s}[{WINDOW}]))"
+            f" / avg(rate(vllm:prefilled_tokens_total{s}[{WINDOW}]))"
+        )
     metric = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
         "kvCacheUsage": "vllm:kv_cache_usage_perc",
