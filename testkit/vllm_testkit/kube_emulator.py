@@ -245,6 +245,28 @@ NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
 MERGE = {"Content-Type": "application/merge-patch+json"}  # a PATCH's body as a merge patch
 
 
+def exists(emulator: kmock.KubernetesEmulator, key: tuple) -> bool:
+    """Whether the object at `key` (resource, namespace, name) is there: kmock keeps deleted
+    objects (with their history), so present and not deleted."""
+    return key in emulator.objects and not emulator.objects[key].deleted
+
+
+async def patch_cr(
+    emulator: kmock.KubernetesEmulator,
+    namespace: str,
+    name: str,
+    patch: dict,
+    *,
+    generation: int | None = None,
+) -> None:
+    """A user's merge patch of a VLLMDeployment; `generation` as the API server would bump it
+    on a spec change (kmock does not)."""
+    if generation is not None:
+        patch = {**patch, "metadata": {"generation": generation}}
+    response = await emulator.patch(f"{cr_path(namespace)}/{name}", json=patch, headers=MERGE)
+    assert response.status == 200, await response.text()
+
+
 def cr_path(namespace: str) -> str:
     """Where a user POSTs VLLMDeployments of `namespace`."""
     return f"/apis/serving.vllm.ai/v1alpha1/namespaces/{namespace}/vllmdeployments"

@@ -8,14 +8,15 @@ from __future__ import annotations
 import kmock
 import pytest
 
+from vllm_testkit import kube_emulator
 from vllm_testkit.kube_emulator import (
     CR,
     DEPLOYMENT,
-    MERGE,
     KubeEmulator,
     cr_path,
     create,
     declare,
+    exists,
     running_operator,
     wait_for,
 )
@@ -32,10 +33,6 @@ TTFT = {"minReplicas": 1, "maxReplicas": 6, "ttftSeconds": 0.5,
         "prometheus": {"address": PROMETHEUS}}  # fmt: skip
 
 
-def exists(emulator, key) -> bool:
-    return key in emulator.objects and not emulator.objects[key].deleted
-
-
 def cr(emulator, name: str) -> dict:
     return emulator.objects[CR, NS, name]
 
@@ -46,9 +43,7 @@ def condition(emulator, name: str, type_: str) -> dict | None:
 
 
 async def patch_cr(emulator, name: str, patch: dict, generation: int) -> None:
-    patch = {**patch, "metadata": {"generation": generation}}
-    response = await emulator.patch(f"{cr_path(NS)}/{name}", json=patch, headers=MERGE)
-    assert response.status == 200
+    await kube_emulator.patch_cr(emulator, NS, name, patch, generation=generation)
 
 
 async def test_with_keda_a_scaled_object_drives_the_replicas_and_goes_with_the_spec(

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from vllm_operator.model.builders import ADAPTERS_LOADED, build_deployment, build_service
 from vllm_operator.model.spec import parse_deployment
+from vllm_testkit import kube_emulator
 from vllm_testkit.admin_key import PUBLIC_KEY
 from vllm_testkit.kube_emulator import (
     CR,
@@ -28,6 +29,7 @@ from vllm_testkit.kube_emulator import (
     create,
     declare,
     events,
+    exists,
     pod_config_error,
     pod_status,
     running_operator,
@@ -47,15 +49,7 @@ CR_PATH = cr_path(NS)
 
 
 async def patch_cr(emulator, name: str, patch: dict, *, generation: int | None = None):
-    if generation is not None:  # the API server bumps it on spec changes; kmock does not
-        patch = {**patch, "metadata": {"generation": generation}}
-    response = await emulator.patch(f"{CR_PATH}/{name}", json=patch, headers=MERGE)
-    assert response.status == 200, await response.text()
-
-
-def exists(emulator, key) -> bool:
-    """kmock keeps deleted objects (with their history): present and not deleted."""
-    return key in emulator.objects and not emulator.objects[key].deleted
+    await kube_emulator.patch_cr(emulator, NS, name, patch, generation=generation)
 
 
 def cr(emulator, name: str) -> dict:
