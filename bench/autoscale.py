@@ -296,12 +296,12 @@ def signal(policy: str, ready: list[Replica], now: float) -> float:
     windows = [w for w in (r.scrape(now) for r in ready) if w is not None]
     if policy == "latency":
         # sum(rate(vllm:waiting_token_seconds_total[1m]))
-        #   / avg(rate(vllm:prefilled_tokens_total[1m])): Prometheus gives no value (KEDA: 0)
-        # while nothing was prefilled.
+        #   / clamp_min(avg(rate(vllm:prefilled_tokens_total[1m])), 1) over ready servers.
         throughput = [p for _, p in windows]
-        if not throughput or sum(throughput) <= 0:
+        if not throughput:
             return 0.0
-        return sum(w for w, _ in windows) / (sum(throughput) / len(throughput))
+        # clamp_min(..., 1): waiting with nothing prefilled reads as a long queue.
+        return sum(w for w, _ in windows) / max(1.0, sum(throughput) / len(throughput))
     if policy == "latency, instant gauges":
         # The first design: sum(vllm:num_tokens_waiting) / avg(busy-time prefill rate).
         rates = [x for x in (r.busy_rate() for r in ready) if x is not None]

@@ -546,8 +546,6 @@ JUSTIFIED = {
     ("delete", "policy", "poddisruptionbudgets"),
     ("delete", "monitoring.coreos.com", "servicemonitors"),
     ("delete", "monitoring.coreos.com", "podmonitors"),
-    ("get", "monitoring.coreos.com", "podmonitors"),
-    ("patch", "monitoring.coreos.com", "podmonitors"),
     ("get", "", "pods"),
     # blockOwnerDeletion under OwnerReferencesPermissionEnforcement (kmock enforces no RBAC)
     ("update", "serving.vllm.ai", "vllmdeployments/finalizers"),

@@ -4,8 +4,8 @@ it, checked against KEDA's own ScaledObject schema (tests/operator/keda-scaledob
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from vllm_operator.model.autoscaling import (
     quantity,
     query,
     threshold,
+    window,
 )
+from vllm_operator.model.drift import drifted
 from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
 from vllm_testkit.samples import IMAGES, vllmd
@@ -99,9 +101,11 @@ def test_defaults_and_each_target_s_signal():
         1, 5, "ttftSeconds", 0.5,
     )  # fmt: skip
     assert parsed.scale_down_stabilization_seconds == 300
+    waited = f"max by (pod, engine) (rate(vllm:waiting_token_seconds_total{SELECTOR}[60s]))"
+    prefilled = f"max by (pod, engine) (rate(vllm:prefilled_tokens_total{SELECTOR}[60s]))"
+    ready = f"max by (pod) (vllm:server_ready{SELECTOR}) == 1"
     assert query(spec({"maxReplicas": 5, "ttftSeconds": 0.5})) == (
-        f"sum(rate(vllm:waiting_token_seconds_total{SELECTOR}[1m]))"
-        f" / avg(rate(vllm:prefilled_tokens_total{SELECTOR}[1m]))"
+        f"sum({waited}) / clamp_min(avg({prefilled} and on (pod) ({ready})), 1)"
     )
     signals = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
@@ -109,7 +113,32 @@ def test_defaults_and_each_target_s_signal():
         "requestsWaitingPerReplica": "vllm:num_requests_waiting",
     }
     for target, metric in signals.items():
-        assert query(spec({"maxReplicas": 5, target: 1})) == f"sum({metric}{SELECTOR})"
+        expected = f"sum(max by (pod, engine) ({metric}{SELECTOR}))"
+        assert query(spec({"maxReplicas": 5, target: 1})) == expected
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"), [("15s", "60s"), ("30s", "120s"), ("1m", "240s"), ("500ms", "60s")]
+)
+def test_the_rate_window_holds_four_scrapes_and_at_least_a_minute(interval: str, expected: str):
+    parsed = parse_deployment(
+        vllmd("m", {"model": MODEL, "monitoring": {"interval": interval},
+                    "autoscaling": {"maxReplicas": 5, "ttftSeconds": 1}}),
+        IMAGES,
+    )  # fmt: skip
+    assert window(parsed) == expected
+    assert f"[{expected}]" in query(parsed)
+
+
+def test_an_hpa_target_the_api_server_canonicalized_is_no_drift():
+    """The API server stores averageValue "4000" as "4k": compared by value, or the operator
+    would apply the HPA at every drift check."""
+    hpa = build_hpa(spec({"maxReplicas": 8, "tokensWaitingPerReplica": 4000}))
+    stored = copy.deepcopy(hpa)
+    stored["spec"]["metrics"][0]["external"]["target"]["averageValue"] = "4k"
+    assert not drifted(hpa["spec"], stored["spec"])
+    stored["spec"]["metrics"][0]["external"]["target"]["averageValue"] = "5k"
+    assert drifted(hpa["spec"], stored["spec"])
 
 
 def test_thresholds_are_what_keda_and_hpa_parse():
@@ -167,14 +196,6 @@ def test_the_hpa_is_valid_and_keeps_a_replica(target: str):
     assert hpa["spec"]["minReplicas"] == 1
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "VLLMDeployment"
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
-
-
-def test_average_value_gives_the_formula_s_replica_count():
-    """replicas = ceil(q / t): for ttftSeconds, ceil(sum(waiting) / (ttft x rate per replica)).
-    HPA and KEDA both compute ceil(metric / averageValue) for an AverageValue external metric."""
-    waiting, rate, ttft = 12_000, 2_000.0, 0.5  # tokens, tokens/s per replica, seconds
-    q = waiting / rate  # what the query evaluates to: seconds of queued prefill
-    assert math.ceil(q / ttft) == math.ceil(waiting / (ttft * rate)) == 12
 
 
 def test_to_zero_where_the_http_add_on_holds_requests():

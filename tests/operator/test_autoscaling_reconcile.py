@@ -58,6 +58,8 @@ async def test_with_keda_a_scaled_object_drives_the_replicas_and_goes_with_the_s
         await wait_for(lambda: condition(kmock, "llm", "AutoscalerCreated") is not None)
         created = condition(kmock, "llm", "AutoscalerCreated")
         assert (created["status"], created["reason"]) == ("True", "KEDAScaledObject")
+        # Nothing of the operator's scrapes these servers (no Prometheus Operator here): said.
+        assert "no ServiceMonitor or PodMonitor of the operator's scrapes" in created["message"]
         scaled = kmock.objects[SCALED_OBJECT, NS, "llm"]
         assert scaled["spec"]["scaleTargetRef"] == {
             "apiVersion": "serving.vllm.ai/v1alpha1", "kind": "VLLMDeployment", "name": "llm",
@@ -115,22 +117,20 @@ async def test_keda_without_a_prometheus_address_is_reported(kmock, kubeconfig):
 
 
 async def test_to_zero_only_where_keda_s_http_add_on_holds_requests(kmock, kubeconfig):
-    declare(kmock, keda=True, keda_http=True)
+    declare(kmock, keda=True, keda_http=True, monitoring=True)
     scaling = {**TTFT, "minReplicas": 0}
+    spec = {"model": {"uri": "/m"}, "autoscaling": scaling, "monitoring": {"podMonitor": True}}
     async with running_operator(kmock):
-        await create(
-            kmock, cr_path(NS), vllmd("zero", {"model": {"uri": "/m"}, "autoscaling": scaling}, NS)
-        )
+        await create(kmock, cr_path(NS), vllmd("zero", spec, NS))
         await wait_for(lambda: exists(kmock, (ROUTE, NS, "zero")), what="the InterceptorRoute")
         await wait_for(lambda: exists(kmock, (SCALED_OBJECT, NS, "zero")), what="the ScaledObject")
         await wait_for(lambda: condition(kmock, "zero", "AutoscalerCreated") is not None)
         scaled = kmock.objects[SCALED_OBJECT, NS, "zero"]["spec"]
         assert scaled["minReplicaCount"] == 0
         assert [t["type"] for t in scaled["triggers"]] == ["prometheus", "external-push"]
-        assert (
-            "requests held by InterceptorRoute/zero"
-            in condition(kmock, "zero", "AutoscalerCreated")["message"]
-        )
+        message = condition(kmock, "zero", "AutoscalerCreated")["message"]
+        assert "requests held by InterceptorRoute/zero" in message
+        assert "no ServiceMonitor or PodMonitor" not in message  # its PodMonitor scrapes them
 
         # Back to a floor of one: the route goes.
         await patch_cr(kmock, "zero", {"spec": {"autoscaling": {"minReplicas": 1}}}, generation=2)

@@ -26,6 +26,8 @@ bench/autoscale.py compares it with the other policies.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from .. import API_VERSION
@@ -40,10 +42,8 @@ HPA_API_VERSION = "autoscaling/v2"
 # The label Prometheus gives the pods' DEPLOYMENT_LABEL (podTargetLabels of the operator's
 # monitors; Prometheus turns every character but letters, digits and _ into _).
 DEPLOYMENT_SERIES_LABEL = "".join(c if c.isalnum() else "_" for c in DEPLOYMENT_LABEL)
-# How often KEDA evaluates the query (seconds), and the window of the ttftSeconds query's rates
-# (four scrapes at the monitors' default 15 s).
+# How often KEDA evaluates the query (seconds).
 POLLING_INTERVAL = 15
-WINDOW = "1m"
 # The external metric each target is, for HPA (a Prometheus adapter's rule computes `query`
 # under this name; see the README).
 EXTERNAL_METRICS = {
@@ -59,21 +59,43 @@ def series_selector(spec: DeploymentSpec) -> str:
     return f'{{namespace="{spec.namespace}",{DEPLOYMENT_SERIES_LABEL}="{spec.name}"}}'
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def window(spec: DeploymentSpec) -> str:
+    """The range of the ttftSeconds query's rates: a minute, or four scrapes where the
+    monitors scrape less often (a rate needs two samples, four smooth it)."""
+    match = _DURATION.fullmatch(spec.monitoring.interval or "")
+    scrape = 15.0
+    if match and any(match.groups()):
+        h, m, s, ms = (int(g or 0) for g in match.groups())
+        scrape = h * 3600 + m * 60 + s + ms / 1000
+    return f"{max(60, math.ceil(4 * scrape))}s"
+
+
 def query(spec: DeploymentSpec) -> str:
-    """The PromQL of `q` (see the module's table) for this VLLMDeployment."""
+    """The PromQL of `q` (see the module's table) for this VLLMDeployment. Each series is
+    taken once per server (`max by (pod, engine)`: a ServiceMonitor and a PodMonitor both
+    scraping it must not count it twice), and the ttftSeconds throughput only from servers that
+    are ready (a replica still loading its model serves nothing yet; counting it would lower
+    the average and ask for still more replicas while the first ones start)."""
     scaling = _scaling(spec)
     s = series_selector(spec)
     if scaling.target == "ttftSeconds":
-        return (
-            f"sum(rate(vllm:waiting_token_seconds_total{s}[{WINDOW}]))"
-            f" / avg(rate(vllm:prefilled_tokens_total{s}[{WINDOW}]))"
-        )
+        w = window(spec)
+        waited = f"max by (pod, engine) (rate(vllm:waiting_token_seconds_total{s}[{w}]))"
+        prefilled = f"max by (pod, engine) (rate(vllm:prefilled_tokens_total{s}[{w}]))"
+        ready = f"max by (pod) (vllm:server_ready{s}) == 1"
+        # At least a token a second: tokens waiting while nothing got its first token in the
+        # window (a wedged or saturated server) must read as a huge queue, not as +Inf, which
+        # KEDA (ignoreNullValues) would take for 0.
+        return f"sum({waited}) / clamp_min(avg({prefilled} and on (pod) ({ready})), 1)"
     metric = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
         "kvCacheUsage": "vllm:kv_cache_usage_perc",
         "requestsWaitingPerReplica": "vllm:num_requests_waiting",
     }[scaling.target]
-    return f"sum({metric}{s})"
+    return f"sum(max by (pod, engine) ({metric}{s}))"
 
 
 def threshold(spec: DeploymentSpec) -> str:

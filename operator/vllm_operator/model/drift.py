@@ -16,8 +16,9 @@ from .. import GROUP
 APPLIED = f"{GROUP}/applied"  # annotation: digest of the object as last applied
 
 # Where the API server rewrites quantities into their canonical form (2 -> "2", "0.5" -> "500m",
-# "1024Mi" -> "1Gi"): compared by value there, or every reconcile would see drift and apply.
-QUANTITY_KEYS = frozenset({"resources", "sizeLimit"})
+# "1024Mi" -> "1Gi", an HPA's averageValue "4000" -> "4k"): compared by value there, or every
+# reconcile would see drift and apply.
+QUANTITY_KEYS = frozenset({"resources", "sizeLimit", "averageValue"})
 
 
 def drifted(wanted: Any, actual: Any, *, quantities: bool = False) -> bool:

@@ -292,6 +292,7 @@ def autoscaler_condition(
     address: str | None,
     min_replicas: int,
     to_zero: bool = False,
+    scraped: bool = True,
     in_place: Sequence[str],
     conflicts: Sequence[str],
     failures: Sequence[str],
@@ -301,6 +302,12 @@ def autoscaler_condition(
     why not: KEDA's trigger has no Prometheus `address`, an object of its name is someone
     else's, or the apply failed (the round's messages)."""
     what = f"{kind}/{name}"
+    unscraped = (
+        ""
+        if scraped
+        else "; no ServiceMonitor or PodMonitor of the operator's scrapes these servers: the "
+        "Prometheus read must scrape them with the label serving_vllm_ai_deployment"
+    )
     if kind == "ScaledObject" and address is None:
         return Condition(
             AUTOSCALER, False, reasons.PROMETHEUS_ADDRESS_MISSING,
@@ -318,13 +325,13 @@ def autoscaler_condition(
                 )
             return Condition(
                 AUTOSCALER, True, reasons.KEDA_SCALED_OBJECT,
-                f"{what} applied: KEDA scales spec.replicas on Prometheus{zero}",
+                f"{what} applied: KEDA scales spec.replicas on Prometheus{zero}{unscraped}",
             )  # fmt: skip
         zero = " (at least 1: scaling to zero needs KEDA)" if min_replicas == 0 else ""
         return Condition(
             AUTOSCALER, True, reasons.HORIZONTAL_POD_AUTOSCALER,
             f"{what} applied on an external metric (KEDA is not installed; a Prometheus "
-            f"adapter must serve the metric){zero}",
+            f"adapter must serve the metric){zero}{unscraped}",
         )  # fmt: skip
     ours = [m for m in failures if m.startswith((f"{what}:", f"{what} "))]
     if ours:

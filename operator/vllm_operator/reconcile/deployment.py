@@ -126,9 +126,11 @@ async def reconcile_deployment(
     # The children are applied even while pods fail to start: only then do the pods exist.
     pool_served = spec.inference_pool is not None and await kube.serves("InferencePool")
     scaler = await _autoscaler(kube, spec)
+    monitoring = await kube.serves("ServiceMonitor")
+    monitored = monitoring and (spec.monitoring.service_monitor or spec.monitoring.pod_monitor)
     wanted = build_all(
         spec,
-        monitoring_available=await kube.serves("ServiceMonitor"),
+        monitoring_available=monitoring,
         operator_namespace=settings.namespace,
         admin_public_key=settings.admin_public_key,
         inference_pool_available=pool_served,
@@ -171,6 +173,7 @@ async def reconcile_deployment(
                 address=spec.autoscaling.prometheus_address,
                 min_replicas=spec.autoscaling.min_replicas,
                 to_zero=scaler.to_zero,
+                scraped=monitored,
                 in_place=in_place,
                 conflicts=conflicts,
                 failures=failures,
