@@ -82,7 +82,7 @@ def evaluate(targets: list[prometheus.Target], tmp_path, promql: str, ready: Cal
     """`promql`'s value once every target's counters have a rate (two scrapes each) and the
     value satisfies `ready` (a young series' rate ramps up over the window)."""
     prom = prometheus.Prometheus(targets, tmp_path).start()
-    rates = f"rate(vllm:prefilled_tokens_total{{namespace=\"{NS}\"}}[60s])"
+    rates = f'rate(vllm:prefilled_tokens_total{{namespace="{NS}"}}[60s])'
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
