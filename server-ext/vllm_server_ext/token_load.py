@@ -15,36 +15,35 @@ Seen from the API process, a request is *waiting* from arrival until its first o
 The two are disjoint. A preemption inside the engine is invisible to the API process, so a
 preempted request stays counted as running (its KV cache is recomputed, not lost).
 
-**Prefill throughput.** An autoscaler with a time-to-first-token target needs, next to
-``waiting``, the rate at which a replica works it off: ``replicas = ceil(sum(waiting) / (ttft *
-avg(rate)))``. The rate is measured here on the real model and hardware:
+**What a TTFT target needs.** An autoscaler steering the time to first token wants replicas =
+ceil(sum(waiting) / (ttft * prefill throughput per replica)). Two counters give both terms over
+any window, exactly, whatever the scrape timing:
 
 - ``prefilled`` = prompt tokens of requests that got their first output token (the
   waiting -> running move); a request aborted before its first token adds none;
-- *measured time* = wall time, except that an *idle stretch* (no request in the server at all)
-  counts for at most ``IDLE_CAP`` seconds. The server starts idle; a stretch ends when a request
-  arrives and starts when the last one finishes (a read counts an open stretch up to now, capped).
+- ``waited_token_seconds()`` = the time integral of ``waiting`` (token-seconds), kept by
+  adding ``waiting * elapsed`` at each change of ``waiting``.
 
-rate = prefilled tokens / measured seconds. Why wall time: by Little's law, ``sum(waiting) /
-sum(rate)`` is then the mean time a prompt waits for its first token, so ``replicas = ceil(N *
-mean TTFT / ttft)``, a proportional controller of the mean TTFT that settles where it equals the
-target. A rate per *busy* second (while tokens wait) measures capacity instead, and with it the
-controller settles where the mean TTFT is ttft / utilization, above the target; the simulation in
-bench/autoscale.py showed the wall-clock form ahead. Why the idle cap: a quiet night is no
-measurement of throughput. Uncapped, the rate would decay towards 0 while idle and the first
-request afterwards would look like a huge queue (a burst of replicas for nothing).
+Over a window, rate(waited) is the average number of prompt tokens waiting and rate(prefilled)
+the throughput; by Little's law their ratio is the mean time a prompt token waited for its first
+output token, so ``replicas = ceil(N * mean wait / ttft)``: a proportional controller of the mean
+TTFT (operator/vllm_operator/model/autoscaling.py builds the query). The wait includes a
+prompt's own prefill, which more replicas cannot shorten: the target must stay above it.
 
-Each read turns the tokens and measured time since the previous read into a sample and folds it
-into an exponentially weighted average that weighs samples by their measured time: alpha = 1 -
-exp(-measured / ``PREFILL_RATE_TAU``), bias-corrected during the first ``PREFILL_RATE_TAU`` of
-measured time (as Adam corrects its moments) so that the first short sample does not dominate.
-The weight of the past decays with measured time only, so how often (and by how many scrapers)
-the value is read does not change where it converges. A read with no new measured time (deep in
-an idle stretch) leaves it unchanged. Before the first prefilled token there is no value
-(``None``, no sample exported): a PromQL division by the series is then empty, not infinite.
+**The throughput gauge** (``prefill_rate()``, for dashboards): prefilled tokens per *measured*
+second, where measured time is wall time except that an *idle stretch* (no request in the
+server at all) counts for at most ``IDLE_CAP`` seconds, so a quiet night does not decay it
+towards 0. The server starts idle; a stretch ends when a request arrives and starts when the
+last one finishes (a read counts an open stretch up to now, capped). Each read folds the tokens
+and measured time since the previous read into an exponentially weighted average that weighs
+samples by their measured time: alpha = 1 - exp(-measured / ``PREFILL_RATE_TAU``),
+bias-corrected during the first ``PREFILL_RATE_TAU`` (as Adam corrects its moments) so that the
+first short sample does not dominate; how often and by how many scrapers it is read does not
+change where it converges. A read with no new measured time leaves it unchanged. Before the
+first prefilled token there is no value (``None``, no sample exported).
 
-All of it is O(1): the clock is read only when the server becomes empty or stops being empty,
-and on reads.
+All of it is O(1) per request event: the clock is read when ``waiting`` changes (arrival, first
+token, abort), when the server becomes empty or stops being empty, and on reads.
 """
 
 from __future__ import annotations

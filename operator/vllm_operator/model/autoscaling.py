@@ -14,14 +14,18 @@ compute it:
 | kvCacheUsage | sum(vllm:kv_cache_usage_perc) | fraction |
 | requestsWaitingPerReplica | sum(vllm:num_requests_waiting) | requests |
 
-For ttftSeconds, both terms over the same minute: the prompt tokens waiting on average
-(rate(vllm:waiting_token_seconds_total), the servers' integral of vllm:num_tokens_waiting)
-over the prefill throughput per replica (rate(vllm:prefilled_tokens_total), averaged over the
-replicas). So replicas = ceil(sum(tokens waiting) / (ttft x prefill throughput per replica)),
-and by Little's law sum(waiting) / sum(throughput) is the mean time a prompt token waited for
-its first output token: replicas = ceil(N x mean wait / ttft), a proportional controller that
-settles where the mean time to first token is ttftSeconds, with no hand-tuned constant.
-bench/autoscale.py compares it with the other policies.
+(each server's series taken once, see `query`).
+
+For ttftSeconds, both terms over the same window (`window`): the prompt tokens waiting on
+average (rate(vllm:waiting_token_seconds_total), the servers' integral of
+vllm:num_tokens_waiting) over the prefill throughput per ready replica
+(rate(vllm:prefilled_tokens_total), averaged, at least a token a second). So replicas =
+ceil(sum(tokens waiting) / (ttft x prefill throughput per replica)), and by Little's law
+sum(waiting) / sum(throughput) is the mean time a prompt token waited for its first output
+token: replicas = ceil(N x mean wait / ttft), a proportional controller that settles where the
+mean time to first token is ttftSeconds, with no hand-tuned constant. The wait includes a
+prompt's own prefill: below that, no number of replicas meets the target, and the controller
+goes to maxReplicas. bench/autoscale.py compares it with the other policies.
 """
 
 from __future__ import annotations
