@@ -543,7 +543,6 @@ JUSTIFIED = {
     ("patch", "", "persistentvolumeclaims"),
     # pruning, shown for NetworkPolicies only in the tests; same code for every kind
     ("delete", "", "services"),
-    ("delete", "policy", "poddisruptionbudgets"),
     ("delete", "monitoring.coreos.com", "servicemonitors"),
     ("delete", "monitoring.coreos.com", "podmonitors"),
     ("get", "", "pods"),

@@ -22,6 +22,7 @@ from vllm_operator.model.autoscaling import (
     threshold,
     window,
 )
+from vllm_operator.model.builders import build_all
 from vllm_operator.model.drift import drifted
 from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
@@ -244,3 +245,17 @@ def test_scale_from_zero_hosts_are_checked_by_the_crd():
     )
     errors = admit("VLLMDeployment", body({**base, "scaleFromZero": {"hosts": ["Bad Host"]}}))
     assert errors and "hosts" in errors[0]
+
+
+def test_the_pdb_stays_while_the_autoscaler_moves_the_replicas():
+    """Not created and deleted each time the autoscaler crosses 1 and 2 replicas."""
+    for replicas in (1, 2, 5):
+        body = vllmd("m", {"model": MODEL, "replicas": replicas,
+                           "autoscaling": {"maxReplicas": 8, "ttftSeconds": 1}})  # fmt: skip
+        objects = build_all(parse_deployment(body, IMAGES), monitoring_available=False,
+                            operator_namespace="vllm-system")  # fmt: skip
+        assert [o["kind"] for o in objects].count("PodDisruptionBudget") == 1, replicas
+    fixed = vllmd("m", {"model": MODEL, "replicas": 1})
+    objects = build_all(parse_deployment(fixed, IMAGES), monitoring_available=False,
+                        operator_namespace="vllm-system")  # fmt: skip
+    assert "PodDisruptionBudget" not in [o["kind"] for o in objects]  # as before

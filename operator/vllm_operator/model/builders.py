@@ -449,7 +449,10 @@ def build_all(
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
     wanted += [build_deployment(spec, admin_public_key), build_service(spec)]
-    if spec.pdb_enabled and spec.replicas > 1:
+    # With an autoscaler that may go above one replica, the PDB stays whatever the count of
+    # the moment (not created and deleted each time the count crosses 1 and 2).
+    scales_out = spec.autoscaling is not None and spec.autoscaling.max_replicas > 1
+    if spec.pdb_enabled and (spec.replicas > 1 or scales_out):
         wanted.append(build_pdb(spec))
     if monitoring_available and spec.monitoring.service_monitor:
         wanted.append(build_service_monitor(spec))
