@@ -24,7 +24,8 @@ from vllm_operator.model.autoscaling import (
 )
 from vllm_operator.model.builders import build_all
 from vllm_operator.model.drift import drifted
-from vllm_operator.model.spec import InvalidSpec, parse_deployment
+from vllm_operator.model.schema import openapi_schema
+from vllm_operator.model.spec import DURATION_PATTERN, InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
 from vllm_testkit.samples import IMAGES, vllmd
 
@@ -119,7 +120,8 @@ def test_defaults_and_each_target_s_signal():
 
 
 @pytest.mark.parametrize(
-    ("interval", "expected"), [("15s", "60s"), ("30s", "120s"), ("1m", "240s"), ("500ms", "60s")]
+    ("interval", "expected"),
+    [("15s", "60s"), ("30s", "120s"), ("1m", "240s"), ("1m30s", "360s"), ("500ms", "60s")],
 )
 def test_the_rate_window_holds_four_scrapes_and_at_least_a_minute(interval: str, expected: str):
     parsed = parse_deployment(
@@ -259,3 +261,11 @@ def test_the_pdb_stays_while_the_autoscaler_moves_the_replicas():
     objects = build_all(parse_deployment(fixed, IMAGES), monitoring_available=False,
                         operator_namespace="vllm-system")  # fmt: skip
     assert "PodDisruptionBudget" not in [o["kind"] for o in objects]  # as before
+
+
+def test_the_crd_s_durations_are_the_operator_s():
+    """scaleFromZero.coldStartTimeout and startupTimeout take what duration_seconds reads."""
+    spec_schema = openapi_schema("VLLMDeployment")["properties"]["spec"]["properties"]
+    zero = spec_schema["autoscaling"]["properties"]["scaleFromZero"]["properties"]
+    assert zero["coldStartTimeout"]["pattern"] == DURATION_PATTERN
+    assert spec_schema["startupTimeout"]["pattern"] == DURATION_PATTERN

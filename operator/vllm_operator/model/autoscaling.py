@@ -30,13 +30,11 @@ goes to maxReplicas. bench/autoscale.py compares it with the other policies.
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 from .. import API_VERSION
 from .builders import DEPLOYMENT_LABEL, child_metadata
-from .spec import Autoscaling, DeploymentSpec
+from .spec import Autoscaling, DeploymentSpec, InvalidSpec, duration_seconds
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 KEDA_HTTP_API_VERSION = "http.keda.sh/v1beta1"  # the HTTP add-on's InterceptorRoute (v0.14+)
@@ -63,18 +61,15 @@ def series_selector(spec: DeploymentSpec) -> str:
     return f'{{namespace="{spec.namespace}",{DEPLOYMENT_SERIES_LABEL}="{spec.name}"}}'
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
-
-
 def window(spec: DeploymentSpec) -> str:
     """The range of the ttftSeconds query's rates: a minute, or four scrapes where the
-    monitors scrape less often (a rate needs two samples, four smooth it)."""
-    match = _DURATION.fullmatch(spec.monitoring.interval or "")
-    scrape = 15.0
-    if match and any(match.groups()):
-        h, m, s, ms = (int(g or 0) for g in match.groups())
-        scrape = h * 3600 + m * 60 + s + ms / 1000
-    return f"{max(60, math.ceil(4 * scrape))}s"
+    monitors scrape less often (a rate needs two samples, four smooth it). An interval in
+    another form than hours, minutes and seconds (500ms) is below 15 s: a minute."""
+    try:
+        scrape = duration_seconds(spec.monitoring.interval)
+    except InvalidSpec:
+        scrape = 0
+    return f"{max(60, 4 * scrape)}s"
 
 
 def query(spec: DeploymentSpec) -> str:
