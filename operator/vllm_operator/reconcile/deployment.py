@@ -165,7 +165,8 @@ async def reconcile_deployment(
         )
 
     extra = [pool] if pool is not None else []
-    if spec.autoscaling is not None and scaler is not None:
+    if scaler is not None:  # spec.autoscaling asks for one
+        assert spec.autoscaling is not None
         extra.append(
             autoscaler_condition(
                 spec.name,
