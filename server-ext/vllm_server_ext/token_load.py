@@ -27,8 +27,19 @@ any window, exactly, whatever the scrape timing:
 Over a window, rate(waited) is the average number of prompt tokens waiting and rate(prefilled)
 the throughput; by Little's law their ratio is the mean time a prompt token waited for its first
 output token, so ``replicas = ceil(N * mean wait / ttft)``: a proportional controller of the mean
-TTFT (operator/vllm_operator/model/autoscaling.py builds the query). The wait includes a
-prompt's own prefill, which more replicas cannot shorten: the target must stay above it.
+TTFT (operator/vllm_operator/model/autoscaling.py builds the query).
+
+The wait includes a prompt's own prefill, which more replicas do not shorten; a controller of
+the whole wait would ask for replica after replica where the prefill alone exceeds the target.
+So a third counter separates the two parts:
+
+- ``prefill_token_seconds`` = the sum, over requests that got their first output token, of
+  prompt tokens x vLLM's own prefill interval (from the engine first scheduling the request to
+  its first token; engine timestamps, as vLLM's ``vllm:request_prefill_time_seconds``), at
+  most the request's whole wait here. Added when the first token arrives.
+
+rate(waited) - rate(prefill) over rate(prefilled) is then the mean time a prompt token queued,
+the part more replicas shorten.
 
 **The throughput gauge** (``prefill_rate()``, for dashboards): prefilled tokens per *measured*
 second, where measured time is wall time except that an *idle stretch* (no request in the
@@ -75,6 +86,7 @@ class TokenLoad:
         "_requests",
         "_start",
         "_waited",
+        "prefill_token_seconds",
         "prefilled",
         "running",
         "waiting",
@@ -84,8 +96,9 @@ class TokenLoad:
         self.running = 0
         self.waiting = 0
         self.prefilled = 0  # prompt tokens of requests that produced their first output token
-        # request id -> [prompt tokens, generated tokens, running?]
-        self._requests: dict[str, list[int]] = {}
+        self.prefill_token_seconds = 0.0  # their prompt tokens x their prefill interval
+        # request id -> [prompt tokens, generated tokens, running?, arrival]
+        self._requests: dict[str, list] = {}
         self._clock = clock
         self._start = clock()
         self._idle_since: float | None = self._start  # start of the open idle stretch
@@ -113,11 +126,16 @@ class TokenLoad:
                 # first) can then only count the excess twice, never miss it.
                 self._excess_idle += max(0.0, self._clock() - since - IDLE_CAP)
                 self._idle_since = None
-        self._requests[request_id] = [prompt_tokens, 0, 0]
+        self._requests[request_id] = entry = [prompt_tokens, 0, 0, 0.0]
         if prompt_tokens:
             self._waiting_changes(prompt_tokens)
+            entry[3] = self._waited[1]  # the arrival, as that change read the clock
 
-    def generated(self, request_id: str, new_tokens: int) -> None:
+    def generated(
+        self, request_id: str, new_tokens: int, prefill_seconds: float | None = None
+    ) -> None:
+        """`new_tokens` output tokens of a request; with its first, `prefill_seconds` is how
+        long the engine took from first scheduling it to that token (None: unknown, 0)."""
         entry = self._requests.get(request_id)
         if entry is None:
             return
@@ -125,6 +143,10 @@ class TokenLoad:
             entry[2] = 1
             if entry[0]:
                 self._waiting_changes(-entry[0])
+                if prefill_seconds:
+                    # Within the wait counted here: the queued part stays >= 0 per request.
+                    waited = self._waited[1] - entry[3]
+                    self.prefill_token_seconds += entry[0] * min(max(prefill_seconds, 0.0), waited)
             self.running += entry[0]
             self.prefilled += entry[0]
         entry[1] += new_tokens
@@ -189,9 +211,10 @@ class TokenLoad:
 
 class TokenLoadCollector:
     """Exposes `vllm:num_tokens_running` / `vllm:num_tokens_waiting`,
-    `vllm:prefill_tokens_per_second` and the counters `vllm:prefilled_tokens_total` /
-    `vllm:waiting_token_seconds_total` with vLLM's labels, read at scrape time (no per-event
-    metric updates). The rate has no sample before the first prefilled token."""
+    `vllm:prefill_tokens_per_second` and the counters `vllm:prefilled_tokens_total`,
+    `vllm:waiting_token_seconds_total` and `vllm:prefill_token_seconds_total` with vLLM's
+    labels, read at scrape time (no per-event metric updates). The rate has no sample before
+    the first prefilled token."""
 
     def __init__(self, load: TokenLoad, *, model_name: str, engine: str = "0") -> None:
         self.load = load
@@ -237,8 +260,17 @@ class TokenLoadCollector:
             labels=names,
         )
         waited.add_metric(self.labels, self.load.waited_token_seconds())
+        prefill = CounterMetricFamily(
+            "vllm:prefill_token_seconds",
+            "Prompt tokens times their prefill interval (first scheduled to first token), "
+            "added at each first token: the part of vllm:waiting_token_seconds_total that is "
+            "not queueing.",
+            labels=names,
+        )
+        prefill.add_metric(self.labels, self.load.prefill_token_seconds)
         yield running
         yield waiting
         yield rate
         yield prefilled
         yield waited
+        yield prefill

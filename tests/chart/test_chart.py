@@ -434,7 +434,7 @@ def test_dashboard_shows_the_servers_metrics():
     for metric in ("vllm:server_ready", "vllm:num_tokens_running", "vllm:num_tokens_waiting",
                    "vllm:kv_cache_usage_perc", "vllm:startup_phase_duration_seconds",
                    "vllm:prefill_tokens_per_second", "vllm:waiting_token_seconds_total",
-                   "vllm:prefilled_tokens_total",
+                   "vllm:prefilled_tokens_total", "vllm:prefill_token_seconds_total",
                    "vllm_operator_reconciles_total", "vllm_operator_lora_calls_total"):  # fmt: skip
         assert metric in exprs
 

@@ -103,11 +103,16 @@ def test_defaults_and_each_target_s_signal():
         1, 5, "ttftSeconds", 0.5,
     )  # fmt: skip
     assert parsed.scale_down_stabilization_seconds == 300
-    waited = f"max by (pod, engine) (rate(vllm:waiting_token_seconds_total{SELECTOR}[60s]))"
+    waited = f"sum(max by (pod, engine) (rate(vllm:waiting_token_seconds_total{SELECTOR}[60s])))"
+    prefill = (
+        "(sum(max by (pod, engine) "
+        f"(rate(vllm:prefill_token_seconds_total{SELECTOR}[60s]))) or vector(0))"
+    )
     prefilled = f"max by (pod, engine) (rate(vllm:prefilled_tokens_total{SELECTOR}[60s]))"
-    ready = f"max by (pod) (vllm:server_ready{SELECTOR}) == 1"
+    ready = f"({prefilled} and on (pod) (max by (pod) (vllm:server_ready{SELECTOR}) == 1))"
     assert query(spec({"maxReplicas": 5, "ttftSeconds": 0.5})) == (
-        f"sum({waited}) / clamp_min(avg({prefilled} and on (pod) ({ready})), 1)"
+        f"({waited} / clamp_min(avg({ready}), 1))"
+        f" / clamp_min({prefill} / clamp_min(sum({ready}), 1) / 0.5 + 0.25, 1)"
     )
     signals = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",

@@ -2,7 +2,9 @@
 doubles (named so: fixed metrics texts whose counters grow with time, standing in for servers in
 states a test cannot make a real one hold): a server whose prompts wait while nothing gets a
 first token reads as a long queue (not +Inf, which KEDA would take for 0); a replica still
-loading its model does not dilute the throughput; a server scraped by two monitors counts once."""
+loading its model does not dilute the throughput; a server scraped by two monitors counts once;
+a prompt's own prefill, which replicas do not shorten, is not steered on; servers older than
+the prefill counter are steered on their whole wait."""
 
 from __future__ import annotations
 
@@ -31,18 +33,29 @@ OURS = {"namespace": NS, DEPLOYMENT_SERIES_LABEL: NAME}
 
 class ExporterDouble:
     """A /metrics endpoint of a vllm-ext-serve in a given state: tokens waiting `waiting`
-    (constant), prompt tokens prefilled at `prefill_rate` a second, ready or not."""
+    (constant), of which `in_prefill` are in their prefill rather than queued (None: a server
+    older than vllm:prefill_token_seconds_total), prompt tokens prefilled at `prefill_rate` a
+    second, ready or not."""
 
-    def __init__(self, *, waiting: float, prefill_rate: float, ready: bool) -> None:
+    def __init__(
+        self, *, waiting: float, prefill_rate: float, ready: bool, in_prefill: float | None = None
+    ) -> None:
         self.waiting, self.prefill_rate, self.ready = waiting, prefill_rate, ready
+        self.in_prefill = in_prefill
         self.started = time.monotonic()
 
     def text(self) -> str:
         elapsed = time.monotonic() - self.started
         labels = '{model_name="tiny",engine="0"}'
+        prefill = (
+            ""
+            if self.in_prefill is None
+            else f"vllm:prefill_token_seconds_total{labels} {self.in_prefill * elapsed}\n"
+        )
         return (
             f"vllm:waiting_token_seconds_total{labels} {self.waiting * elapsed}\n"
             f"vllm:prefilled_tokens_total{labels} {self.prefill_rate * elapsed}\n"
+            f"{prefill}"
             f"vllm:num_tokens_waiting{labels} {self.waiting}\n"
             f"vllm:server_ready {1 if self.ready else 0}\n"
         )
@@ -114,7 +127,8 @@ def test_a_replica_still_loading_does_not_dilute_the_throughput(tmp_path):
     """Two serving replicas prefilling 1000 tokens/s each with 500 tokens waiting each, and a
     third still loading (not ready, nothing prefilled): the per-replica throughput stays 1000,
     so q = 1000 / 1000 = 1.0 (counting the loading one would make it 1.5, and ask for more
-    replicas while the first ones start)."""
+    replicas while the first ones start). The doubles export no prefill counter, as servers
+    of an older release: the whole wait counts."""
     a = ExporterDouble(waiting=500, prefill_rate=1000, ready=True)
     b = ExporterDouble(waiting=500, prefill_rate=1000, ready=True)
     loading = ExporterDouble(waiting=0, prefill_rate=0, ready=False)
@@ -144,3 +158,51 @@ def test_a_server_scraped_by_two_monitors_counts_once(tmp_path):
         ]
         value = evaluate(targets, tmp_path, query(parse_deployment(raw, IMAGES)), lambda v: v > 0)
         assert value == pytest.approx(300)  # not 600
+
+
+def test_a_prompt_s_own_prefill_longer_than_the_target_does_not_scale_out(tmp_path):
+    """Long prompts on a slow model: 1000 tokens waiting on each of two replicas, all of them in
+    their prefill, at 1000 tokens/s: each token waits 1 s, none of it queued, and ttftSeconds
+    is 0.5. More replicas cannot shorten a prefill; steering on the whole wait asked for twice
+    the replicas at every poll (4 here), up to maxReplicas. The target becomes the prefill plus
+    a quarter of ttftSeconds: the two replicas are enough."""
+    busy = ExporterDouble(waiting=1000, prefill_rate=1000, in_prefill=1000, ready=True)
+    with serving(busy) as a, serving(busy) as b:
+        targets = [
+            prometheus.Target(a, {**OURS, "pod": "m-a"}),
+            prometheus.Target(b, {**OURS, "pod": "m-b"}),
+        ]
+        # 2 x 1.0 s / (1.0 / 0.5 + 0.25)
+        value = evaluate(targets, tmp_path, ttft_query(0.5), lambda v: v > 0.8)
+    assert value == pytest.approx(2 * 1.0 / 2.25, rel=0.02)
+    assert math.ceil(value / 0.5) == 2
+
+
+def test_the_target_is_ttft_where_the_prefill_leaves_room_and_the_prefill_plus_a_quarter_else(
+    tmp_path,
+):
+    """1500 tokens waiting at 1000 tokens/s on one replica, 500 of them in their prefill: 1.5 s
+    of mean wait, 0.5 s of it prefill. For ttftSeconds 1.0 the prefill leaves room: q = 1.5, two
+    replicas. For ttftSeconds 0.4 it does not: the target is 0.5 + 0.1 s, q = 1.5 / 1.5 = 1.0,
+    three replicas of 0.4 (the whole-wait target asked for four)."""
+    one = ExporterDouble(waiting=1500, prefill_rate=1000, in_prefill=500, ready=True)
+    with serving(one) as address:
+        targets = [prometheus.Target(address, {**OURS, "pod": "m-a"})]
+        prom = prometheus.Prometheus(targets, tmp_path).start()
+        try:
+            deadline, values = time.monotonic() + 30, None
+            while time.monotonic() < deadline:
+                results = [prom.query(ttft_query(t)) for t in (1.0, 0.4)]
+                if all(results):
+                    values = [float(r[0]["value"][1]) for r in results]
+                    if values[0] == pytest.approx(1.5, rel=0.02):
+                        break
+                time.sleep(0.5)
+        finally:
+            prom.stop()
+    assert values is not None
+    roomy, tight = values
+    assert roomy == pytest.approx(1.5, rel=0.02)
+    assert math.ceil(roomy / 1.0) == 2
+    assert tight == pytest.approx(1.0, rel=0.02)
+    assert math.ceil(tight / 0.4) == 3

@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vllm_operator.model.autoscaling import DEPLOYMENT_SERIES_LABEL, query, threshold
+from vllm_operator.model.autoscaling import (
+    DEPLOYMENT_SERIES_LABEL,
+    MIN_QUEUE_SHARE,
+    query,
+    threshold,
+)
 from vllm_operator.model.spec import parse_deployment
 from vllm_testkit import prometheus
 from vllm_testkit.samples import IMAGES, vllmd
@@ -31,7 +36,7 @@ pytestmark = [
 ]
 
 NS, NAME = "models", "m"
-TTFT = 0.02  # tight enough that the queue asks for several replicas
+TTFT = 0.3  # above the prefill of a prompt here, below its wait: several replicas
 # About 420 prompt tokens (the tiny model's context is 512), one output token: prefill work.
 PROMPT = "the quick brown fox jumps over the lazy dog while the model server loads " * 28
 
@@ -111,36 +116,48 @@ def test_the_ttft_query_gives_the_replicas_the_formula_predicts(
     # Moments when prompts had waited within the query's window, as Prometheus saw them.
     selector = f'{{namespace="{NS}",{DEPLOYMENT_SERIES_LABEL}="{NAME}"}}'
     waited = f"rate(vllm:waiting_token_seconds_total{selector}[60s])"
+    in_prefill = f"rate(vllm:prefill_token_seconds_total{selector}[60s])"
     prefilled = f"rate(vllm:prefilled_tokens_total{selector}[60s])"
     (busy,) = scraping.query_range(f"sum({waited})", start, end, 1)
     moments = [float(at) for at, v in busy["values"] if float(v) > 0]
     assert moments, f"no window with prompts waiting: {busy['values']}"
 
-    checked = 0
+    checked, branches = 0, set()
     for at in moments:
         q = scraping.query(promql, at)
         waiting = scraping.query(waited, at)
+        prefill = scraping.query(in_prefill, at)
         rates = scraping.query(prefilled, at)
         if not q or len(rates) < 2:  # a window without two scrapes of both servers yet
             continue
         # Both servers, and not the decoy (the same server under another VLLMDeployment).
-        assert len(waiting) == 2 and len(rates) == 2
+        assert len(waiting) == len(prefill) == len(rates) == 2
         instances = {s["metric"]["instance"] for s in waiting}
         assert instances == {f"127.0.0.1:{server.port}", f"127.0.0.1:{second_server.port}"}
         total = sum(float(s["value"][1]) for s in waiting)  # prompt tokens waiting, on average
-        per_replica = sum(float(s["value"][1]) for s in rates) / len(rates)  # tokens/s
+        prefilling = sum(float(s["value"][1]) for s in prefill)  # of which in their prefill
+        throughput = sum(float(s["value"][1]) for s in rates)  # tokens/s
+        per_replica = throughput / len(rates)
         assert per_replica > 1  # the query's floor of a token a second is not what decides here
-        assert value(q) == pytest.approx(total / per_replica, rel=1e-9)
-        # What KEDA's and the HPA's AverageValue arithmetic makes of it, and the formula.
-        assert math.ceil(value(q) / t) == math.ceil(total / (TTFT * per_replica))
-        checked, shown = checked + 1, value(q)
+        assert 0 <= prefilling <= total
+        # The mean wait and prefill time of a prompt token (Little's law), and the target:
+        # ttft, or the prefill plus MIN_QUEUE_SHARE of ttft where that is longer.
+        mean_wait, prefill_s = total / throughput, prefilling / throughput
+        divisor = max(1.0, prefill_s / TTFT + MIN_QUEUE_SHARE)
+        assert value(q) == pytest.approx(total / per_replica / divisor, rel=1e-9)
+        # What KEDA's and the HPA's AverageValue arithmetic makes of it, and the formula:
+        # replicas = N x mean wait / target.
+        target = max(TTFT, prefill_s + MIN_QUEUE_SHARE * TTFT)
+        assert math.ceil(value(q) / t - 1e-9) == math.ceil(2 * mean_wait / target - 1e-9)
+        branches.add(divisor > 1)
+        checked, shown = checked + 1, (value(q), mean_wait, prefill_s)
     assert checked, "no moment with both servers' rates"
-    # By Little's law the query over the replicas is the mean wait for a first token: here,
-    # under a closed loop of queued prompts, well above zero and below the test's whole span.
-    mean_wait = shown / 2
-    assert 0 < mean_wait < end - start
-    print(f"\nchecked {checked} moments; e.g. {promql} = {shown:.3f} -> "
-          f"{math.ceil(shown / t)} replicas at ttft {TTFT} s (mean wait {mean_wait:.3f} s)")  # fmt: skip
+    # Under a closed loop of prompts the wait is well above zero and below the test's span.
+    shown_q, mean_wait, prefill_s = shown
+    assert 0 < prefill_s < mean_wait < end - start
+    print(f"\nchecked {checked} moments (prefill above the target's room: {branches}); e.g. "
+          f"q = {shown_q:.3f} -> {math.ceil(shown_q / t)} replicas at ttft {TTFT} s (mean wait "
+          f"{mean_wait:.3f} s, prefill {prefill_s:.3f} s a token)")  # fmt: skip
 
 
 def test_the_raw_signal_queries_sum_this_deployment_s_servers(

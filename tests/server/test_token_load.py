@@ -72,7 +72,7 @@ def test_the_collector_exposes_the_gauges_with_vllms_labels_at_scrape_time():
     load.added("a", 10)
     load.added("b", 5)
     clock.advance(0.5)
-    load.generated("a", 2)  # 10 tokens prefilled in 0.5 measured seconds
+    load.generated("a", 2, 0.25)  # 10 tokens prefilled in 0.5 measured seconds
     assert generate_latest(registry).decode().splitlines() == [
         "# HELP vllm:num_tokens_running Prompt plus generated tokens of requests that have produced output.",
         "# TYPE vllm:num_tokens_running gauge",
@@ -93,6 +93,11 @@ def test_the_collector_exposes_the_gauges_with_vllms_labels_at_scrape_time():
         " (token-seconds): its rate is the average number of prompt tokens waiting.",
         "# TYPE vllm:waiting_token_seconds_total counter",
         'vllm:waiting_token_seconds_total{engine="1",model_name="tiny"} 7.5',  # 15 x 0.5
+        "# HELP vllm:prefill_token_seconds_total Prompt tokens times their prefill interval (first"
+        " scheduled to first token), added at each first token: the part of"
+        " vllm:waiting_token_seconds_total that is not queueing.",
+        "# TYPE vllm:prefill_token_seconds_total counter",
+        'vllm:prefill_token_seconds_total{engine="1",model_name="tiny"} 2.5',  # 10 x 0.25
     ]
     load.finished("a")  # read on the next scrape, no update of its own
     assert (
@@ -424,3 +429,42 @@ def test_the_waiting_integral_counts_what_still_waits_and_never_goes_back():
             load.finished(f"r{i}")
         readings.append(load.waited_token_seconds())
     assert readings == sorted(readings)  # a counter: never decreases
+
+
+def test_the_prefill_part_of_the_wait_is_counted_apart():
+    """With vLLM's prefill interval of each first token, (waited - prefill) / prefilled is the
+    mean time a prompt token queued: what more replicas shorten (the ttftSeconds query)."""
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    load.added("a", 100)
+    load.added("b", 300)
+    clock.advance(0.2)
+    load.generated("a", 1, 0.2)  # scheduled at once: all prefill
+    clock.advance(0.6)
+    load.generated("b", 1, 0.3)  # queued 0.5 s, then 0.3 s of prefill
+    load.generated("b", 1, 0.3)  # later tokens add nothing
+    assert load.waited_token_seconds() == pytest.approx(100 * 0.2 + 300 * 0.8)
+    assert load.prefill_token_seconds == pytest.approx(100 * 0.2 + 300 * 0.3)
+    queued = load.waited_token_seconds() - load.prefill_token_seconds
+    assert queued / load.prefilled == pytest.approx(300 * 0.5 / 400)
+
+
+def test_the_prefill_part_never_exceeds_the_wait_and_unknown_adds_nothing():
+    """An interval longer than the wait seen here (clocks of two processes, a request that
+    arrived late in the API process) counts the wait only; none or a negative one, nothing."""
+    clock = FakeClock()
+    load = TokenLoad(clock=clock)
+    for name in ("a", "b", "c", "d"):
+        load.added(name, 10)
+    clock.advance(0.5)
+    load.generated("a", 1, 9.0)
+    load.generated("b", 1, None)
+    load.generated("c", 1, -1.0)
+    load.generated("d", 1, 0.0)
+    assert load.prefill_token_seconds == pytest.approx(10 * 0.5)
+    assert load.waited_token_seconds() - load.prefill_token_seconds >= 0
+    load.finished("a")
+    load.added("e", 0)  # an empty prompt waits no tokens
+    clock.advance(1.0)
+    load.generated("e", 1, 0.5)
+    assert load.prefill_token_seconds == pytest.approx(10 * 0.5)

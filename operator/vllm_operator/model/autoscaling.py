@@ -16,16 +16,23 @@ compute it:
 
 (each server's series taken once, see `query`).
 
-For ttftSeconds, both terms over the same window (`window`): the prompt tokens waiting on
-average (rate(vllm:waiting_token_seconds_total), the servers' integral of
+For ttftSeconds, from the servers' counters over one window (`window`): the prompt tokens
+waiting on average (rate(vllm:waiting_token_seconds_total), the integral of
 vllm:num_tokens_waiting) over the prefill throughput per ready replica
-(rate(vllm:prefilled_tokens_total), averaged, at least a token a second). So replicas =
-ceil(sum(tokens waiting) / (ttft x prefill throughput per replica)), and by Little's law
+(rate(vllm:prefilled_tokens_total), averaged, at least a token a second). By Little's law,
 sum(waiting) / sum(throughput) is the mean time a prompt token waited for its first output
-token: replicas = ceil(N x mean wait / ttft), a proportional controller that settles where the
-mean time to first token is ttftSeconds, with no hand-tuned constant. The wait includes a
-prompt's own prefill: below that, no number of replicas meets the target, and the controller
-goes to maxReplicas. bench/autoscale.py compares it with the other policies.
+token, `T`, so q = N x T and replicas = ceil(N x T / ttft): a proportional controller that
+settles where the mean time to first token is ttftSeconds, with no hand-tuned constant.
+
+The wait includes a prompt's own prefill, `p` (rate(vllm:prefill_token_seconds_total): tokens
+x vLLM's prefill interval, over the same throughput), which more replicas do not shorten. Where
+it alone takes more than ttft x (1 - MIN_QUEUE_SHARE), no number of replicas meets ttftSeconds,
+and steering on it would add replicas up to maxReplicas for nothing: the target becomes
+p + ttft x MIN_QUEUE_SHARE instead (q is divided by max(1, p / ttft + MIN_QUEUE_SHARE)), which
+leaves a quarter of ttftSeconds to queueing. (Steering on the queueing alone, N x queued /
+(ttft - p), was tried and dropped: with no queue it asks for no replica at all, and
+bench/autoscale.py showed it scaling down too far and missing more.) bench/autoscale.py
+compares the policies.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ HPA_API_VERSION = "autoscaling/v2"
 # The label Prometheus gives the pods' DEPLOYMENT_LABEL (podTargetLabels of the operator's
 # monitors; Prometheus turns every character but letters, digits and _ into _).
 DEPLOYMENT_SERIES_LABEL = "".join(c if c.isalnum() else "_" for c in DEPLOYMENT_LABEL)
+# The share of ttftSeconds the ttftSeconds query leaves to queueing at least (see the module).
+MIN_QUEUE_SHARE = 0.25
 # How often KEDA evaluates the query (seconds).
 POLLING_INTERVAL = 15
 # The external metric each target is, for HPA (a Prometheus adapter's rule computes `query`
@@ -82,13 +91,21 @@ def query(spec: DeploymentSpec) -> str:
     s = series_selector(spec)
     if scaling.target == "ttftSeconds":
         w = window(spec)
-        waited = f"max by (pod, engine) (rate(vllm:waiting_token_seconds_total{s}[{w}]))"
-        prefilled = f"max by (pod, engine) (rate(vllm:prefilled_tokens_total{s}[{w}]))"
+
+        def rate(counter: str) -> str:
+            return f"max by (pod, engine) (rate({counter}{s}[{w}]))"
+
         ready = f"max by (pod) (vllm:server_ready{s}) == 1"
+        waited = f"sum({rate('vllm:waiting_token_seconds_total')})"
+        # Servers older than the counter count no prefill: the target stays ttftSeconds.
+        prefill = f"(sum({rate('vllm:prefill_token_seconds_total')}) or vector(0))"
+        prefilled = f"({rate('vllm:prefilled_tokens_total')} and on (pod) ({ready}))"
         # At least a token a second: tokens waiting while nothing got its first token in the
         # window (a wedged or saturated server) must read as a huge queue, not as +Inf, which
         # KEDA (ignoreNullValues) would take for 0.
-        return f"sum({waited}) / clamp_min(avg({prefilled} and on (pod) ({ready})), 1)"
+        total = f"{waited} / clamp_min(avg({prefilled}), 1)"
+        prefill_share = f"{prefill} / clamp_min(sum({prefilled}), 1) / {threshold(spec)}"
+        return f"({total}) / clamp_min({prefill_share} + {MIN_QUEUE_SHARE}, 1)"
     metric = {
         "tokensWaitingPerReplica": "vllm:num_tokens_waiting",
         "kvCacheUsage": "vllm:kv_cache_usage_perc",

@@ -175,9 +175,17 @@ class _TokenCountingOutputProcessor(OutputProcessor):
             self.token_load.added(request.request_id, state.prompt_len or 0)
 
     def _update_stats_from_output(self, req_state: Any, engine_core_output: Any, *args: Any):  # type: ignore[no-untyped-def]
+        result = super()._update_stats_from_output(req_state, engine_core_output, *args)
         if engine_core_output.new_token_ids:
-            self.token_load.generated(req_state.request_id, len(engine_core_output.new_token_ids))
-        return super()._update_stats_from_output(req_state, engine_core_output, *args)
+            # vLLM's own prefill interval (engine timestamps, just updated from this output's
+            # events): first scheduled to first token.
+            stats, prefill = req_state.stats, None
+            if stats is not None and stats.scheduled_ts and stats.first_token_ts:
+                prefill = stats.first_token_ts - stats.scheduled_ts
+            self.token_load.generated(
+                req_state.request_id, len(engine_core_output.new_token_ids), prefill
+            )
+        return result
 
     def _finish_request(self, req_state: Any) -> None:
         self.token_load.finished(req_state.request_id)
