@@ -41,6 +41,14 @@ async def owned_deployment_event(
     await memo.reconciler.child_changed(body, type)
 
 
+@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=MANAGED)
+async def owned_leader_worker_set_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    # Served only where LeaderWorkerSet's CRD is installed (Kopf skips it elsewhere).
+    await memo.reconciler.child_changed(body, type)
+
+
 @kopf.on.event("v1", "services", labels=MANAGED)
 async def owned_service_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.service_changed(body, type)

@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import NoReturn
 
 from . import SUPPORTED_VLLM
-from .lifecycle import INSTANCE_ID_ENV, Phase, ServerState
+from .lifecycle import INSTANCE_ID_ENV, Phase, ServerFailure, ServerState
 from .logs import configure as configure_logging
 from .logs import log
 from .orca import parse_formats
@@ -176,13 +176,15 @@ def _positive_seconds(value: str) -> float:
 
 @dataclass(frozen=True)
 class Invocation:
-    """The command line split into our options, vLLM's arguments and the address to bind."""
+    """The command line split into our options, vLLM's arguments and the address to bind;
+    `headless`: the worker role of a multi-node replica (`--headless`), which serves no API."""
 
     options: argparse.Namespace
     vllm_argv: list[str]
     host: str
     port: int
     uds: str | None
+    headless: bool = False
 
 
 def parse_command_line(argv: Sequence[str]) -> Invocation:
@@ -204,8 +206,10 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     peek.add_argument("--host", default=None)
     peek.add_argument("--port", type=int, default=8000)
     peek.add_argument("--uds", default=None)
+    peek.add_argument("--headless", action="store_true")
     address, _ = peek.parse_known_args(vllm_argv)
-    if options.admin_port is not None:
+    # A worker serves no API: it ignores --admin-port (`launcher.run_worker` says so).
+    if options.admin_port is not None and not address.headless:
         if address.uds:
             _extension_parser().error("argument --admin-port: not allowed with --uds")
         if options.admin_port == address.port:
@@ -224,7 +228,9 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
             _extension_parser().error(
                 "arguments --admin-token-public-key and --admin-token-audience go together"
             )
-    return Invocation(options, vllm_argv, address.host or "", address.port, address.uds)
+    return Invocation(
+        options, vllm_argv, address.host or "", address.port, address.uds, address.headless
+    )
 
 
 def bind(invocation: Invocation, port: int | None = None) -> socket.socket:
@@ -300,11 +306,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Bound now (a busy port fails here), listened on only once the API serves: until then the
     # operator's calls are refused at once instead of waiting in a backlog.
     admin_port = invocation.options.admin_port
-    admin_sock = _bind_or_exit(invocation, admin_port) if admin_port else None
+    admin_sock = (
+        _bind_or_exit(invocation, admin_port) if admin_port and not invocation.headless else None
+    )
 
     from .early import EarlyServer
 
     os.environ[INSTANCE_ID_ENV] = state.instance_id
+    state.worker = invocation.headless
     early = EarlyServer(sock, state).start()
     log.info("listening", extra={"address": sock.getsockname(), "instance_id": state.instance_id})
     signal.signal(signal.SIGTERM, _interrupt_startup)
@@ -330,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("interrupted", extra={"phase": state.phase.value})
     except SystemExit:
         raise
+    except ServerFailure as e:
+        state.fail(str(e))
+        log.error("server failed: %s", e, extra={"phase": state.phase.value})
+        sys.exit(1)
     except BaseException as e:
         state.fail(f"{type(e).__name__}: {e}")
         log.exception("server failed", extra={"phase": state.phase.value})

@@ -76,7 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
             alive = state.phase != Phase.DEAD
             self._send(200 if alive else 503, b"", "text/plain", {})
         elif path == "/ready":
-            self._json(503, state.describe())
+            # Ready here only on a multi-node worker, whose early server serves it for life.
+            self._json(200 if state.ready else 503, state.describe())
         elif path == "/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -88,6 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _unavailable(self) -> None:
         state = self.server.state
+        if state.worker:
+            message = "a multi-node worker serves no API: send requests to its leader"
+            self._json(404, {"error": {"message": message, "type": "NotFoundError", "code": 404}})
+            return
         message = f"the server is starting (phase: {state.phase.value}); retry later"
         self._json(
             503,
@@ -291,7 +296,9 @@ def _end_of_headers(data: bytearray, start: int) -> int | None:
 
 
 class EarlyServer:
-    """Serves `/health`, `/ready` and `/metrics` on `sock` from a background thread."""
+    """Serves `/health`, `/ready` and `/metrics` on `sock` from a background thread: until
+    vLLM's app takes the socket over, or, on a multi-node worker (`--headless`), which serves no
+    API, for the whole life of the process."""
 
     def __init__(
         self,

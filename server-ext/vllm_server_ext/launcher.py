@@ -5,6 +5,10 @@ package alone knows vLLM's internals), with three hooks: the socket was bound an
 before (`cli`), our routes and counters join vLLM's app before it serves, and the early server
 stops right before vLLM's uvicorn takes over the same socket. With an admin port, the API port
 serves vLLM's app without its LoRA admin routes, the admin port all of it.
+
+With `--headless` (and `--nnodes` above 1, `--node-rank` above 0) the process is the worker role
+of a multi-node replica instead: vLLM's headless node (`vllm_0_32.headless`), no API, the early
+server answering `/health`, `/ready` and `/metrics` for the process's whole life.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from prometheus_client import REGISTRY
 from .admin_auth import AdminAuthMiddleware, AdminTokenVerifier, parse_public_key
 from .cli import PROG, Invocation, usage_error
 from .early import EarlyServer
-from .lifecycle import Phase, ServerState, StateCollector
+from .lifecycle import Phase, ServerFailure, ServerState, StateCollector
 from .load_tracker import LoadTracker
 from .logs import log
 from .lora_checks import lora_load_error
@@ -58,7 +62,7 @@ def parse_vllm_args(invocation: Invocation) -> Namespace:
     args = parse_serve_args(invocation.vllm_argv, PROG)
     if (refusal := unsupported(args, invocation)) is not None:
         usage_error(refusal)
-    if args.enable_lora:
+    if args.enable_lora and not args.headless:
         # The point of serving LoRA on Kubernetes is loading adapters at run time (the
         # operator does it).
         allow_runtime_lora_updates()
@@ -68,7 +72,19 @@ def parse_vllm_args(invocation: Invocation) -> Namespace:
 def unsupported(args: Namespace, invocation: Invocation) -> str | None:
     """Why this server cannot do what `vllm serve` would with `args`, if so."""
     if args.headless:
-        return "argument --headless: not supported by vllm-ext-serve (it serves the API)"
+        if args.nnodes < 2 or args.node_rank < 1:
+            return (
+                "argument --headless: vllm-ext-serve runs it as the worker of a multi-node "
+                "replica only: give --nnodes above 1 and --node-rank above 0"
+            )
+        if args.data_parallel_size != 1:
+            # vLLM's headless node then runs whole engines (data parallel ranks), no workers.
+            return (
+                "argument --headless: not supported by vllm-ext-serve with --data-parallel-size "
+                "above 1 (its worker role spans tensor and pipeline parallelism only)"
+            )
+    if args.headless and args.api_server_count is not None:
+        return "argument --api-server-count: not allowed with --headless (a worker serves no API)"
     if args.api_server_count not in (None, 1):
         # 0 is `vllm serve`'s headless mode, above 1 its API server processes.
         return (
@@ -83,7 +99,8 @@ def unsupported(args: Namespace, invocation: Invocation) -> str | None:
             "(one API server per process)"
         )
     options = invocation.options
-    if (options.orca_formats or options.orca_grpc_port) and args.disable_log_stats:
+    orca = options.orca_formats or options.orca_grpc_port
+    if orca and args.disable_log_stats and not args.headless:
         return "ORCA load reports need the engine's stats: drop --disable-log-stats"
     # The sockets were bound from the command line before vLLM was imported: a --config file
     # (which vLLM reads) cannot move them.
@@ -197,12 +214,64 @@ async def serve(
             finally:
                 if admin:
                     await admin.stop()
+            # vLLM's server also stops, with status 0, when the engine died (on a multi-node
+            # replica: when another node's worker died); a drain shuts the engine down first.
+            engine_died = engine.errored and state.phase != Phase.DRAINING
         try:
             await shutdown
         finally:
             sock.close()
             if admin_sock:
                 admin_sock.close()
+    if engine_died:
+        raise ServerFailure("the engine died")
+
+
+# The extension flags a worker tolerates and ignores: they shape the API the leader serves (a
+# worker serves none: nothing reaches it but probes and scrapes), and the operator passes one
+# argument list to both roles.
+_LEADER_ONLY_OPTIONS = (
+    "admin_port",
+    "admin_token_public_key",
+    "lora_allowed_roots",
+    "orca_formats",
+    "orca_grpc_port",
+)
+
+
+def run_worker(args: Namespace, options: Namespace, state: ServerState) -> None:
+    """The worker role of a multi-node replica: this node's vLLM workers, no API. Ready once they
+    joined the group and loaded their part of the model; a dead worker process ends it with
+    `ServerFailure` (status 1: Kubernetes restarts the pod; vLLM's headless node exits 0)."""
+    from .vllm_0_32.headless import run_headless_node
+
+    ignored = [
+        f"--{name.replace('_', '-')}" for name in _LEADER_ONLY_OPTIONS if getattr(options, name)
+    ]
+    if ignored:
+        log.info("ignored on a worker (the leader serves the API)", extra={"flags": ignored})
+    state.model = args.served_model_name[0] if args.served_model_name else args.model
+    state.enter(Phase.LOADING_MODEL)
+    log.info(
+        "starting this node's workers",
+        extra={"node_rank": args.node_rank, "nnodes": args.nnodes,
+               "master": f"{args.master_addr}:{args.master_port}"},
+    )  # fmt: skip
+
+    def ready() -> None:
+        state.enter(Phase.READY)
+        log.info("ready", extra={"startup_seconds": state.startup_seconds()})
+
+    try:
+        worker_died = run_headless_node(args, ready)
+    except SystemExit:
+        # SIGTERM or SIGINT (vLLM's handlers): not ready while vLLM stops this node's workers
+        # (on the way out of the interpreter, with its grace period).
+        state.enter(Phase.DRAINING)
+        log.info("stopping this node's workers")
+        raise
+    if worker_died:
+        raise ServerFailure("a worker process of this node died")
 
 
 def run(
@@ -214,4 +283,7 @@ def run(
     early: EarlyServer,
 ) -> None:
     args = parse_vllm_args(invocation)
+    if args.headless:
+        run_worker(args, invocation.options, state)
+        return
     uvloop.run(serve(args, invocation.options, sock, admin_sock, state, early))

@@ -21,12 +21,15 @@ INSTANCE_ID_ENV = "SERVER_EXT_INSTANCE_ID"
 
 
 class Phase(str, enum.Enum):
-    """Where the server is in its life. Startup phases come in this order; the last four are
-    states of a built server."""
+    """Where the server is in its life. Startup phases come in this order (`joining_group`
+    comes and goes within `loading_model`); the last four are states of a built server."""
 
     STARTING = "starting"  # process up, HTTP port bound, arguments parsed
     IMPORTING = "importing"  # importing vLLM, torch and friends (most of a CPU start)
     LOADING_MODEL = "loading_model"  # engine config, engine process, weights
+    # Multi-node replicas only, within loading_model: this node's workers wait in
+    # torch.distributed's rendezvous for every other node (reported by the workers).
+    JOINING_GROUP = "joining_group"
     PROFILING = "profiling"  # memory profiling and KV cache allocation (reported by the engine)
     WARMING_UP = "warming_up"  # compilation, CUDA graphs, warm-up runs (reported by the engine)
     STARTING_API = "starting_api"  # building vLLM's app and its state
@@ -44,6 +47,22 @@ STARTUP_PHASES = (
     Phase.WARMING_UP,
     Phase.STARTING_API,
 )
+# Startup phases that come and go within another: ordered as that one.
+_WITHIN = {Phase.JOINING_GROUP: Phase.LOADING_MODEL}
+
+
+def is_startup(phase: Phase) -> bool:
+    return phase in STARTUP_PHASES or phase in _WITHIN
+
+
+def _rank(phase: Phase) -> int:
+    return STARTUP_PHASES.index(_WITHIN.get(phase, phase))
+
+
+class ServerFailure(Exception):
+    """The server stops because something it cannot run without died (the engine, a worker
+    process of this node): the process exits with status 1 (so that Kubernetes restarts it),
+    the reason logged, without a traceback."""
 
 
 @dataclass
@@ -56,6 +75,8 @@ class ServerState:
     phase: Phase = Phase.STARTING
     model: str | None = None
     error: str | None = None
+    # The worker role of a multi-node replica (`--headless`): it serves no API.
+    worker: bool = False
     # Seconds spent in each startup phase, filled as phases end.
     durations: dict[Phase, float] = field(default_factory=dict)
     _phase_started_at: float = field(default_factory=time.monotonic)
@@ -63,19 +84,20 @@ class ServerState:
 
     def enter(self, phase: Phase) -> None:
         """Move to `phase`. Startup phases only move forward: a late report of an earlier phase
-        (e.g. from the engine process) is ignored."""
+        (e.g. from the engine process) is ignored; `joining_group` and `loading_model` may
+        alternate (their seconds add up). Dead is final (a shutdown that follows a dead
+        engine is no drain)."""
         with self._lock:
-            if phase == self.phase:
+            if phase == self.phase or self.phase == Phase.DEAD:
                 return
-            if phase in STARTUP_PHASES and self.phase not in STARTUP_PHASES:
+            if is_startup(phase) and not is_startup(self.phase):
                 return
-            if phase in STARTUP_PHASES and STARTUP_PHASES.index(phase) < STARTUP_PHASES.index(
-                self.phase
-            ):
+            if is_startup(phase) and _rank(phase) < _rank(self.phase):
                 return
             now = time.monotonic()
-            if self.phase in STARTUP_PHASES:
-                self.durations[self.phase] = now - self._phase_started_at
+            if is_startup(self.phase):
+                elapsed = now - self._phase_started_at
+                self.durations[self.phase] = self.durations.get(self.phase, 0.0) + elapsed
             previous, self.phase = self.phase, phase
             self._phase_started_at = now
         log.info(
@@ -97,8 +119,9 @@ class ServerState:
         """Seconds per startup phase so far, the current one included."""
         with self._lock:
             out = {p.value: d for p, d in self.durations.items()}
-            if self.phase in STARTUP_PHASES:
-                out[self.phase.value] = time.monotonic() - self._phase_started_at
+            if is_startup(self.phase):
+                elapsed = time.monotonic() - self._phase_started_at
+                out[self.phase.value] = out.get(self.phase.value, 0.0) + elapsed
             return out
 
     def describe(self) -> dict[str, object]:
@@ -111,6 +134,8 @@ class ServerState:
             "uptime_seconds": round(time.monotonic() - self.started_at, 3),
             "startup_seconds": {k: round(v, 3) for k, v in self.startup_seconds().items()},
         }
+        if self.worker:
+            body["role"] = "worker"
         if self.error:
             body["error"] = self.error
         return body

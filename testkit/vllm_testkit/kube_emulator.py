@@ -71,6 +71,14 @@ MONITORING = {
 # KEDA's ScaledObject CRD, where a test installs it, and its HTTP add-on's InterceptorRoute.
 KEDA = {"keda.sh/v1alpha1/scaledobjects": {"kind": "ScaledObject"}}
 KEDA_HTTP = {"http.keda.sh/v1beta1/interceptorroutes": {"kind": "InterceptorRoute"}}
+# LeaderWorkerSet's CRD (kubernetes-sigs/lws), where a test installs it.
+LWS = {
+    "leaderworkerset.x-k8s.io/v1/leaderworkersets": {
+        "kind": "LeaderWorkerSet",
+        "subresources": ["status", "scale"],
+    },
+    "apps/v1/statefulsets": {"kind": "StatefulSet", "subresources": ["status", "scale"]},
+}
 # The Gateway API Inference Extension's CRD (v1), where a test installs it.
 INFERENCE_POOL = {"inference.networking.k8s.io/v1/inferencepools": {"kind": "InferencePool"}}
 APPLY = "application/apply-patch+yaml"
@@ -242,6 +250,7 @@ DEPLOYMENT = kmock.resource("apps/v1/deployments")
 SERVICE = kmock.resource("v1/services")
 POD = kmock.resource("v1/pods")
 NETPOL = kmock.resource("networking.k8s.io/v1/networkpolicies")
+LEADER_WORKER_SET = kmock.resource("leaderworkerset.x-k8s.io/v1/leaderworkersets")
 MERGE = {"Content-Type": "application/merge-patch+json"}  # a PATCH's body as a merge patch
 
 
@@ -284,8 +293,10 @@ def declare(
     inference_pool: bool = False,
     keda: bool = False,
     keda_http: bool = False,
+    lws: bool = False,
 ) -> None:
     optional = {
+        **(LWS if lws else {}),
         **(MONITORING if monitoring else {}),
         **(INFERENCE_POOL if inference_pool else {}),
         **(KEDA if keda else {}),
@@ -450,6 +461,98 @@ async def start_pods(
         }
         response = await emulator.post(f"/api/v1/namespaces/{namespace}/pods", json=pod)
         assert response.status == 200, await response.text()
+
+
+LWS_LABEL = "leaderworkerset.sigs.k8s.io"
+
+
+async def start_group(
+    emulator: kmock.KubernetesEmulator,
+    namespace: str,
+    lws_name: str,
+    group: int,
+    statuses: list[dict],
+) -> list[dict]:
+    """Stand in for LeaderWorkerSet's controllers for group `group` of the LeaderWorkerSet
+    (which must exist): its leader StatefulSet (controlled by the LeaderWorkerSet), the leader
+    pod `NAME-GROUP` from the leader template, a StatefulSet of the group's workers controlled
+    by the leader pod, and the workers `NAME-GROUP-INDEX` from the worker template, with the
+    labels LeaderWorkerSet gives them. `statuses`: the leader's, then each worker's (see
+    `pod_status`). Returns the pods, leader first."""
+    path = f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{namespace}/leaderworkersets/{lws_name}"
+    lws = await (await emulator.get(path)).json()
+    templates = lws["spec"]["leaderWorkerTemplate"]
+    sets_path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets"
+    pods_path = f"/api/v1/namespaces/{namespace}/pods"
+
+    async def stateful_set(name: str, owner: dict, template: dict) -> dict:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(lws["metadata"].get("labels") or {}),  # LWS copies its own
+                "ownerReferences": [_controller(owner)],
+            },
+            "spec": {"template": template},
+        }
+        if (await emulator.get(f"{sets_path}/{name}")).status == 404:
+            assert (await emulator.post(sets_path, json=body)).status == 200
+        return await (await emulator.get(f"{sets_path}/{name}")).json()
+
+    async def pod(name: str, owner: dict, template: dict, index: int, status: dict) -> dict:
+        meta = template["metadata"]
+        labels = {
+            **meta.get("labels", {}),
+            f"{LWS_LABEL}/name": lws_name,
+            f"{LWS_LABEL}/group-index": str(group),
+            f"{LWS_LABEL}/worker-index": str(index),
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": dict(meta.get("annotations") or {}),
+                "ownerReferences": [_controller(owner)],
+            },
+            "spec": template["spec"],
+            "status": status,
+        }
+        response = await emulator.post(pods_path, json=body)
+        assert response.status == 200, await response.text()
+        return await (await emulator.get(f"{pods_path}/{name}")).json()
+
+    leaders = await stateful_set(lws_name, lws, templates["leaderTemplate"])
+    leader_name = f"{lws_name}-{group}"
+    leader = await pod(leader_name, leaders, templates["leaderTemplate"], 0, statuses[0])
+    workers = await stateful_set(leader_name, leader, templates["workerTemplate"])
+    return [leader] + [
+        await pod(f"{leader_name}-{i}", workers, templates["workerTemplate"], i, status)
+        for i, status in enumerate(statuses[1:], start=1)
+    ]
+
+
+async def recreate_group(
+    emulator: kmock.KubernetesEmulator,
+    namespace: str,
+    lws_name: str,
+    group: int,
+    statuses: list[dict],
+) -> list[dict]:
+    """What LeaderWorkerSet does when a pod of a group restarts (RecreateGroupOnPodRestart):
+    the leader goes, and with it (garbage collection) its workers' StatefulSet and the workers;
+    then the group is created again, with new uids."""
+    leader_name = f"{lws_name}-{group}"
+    pods_path = f"/api/v1/namespaces/{namespace}/pods"
+    size = len(statuses)
+    for name in [leader_name, *(f"{leader_name}-{i}" for i in range(1, size))]:
+        await emulator.delete(f"{pods_path}/{name}")
+    await emulator.delete(f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{leader_name}")
+    return await start_group(emulator, namespace, lws_name, group, statuses)
 
 
 def _controller(owner: dict) -> dict:

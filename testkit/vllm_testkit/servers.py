@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -48,6 +49,8 @@ class ServerProcess:
     host: str = "127.0.0.1"
     grpc_port: int | None = None
     admin_port: int | None = None  # with it, `--admin-port` is passed
+    # In a process group of its own (with vLLM's child processes): `kill_group` ends them all.
+    new_session: bool = False
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     timeline: list[Probe] = field(default_factory=list)
@@ -72,6 +75,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=self.new_session,
         )
         return self
 
@@ -114,6 +118,16 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (`new_session`: the server and vLLM's children), as
+        when its pod dies; SIGKILL also reaps the server and closes its log."""
+        assert self.proc is not None and self.new_session
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(self.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(30)
+            self._log.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -530,6 +530,7 @@ def test_wrong_values_are_rejected(values: dict[str, Any], message: str):
 JUSTIFIED = {
     # server-side apply of a missing object is authorized as create too
     ("create", "apps", "deployments"),
+    ("create", "leaderworkerset.x-k8s.io", "leaderworkersets"),
     ("create", "", "services"),
     ("create", "", "persistentvolumeclaims"),
     ("create", "policy", "poddisruptionbudgets"),

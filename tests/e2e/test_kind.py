@@ -25,6 +25,7 @@ from vllm_testkit.kind_cluster import (
     say,
     wait_until,
 )
+from vllm_testkit.tiny_model import CPU_ENGINE
 
 # The first test's setup builds the images and the cluster (pytest-timeout counts fixtures).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
@@ -197,6 +198,46 @@ def test_lora_adapter_restart_scale_and_delete(cluster):
     kubectl("delete", "lora/sql", "--wait=true", timeout=300)
     for pod in pods():
         assert "sql" not in served(pod["metadata"]["name"])
+
+
+LWS_MANIFESTS = "https://github.com/kubernetes-sigs/lws/releases/download/v0.10.0/manifests.yaml"
+
+
+def test_a_two_node_replica_on_leader_worker_set(cluster):
+    """LeaderWorkerSet installed, a VLLMDeployment of two pods per replica (tensor parallel 2
+    over two CPU pods, vLLM's multi-node mode): the group serves through the Service, and a
+    worker deleted recreates its whole group, which serves again."""
+    run("kubectl", "--context", CONTEXT, "apply", "--server-side", "-f", LWS_MANIFESTS)
+    run("kubectl", "--context", CONTEXT, "-n", "lws-system", "wait",
+        "deploy/lws-controller-manager", "--for=condition=Available", "--timeout=5m")  # fmt: skip
+    spec = {
+        "model": {"uri": "pvc://models/tiny-llama", "servedName": "tiny-llama"},
+        "accelerator": "CPU",
+        "imagePullPolicy": "Never",
+        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}},
+        "engine": CPU_ENGINE,
+        "parallelism": {"tensor": 2, "nodes": 2},
+    }
+    apply({"apiVersion": "serving.vllm.ai/v1alpha1", "kind": "VLLMDeployment",
+           "metadata": {"name": "group"}, "spec": spec})  # fmt: skip
+    group = "leaderworkerset.sigs.k8s.io/name=group"
+    kubectl("wait", "vllmd/group", "--for=condition=Available", "--timeout=20m", timeout=1260)
+    leader = json.loads(kubectl("get", "pod", "group-0", "-o", "json"))
+    worker = json.loads(kubectl("get", "pod", "group-0-1", "-o", "json"))
+    assert "--headless" in worker["spec"]["containers"][0]["args"]
+    with port_forward("svc/group") as forward:
+        reply = httpx.post(f"{forward.url}/v1/completions", timeout=120, json={
+            "model": "tiny-llama", "prompt": "Hello", "max_tokens": 4})  # fmt: skip
+        assert reply.status_code == 200, reply.text
+    kubectl("delete", "pod", "group-0-1", "--wait=false")
+    wait_until("the group recreated", lambda: json.loads(kubectl(
+        "get", "pod", "group-0", "-o", "json", check=False) or "{}"
+    ).get("metadata", {}).get("uid") not in (None, leader["metadata"]["uid"]), timeout=300)  # fmt: skip
+    kubectl("wait", "vllmd/group", "--for=condition=Available", "--timeout=20m", timeout=1260)
+    kubectl("delete", "vllmd/group", "--wait=true", timeout=300)
+    wait_until("the group's pods gone", lambda: not json.loads(
+        kubectl("get", "pods", "-l", group, "-o", "json")
+    )["items"], timeout=300)  # fmt: skip
 
 
 def left(selector: str, kinds: str) -> list[str]:

@@ -97,10 +97,11 @@ def test_every_name_derived_from_the_longest_name_is_valid():
         assert len(value) <= 63
 
 
-def test_the_name_rule_is_the_operators():
-    (rule,) = openapi_schema("VLLMDeployment")["x-kubernetes-validations"]
+def test_the_name_rules_are_the_operators():
+    rule, group_rule = openapi_schema("VLLMDeployment")["x-kubernetes-validations"]
     assert f"'{spec_module.NAME_PATTERN}'" in rule["rule"]
-    assert "size() <= 63" in rule["rule"]
+    assert f"size() <= {spec_module.MAX_NAME}" in rule["rule"]
+    assert f"size() <= {spec_module.MAX_GROUP_NAME}" in group_rule["rule"]
 
 
 # --- replicas -------------------------------------------------------------------------------------

@@ -188,6 +188,23 @@ _HINTS: dict[tuple[str, ...], tuple[int, st.SearchStrategy[Any], int]] = {
         st.from_regex(r"[a-z.]{1,3}(/[a-z]{1,3})?", fullmatch=True),
         1,
     ),
+    # Mostly one node (most drawn splits are refused), sometimes groups, and splits that only
+    # the operator can judge (GPUs given in the resources, which the CRD's rules cannot read).
+    ("parallelism",): (
+        1,
+        st.sampled_from(
+            [
+                {},
+                {"tensor": 1},
+                {"tensor": 4},
+                {"nodes": 2, "tensor": 2},
+                {"nodes": 2, "pipeline": 2},
+                {"nodes": 2, "tensor": 3},
+                {"nodes": 1},
+            ]
+        ),
+        4,
+    ),
     ("podSecurityContext", "runAsUser"): (1, st.sampled_from([0, 1000, 65532]), 2),
     ("securityContext", "runAsUser"): (1, st.sampled_from([0, 1000]), 2),
     ("topologySpreadConstraints", "[]", "topologyKey"): (1, _LABEL_KEYS, 3),
@@ -337,8 +354,11 @@ def meta_problems(obj: dict[str, Any]) -> list[str]:
     selector = spec.get("selector")
     if isinstance(selector, dict):
         problems += _labels_problems(f"{kind} selector", selector.get("matchLabels", selector))
-    if kind == "Deployment":
-        template = spec["template"]
+    templates = {
+        "Deployment": lambda: [spec["template"]],
+        "LeaderWorkerSet": lambda: _lws_templates(obj),
+    }
+    for template in templates.get(kind, list)():
         problems += _labels_problems("pod labels", template["metadata"].get("labels"))
         annotations = template["metadata"].get("annotations") or {}
         problems += [f"pod annotation {k!r}" for k in annotations if not _qualified_name(k)]
@@ -382,6 +402,17 @@ def assert_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
         assert meta_problems(obj) == [], obj
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # Prometheus Operator CRDs: not in the Kubernetes schemas
+        if obj["kind"] == "LeaderWorkerSet":  # LWS's CRD (tests/operator/test_multinode.py)
+            jsonschema.validate(obj, LWS_SCHEMA)
+            for template in _lws_templates(obj):  # and each role's pods, as Kubernetes has them
+                pod_template = {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": obj["metadata"]["name"], "namespace": "models"},
+                    "template": template,
+                }
+                kubernetes_validate.validate(pod_template, KUBERNETES_VERSION, strict=True)
+            continue
         if obj["kind"] == "InferencePool":  # GIE's CRD (tests/operator/test_builders.py)
             jsonschema.validate(obj, GIE_SCHEMA)
             ref = obj["spec"].get("endpointPickerRef") or {"port": "none needed"}
@@ -393,6 +424,14 @@ def assert_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
 GIE_SCHEMA = json.loads(
     (Path(__file__).parents[1] / "operator" / "gie-inferencepool-v1.schema.json").read_text()
 )
+LWS_SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "operator" / "lws-leaderworkerset-v1.schema.json").read_text()
+)
+
+
+def _lws_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    templates = obj["spec"]["leaderWorkerTemplate"]
+    return [templates["leaderTemplate"], templates["workerTemplate"]]
 
 
 # Fields with which a spec may leave Pod Security's "restricted" profile (its author's choice,
@@ -408,6 +447,9 @@ def assert_restricted_unless_relaxed(body: dict[str, Any], objects: list[dict[st
     for obj in objects:
         if obj["kind"] == "Deployment":
             assert violations(obj) == [], body["spec"]
+        if obj["kind"] == "LeaderWorkerSet":
+            for template in _lws_templates(obj):
+                assert violations({"kind": "Pod", **template}) == [], body["spec"]
 
 
 # --- the properties -----------------------------------------------------------------------------
@@ -530,7 +572,7 @@ def test_the_hints_find_what_the_rules_are_for():
     """The generated objects do reach the rules: refused ones and admitted ones of each kind."""
     seen: dict[str, int] = {"admitted": 0, "refused": 0, "invalid": 0, "built": 0}
 
-    @settings(PROPERTY, max_examples=60)
+    @settings(PROPERTY, max_examples=100)
     @given(vllm_deployments())
     def sample(body):
         if admit("VLLMDeployment", body):

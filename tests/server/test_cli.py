@@ -168,3 +168,48 @@ def test_dual_stack_host_falls_back_to_ipv4_on_a_kernel_without_ipv6(monkeypatch
         assert sock.family == socket.AF_INET and sock.getsockname()[0] == "0.0.0.0"
     with pytest.raises(OSError):  # an explicit IPv6 address stays an error
         cli.bind(cli.parse_command_line(["m", "--host", "::1", "--port", "0"]))
+
+
+# --- the worker role of a multi-node replica (`--headless`) -------------------------------------
+
+WORKER = ["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--headless"]
+
+
+def test_headless_is_the_worker_role_and_passes_through_to_vllm():
+    inv = cli.parse_command_line(["m", "--port", "9001", *WORKER])
+    assert inv.headless is True
+    assert inv.vllm_argv == ["--model", "m", "--port", "9001", *WORKER]
+    assert (inv.host, inv.port) == ("", 9001)  # the early server answers there for life
+    assert cli.parse_command_line(["m"]).headless is False
+
+
+def test_a_worker_tolerates_the_leaders_api_flags():
+    """The operator passes one argument list to both roles: the admin port, its token, the
+    LoRA roots and ORCA shape the API the leader serves; a worker ignores them (the admin port
+    is not even checked against --port or the ORCA port, or bound)."""
+    inv = cli.parse_command_line(
+        ["m", *WORKER, "--port", "8000", "--admin-port", "8000", "--admin-token-public-key", KEY,
+         "--admin-token-audience", "ns/name", "--lora-allowed-roots", "/models",
+         "--orca-formats", "TEXT", "--orca-grpc-port", "8000", "--orca-oob-min-interval", "2"]
+    )  # fmt: skip
+    assert inv.headless and inv.options.admin_port == 8000
+
+
+def test_a_worker_binds_no_admin_port():
+    """`--admin-port` on a port in use: the API role fails at once, the worker does not bind it
+    (it goes on to import vLLM; stopped here by an unsupported vLLM version)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from vllm_server_ext import cli; "
+             "cli.installed_vllm_version = lambda: '0.0.1'; cli.main(sys.argv[1:])",
+             "m", "--host", "127.0.0.1", "--port", "0", "--admin-port", str(port), *WORKER],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "vllm-ext-serve: error: found vLLM 0.0.1; this server supports vLLM 0.32.x"
+    )

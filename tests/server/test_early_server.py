@@ -87,3 +87,23 @@ def test_handover_queues_connections_instead_of_refusing_them(early):
     client.close()
     assert reply.startswith(b"HTTP/1.0 200")
     assert reply.endswith(b'{"server": "next"}')
+
+
+def test_a_multi_node_worker_is_ready_on_the_early_server_and_serves_no_api(early):
+    """On a worker (`--headless`) the early server serves for the process's life: /ready turns
+    200 with the phase, API routes are a 404 naming the leader."""
+    url, state, _, _ = early
+    state.worker = True
+    assert httpx.get(f"{url}/ready").status_code == 503
+    state.enter(Phase.JOINING_GROUP)
+    assert httpx.get(f"{url}/ready").json()["phase"] == "joining_group"
+    state.enter(Phase.READY)
+    ready = httpx.get(f"{url}/ready")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True and ready.json()["role"] == "worker"
+    api = httpx.post(f"{url}/v1/completions", json={"prompt": "hi"})
+    assert api.status_code == 404
+    assert "send requests to its leader" in api.json()["error"]["message"]
+    assert httpx.get(f"{url}/health").status_code == 200
+    state.fail("a worker process of this node died")
+    assert httpx.get(f"{url}/health").status_code == 503

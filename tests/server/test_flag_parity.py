@@ -102,7 +102,10 @@ def config_with_port(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--headless"], "argument --headless: not supported by vllm-ext-serve (it serves the API)"),
+        (["--headless"], "argument --headless: vllm-ext-serve runs it as the worker of a multi-node replica only: give --nnodes above 1 and --node-rank above 0"),
+        (["--headless", "--nnodes", "2", "--node-rank", "0"], "argument --headless: vllm-ext-serve runs it as the worker of a multi-node replica only: give --nnodes above 1 and --node-rank above 0"),
+        (["--headless", "--nnodes", "2", "--node-rank", "1", "--api-server-count", "1"], "argument --api-server-count: not allowed with --headless (a worker serves no API)"),
+        (["--headless", "--nnodes", "2", "--node-rank", "1", "-dp", "2", "-tp", "1"], "argument --headless: not supported by vllm-ext-serve with --data-parallel-size above 1 (its worker role spans tensor and pipeline parallelism only)"),
         (["--api-server-count", "2"], "argument --api-server-count: 2 is not supported by vllm-ext-serve (one API server per process)"),
         (["-asc", "0"], "argument --api-server-count: 0 is not supported by vllm-ext-serve (one API server per process)"),
         (["--grpc"], "argument --grpc: not supported by vllm-ext-serve (it serves HTTP)"),
@@ -124,3 +127,60 @@ def test_what_we_refuse_is_refused_in_one_line(
         launcher.parse_vllm_args(cli.parse_command_line(["m", *args]))
     assert exited.value.code == 2
     assert capsys.readouterr().err == f"vllm-ext-serve: error: {expected}\n"
+
+
+def test_the_worker_role_is_accepted_with_the_leaders_arguments(monkeypatch):
+    """The worker of a multi-node replica (`--headless`, a node rank above 0) takes the leader's
+    arguments (LoRA included: vLLM's engine flags configure its workers too)."""
+    from vllm_server_ext import launcher
+
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    monkeypatch.delenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", raising=False)
+    args = launcher.parse_vllm_args(
+        cli.parse_command_line(
+            ["m", "-tp", "2", "--nnodes", "2", "--node-rank", "1", "--headless",
+             "--enable-lora", "--admin-port", "8001", "--lora-allowed-roots", "/models",
+             "--orca-formats", "TEXT", "--orca-grpc-port", "8002", "--disable-log-stats"]
+        )
+    )  # fmt: skip
+    assert (args.headless, args.nnodes, args.node_rank) == (True, 2, 1)
+    assert args.enable_lora
+    import os
+
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in os.environ  # no LoRA routes to turn on
+
+
+@pytest.mark.parametrize("accelerator", ["CPU", "GPU"])
+def test_the_operator_s_multi_node_pods_start_as_leader_and_worker(accelerator, monkeypatch):
+    """The arguments the operator gives a LeaderWorkerSet's pods, with LWS's variables expanded
+    as the kubelet does (the second pod of group 3), are taken by vllm-ext-serve: the leader
+    as node 0 of the API's group, the worker as node 1, headless."""
+    from vllm_operator.model.builders import build_leader_worker_set
+    from vllm_operator.model.spec import parse_deployment
+    from vllm_server_ext import launcher
+    from vllm_testkit.admin_key import PUBLIC_KEY
+    from vllm_testkit.samples import IMAGES, vllmd
+
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    fields = {"accelerator": accelerator, "parallelism": {"tensor": 2, "pipeline": 2, "nodes": 2}}
+    if accelerator == "GPU":
+        fields["gpusPerReplica"] = 2
+    body = vllmd("big", {"model": {"uri": "hf://org/m"}, "lora": {"enabled": True},
+                         "orca": {"formats": ["TEXT"], "grpcPort": 9000}, **fields})  # fmt: skip
+    lws = build_leader_worker_set(parse_deployment(body, IMAGES), PUBLIC_KEY)
+    templates = lws["spec"]["leaderWorkerTemplate"]
+    parsed = {}
+    for role, index in (("leaderTemplate", "0"), ("workerTemplate", "1")):
+        (container,) = templates[role]["spec"]["containers"]
+        expanded = [
+            a.replace("$(LWS_WORKER_INDEX)", index).replace("$(LWS_LEADER_ADDRESS)", "big-3.big-3.models")
+            for a in container["args"]
+        ]  # fmt: skip
+        parsed[role] = launcher.parse_vllm_args(cli.parse_command_line(expanded))
+    leader, worker = parsed["leaderTemplate"], parsed["workerTemplate"]
+    for args in (leader, worker):
+        assert (args.nnodes, args.master_addr, args.master_port) == (2, "big-3.big-3.models", 29500)
+        assert (args.tensor_parallel_size, args.pipeline_parallel_size) == (2, 2)
+        assert args.distributed_executor_backend == "mp"
+    assert (leader.node_rank, leader.headless) == (0, False)
+    assert (worker.node_rank, worker.headless) == (1, True)

@@ -76,3 +76,45 @@ def test_metrics_one_hot_phase_and_instance():
         if name == "vllm:startup_phase_duration_seconds"
     }  # fmt: skip
     assert durations == {"starting", "loading_model"}
+
+
+def test_joining_group_comes_and_goes_within_loading_model():
+    """Multi-node: a worker process reports `joining_group` when it starts waiting for the other
+    nodes and `loading_model` once it joined; the seconds of each add up, and neither goes back
+    past a later phase."""
+    state = ServerState()
+    state.enter(Phase.IMPORTING)
+    state.enter(Phase.JOINING_GROUP)  # before the launcher's own loading_model: still forward
+    state.enter(Phase.LOADING_MODEL)
+    state.enter(Phase.JOINING_GROUP)
+    assert state.phase == Phase.JOINING_GROUP
+    assert set(state.describe()["startup_seconds"]) == {
+        "starting", "importing", "joining_group", "loading_model"
+    }  # fmt: skip
+    state.enter(Phase.LOADING_MODEL)
+    first = state.durations[Phase.JOINING_GROUP]
+    state.enter(Phase.JOINING_GROUP)
+    state.enter(Phase.PROFILING)
+    assert state.durations[Phase.JOINING_GROUP] >= first
+    state.enter(Phase.JOINING_GROUP)  # a late report
+    state.enter(Phase.LOADING_MODEL)
+    assert state.phase == Phase.PROFILING
+    state.enter(Phase.READY)
+    state.enter(Phase.JOINING_GROUP)
+    assert state.phase == Phase.READY
+
+
+def test_a_worker_says_so_in_its_ready_body():
+    state = ServerState(worker=True)
+    assert state.describe()["role"] == "worker"
+    assert "role" not in ServerState().describe()
+
+
+def test_dead_is_final():
+    """vLLM shuts a dead engine's client down on its way out: that is no drain."""
+    state = ServerState()
+    state.enter(Phase.READY)
+    state.fail("the engine died")
+    state.enter(Phase.DRAINING)
+    state.enter(Phase.READY)
+    assert state.phase == Phase.DEAD

@@ -362,5 +362,8 @@ def test_drain_on_sigterm_restart_and_engine_death(tiny_model, tmp_path):
         assert seen_dead is not None, "liveness never reported the dead engine"
         assert seen_dead.status_code == 503
         assert seen_dead.json()["phase"] == "dead"
+        # And it exits with a failure status (vLLM's server exits 0), so that it is restarted.
+        assert second.proc.wait(timeout=60) == 1
+        assert "server failed: the engine died" in second.log()
     finally:
         second.stop(signal.SIGKILL)

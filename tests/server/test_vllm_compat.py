@@ -179,6 +179,7 @@ def test_a_failing_engine_hook_does_not_stop_the_engine(monkeypatch, warnings_lo
         raise AttributeError("type object 'EngineCore' has no attribute '_initialize_kv_caches'")
 
     broken.hook_engine_startup = hook_engine_startup  # type: ignore[attr-defined]
+    broken.hook_worker_startup = lambda **_: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, f"{COMPAT}.engine", broken)
     monkeypatch.setenv(PHASE_SOCKET_ENV, "@vllm-ext-test-nowhere")
     engine_plugin.register()
@@ -196,9 +197,10 @@ def test_an_engine_hook_that_cannot_import_does_not_stop_the_engine(monkeypatch,
     monkeypatch.setitem(sys.modules, f"{COMPAT}.engine", None)  # its import raises
     monkeypatch.setenv(PHASE_SOCKET_ENV, "@vllm-ext-test-nowhere")
     engine_plugin.register()
-    assert len(warnings_logged) == 1
-    assert "startup phases will not be reported" in warnings_logged[0].getMessage()
-    assert "ModuleNotFoundError" in warnings_logged[0].getMessage()
+    # One line per hook: the engine's phases, the workers' (multi-node) phase.
+    assert len(warnings_logged) == 2
+    assert all("will not be reported" in r.getMessage() for r in warnings_logged)
+    assert all("ModuleNotFoundError" in r.getMessage() for r in warnings_logged)
 
 
 def test_the_engine_plugin_does_nothing_outside_vllm_ext_serve(monkeypatch, warnings_logged):
@@ -222,7 +224,9 @@ def test_the_engine_plugin_imports_nothing_of_the_api_server():
         "heavy = ('uvicorn', 'fastapi', 'vllm.entrypoints', 'vllm_server_ext.vllm_0_32.api',\n"
         "         'vllm_server_ext.launcher', 'vllm_server_ext.routes', 'starlette', 'watchfiles')\n"
         "added = sorted(m for m in set(sys.modules) - before if m.startswith(heavy))\n"
+        "from vllm.v1.worker.worker_base import WorkerWrapperBase\n"
         "hooked = getattr(vllm.v1.engine.core.EngineCore, '_vllm_ext_startup_hook', False)\n"
+        "hooked = hooked and getattr(WorkerWrapperBase, '_vllm_ext_startup_hook', False)\n"
         "print('uvicorn' in sys.modules, hooked, added)\n"
     )
     env = os.environ | {PHASE_SOCKET_ENV: "@vllm-ext-test-nowhere"}

@@ -119,10 +119,15 @@ imagePullSecrets:
   resources: [vllmdeployments/finalizers]
   verbs: [update]
 # Children, written with server-side apply: a PATCH that creates an object is also
-# authorized as create. Delete prunes children a spec no longer wants.
+# authorized as create. Delete prunes children a spec no longer wants (a Deployment when
+# spec.parallelism.nodes goes above 1, a LeaderWorkerSet when it comes back to 1).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
+# Multi-node replicas (spec.parallelism.nodes above 1), where LeaderWorkerSet is installed.
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, delete]
@@ -153,11 +158,12 @@ imagePullSecrets:
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]
   verbs: [get, list, create, patch, delete]
-# Pods of its Deployments, found through their owner chain (Deployment -> ReplicaSet ->
-# Pod): to report those the kubelet cannot start, reach their servers and set the
-# adapters-loaded readiness gate.
+# Pods of its Deployments and LeaderWorkerSets, found through their owner chains
+# (Deployment -> ReplicaSet -> Pod; LeaderWorkerSet -> StatefulSet -> leader Pod ->
+# StatefulSet -> worker Pod): to report those the kubelet cannot start, reach their servers
+# and set the adapters-loaded readiness gate.
 - apiGroups: [apps]
-  resources: [replicasets]
+  resources: [replicasets, statefulsets]
   verbs: [list]
 - apiGroups: [""]
   resources: [pods]

@@ -11,12 +11,24 @@ from copy import deepcopy
 from typing import Any
 
 from .. import API_VERSION, GROUP, MANAGER
-from .spec import CPU, NO_PROGRESS_DEADLINE, PROGRESS_DEADLINE_MARGIN, DeploymentSpec
+from .spec import (
+    CPU,
+    MASTER_PORT,
+    NO_PROGRESS_DEADLINE,
+    PROGRESS_DEADLINE_MARGIN,
+    DeploymentSpec,
+)
 
 ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-serving pods
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "vllm-operator"}
 INFERENCE_POOL_API_VERSION = "inference.networking.k8s.io/v1"  # Gateway API Inference Extension
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"  # kubernetes-sigs/lws
+# What LeaderWorkerSet's controller and webhook put on a group's pods: the set's name, and the
+# address of the group's leader and the pod's index in its group (0: the leader) as variables.
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+LWS_LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"
+LWS_WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 ADMIN_PORT_NAME = "admin"  # the container port the operator calls (LoRA routes, /v1/models)
 
 MODEL_MOUNT = "/models"
@@ -49,6 +61,30 @@ def common_labels(spec: DeploymentSpec) -> dict[str, str]:
         "app.kubernetes.io/component": "server",
         "app.kubernetes.io/managed-by": MANAGER,
     }
+
+
+def worker_labels(spec: DeploymentSpec) -> dict[str, str]:
+    """The labels of the worker pods of a multi-node replica: this deployment's, but not its
+    selector's (`app.kubernetes.io/name: vllm-worker`), so that the Service, the PDB, the
+    monitors, the adapters and the status, which select the servers, see the leaders only."""
+    return {
+        "app.kubernetes.io/name": "vllm-worker",
+        DEPLOYMENT_LABEL: spec.name,
+        "app.kubernetes.io/instance": spec.name,
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def workload_kind(spec: DeploymentSpec) -> str:
+    """What runs the replicas: a Deployment of one pod each, or a LeaderWorkerSet of groups of
+    `parallelism.nodes` pods."""
+    return "LeaderWorkerSet" if spec.parallelism.multi_node else "Deployment"
+
+
+# The kind of the sets a workload's controller makes, whose pods serve (owner chains go
+# workload -> set -> pod: a Deployment's ReplicaSets, a LeaderWorkerSet's leader StatefulSet).
+WORKLOAD_SETS = {"Deployment": "ReplicaSet", "LeaderWorkerSet": "StatefulSet"}
 
 
 def owner_reference(spec: DeploymentSpec) -> dict[str, Any]:
@@ -84,9 +120,13 @@ def admin_audience(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def server_args(spec: DeploymentSpec, admin_public_key: str | None = None) -> list[str]:
+def server_args(
+    spec: DeploymentSpec, admin_public_key: str | None = None, *, worker: bool = False
+) -> list[str]:
     """`vllm-ext-serve` arguments for the spec; with the operator's `admin_public_key`, the
-    admin port takes only tokens it signed for this deployment (`clients.admin_token`)."""
+    admin port takes only tokens it signed for this deployment (`clients.admin_token`). A
+    multi-node replica's pods all get the same, with their rank and their leader's address from
+    LeaderWorkerSet's variables; its workers (`worker`) run headless (no API)."""
     model = spec.model
     if model.scheme == "hf":
         location = model.uri[len("hf://") :]
@@ -102,16 +142,28 @@ def server_args(spec: DeploymentSpec, admin_public_key: str | None = None) -> li
         args += ["--admin-token-audience", admin_audience(spec.namespace, spec.name)]
     if model.revision:
         args += ["--revision", model.revision]
-    engine = spec.engine
+    engine, parallelism = spec.engine, spec.parallelism
+    tensor = parallelism.tensor
+    if engine.tensor_parallel_size is None and tensor == 1:
+        tensor = None  # vLLM's default, left unsaid
     for flag, value in (
         ("--max-model-len", engine.max_model_len),
         ("--dtype", engine.dtype),
-        ("--tensor-parallel-size", engine.tensor_parallel_size),
+        ("--tensor-parallel-size", tensor),
+        ("--pipeline-parallel-size", parallelism.pipeline if parallelism.pipeline > 1 else None),
         ("--gpu-memory-utilization", engine.gpu_memory_utilization),
         ("--max-num-seqs", engine.max_num_seqs),
     ):
         if value is not None:
             args += [flag, str(value)]
+    if parallelism.multi_node:
+        # vLLM's multi-node mode without Ray: every pod of a group joins the leader's
+        # torch.distributed rendezvous; the leader (rank 0) serves the API.
+        args += ["--distributed-executor-backend", "mp", "--nnodes", str(parallelism.nodes)]
+        args += ["--node-rank", LWS_WORKER_INDEX, "--master-addr", LWS_LEADER_ADDRESS]
+        args += ["--master-port", str(MASTER_PORT)]
+        if worker:
+            args.append("--headless")
     if engine.enforce_eager:
         args.append("--enforce-eager")
     if spec.lora.enabled:
@@ -139,6 +191,11 @@ def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
     ]
     if spec.model.scheme != "hf":
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if spec.parallelism.multi_node:
+        # vLLM's message queues between a group's pods bind the address it finds for itself;
+        # the pod's own, as the group's other pods reach it.
+        pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
+        env.append({"name": "VLLM_HOST_IP", "valueFrom": pod_ip})
     for var, ref in (("VLLM_API_KEY", spec.api_key), ("HF_TOKEN", spec.hf_token)):
         if ref is not None:
             env.append(
@@ -198,8 +255,10 @@ def _volumes(spec: DeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str,
 def _topology_spread(spec: DeploymentSpec) -> list[dict[str, Any]] | None:
     """The constraints as given; one without labelSelector counts this deployment's pods."""
     constraints = deepcopy([dict(c) for c in spec.topology_spread])
+    # Multi-node groups: leaders and workers spread together (each role by the other's too).
+    own = all_pods_labels(spec) if spec.parallelism.multi_node else selector_labels(spec.name)
     for constraint in constraints:
-        constraint.setdefault("labelSelector", {"matchLabels": selector_labels(spec.name)})
+        constraint.setdefault("labelSelector", {"matchLabels": own})
     return constraints or None
 
 
@@ -207,19 +266,22 @@ def pod_labels(spec: DeploymentSpec) -> dict[str, str]:
     return {**spec.pod_labels, **common_labels(spec)}
 
 
-def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) -> dict[str, Any]:
+def pod_template(
+    spec: DeploymentSpec, admin_public_key: str | None = None, *, worker: bool = False
+) -> dict[str, Any]:
+    """The pod template of the servers (of the leaders, for a multi-node replica), or of the
+    workers of a multi-node replica (`worker`): no API, admin or ORCA port, no adapters' gate."""
     volumes, mounts = _volumes(spec)
-    ports = [
-        {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
-        {"name": ADMIN_PORT_NAME, "containerPort": spec.admin_port, "protocol": "TCP"},
-    ]
-    if spec.orca.grpc_port:
-        ports.append({"name": "orca-grpc", "containerPort": spec.orca.grpc_port})
+    ports = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
+    if not worker:
+        ports.append({"name": ADMIN_PORT_NAME, "containerPort": spec.admin_port, "protocol": "TCP"})
+        if spec.orca.grpc_port:
+            ports.append({"name": "orca-grpc", "containerPort": spec.orca.grpc_port})
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.image,
         "command": ["vllm-ext-serve"],
-        "args": server_args(spec, admin_public_key),
+        "args": server_args(spec, admin_public_key, worker=worker),
         "ports": ports,
         "env": _env(spec),
         "resources": _resources(spec),
@@ -253,7 +315,7 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
         # The server never calls the Kubernetes API: no token in the pod.
         "automountServiceAccountToken": False,
     }
-    if spec.lora.enabled:
+    if spec.lora.enabled and not worker:
         pod_spec["readinessGates"] = [{"conditionType": ADAPTERS_LOADED}]
     optional = {
         "nodeSelector": dict(spec.node_selector) or None,
@@ -266,9 +328,14 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
         "schedulerName": spec.scheduler_name,
     }
     pod_spec |= {k: v for k, v in optional.items() if v is not None}
-    template_meta: dict[str, Any] = {"labels": pod_labels(spec)}
+    labels = {**spec.pod_labels, **worker_labels(spec)} if worker else pod_labels(spec)
+    template_meta: dict[str, Any] = {"labels": labels}
     if spec.pod_annotations:
         template_meta["annotations"] = dict(spec.pod_annotations)
+    return {"metadata": template_meta, "spec": pod_spec}
+
+
+def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -285,9 +352,66 @@ def build_deployment(spec: DeploymentSpec, admin_public_key: str | None = None) 
                 },
             },
             "progressDeadlineSeconds": progress_deadline(spec),
-            "template": {"metadata": template_meta, "spec": pod_spec},
+            "template": pod_template(spec, admin_public_key),
         },
     }
+
+
+def build_leader_worker_set(
+    spec: DeploymentSpec, admin_public_key: str | None = None
+) -> dict[str, Any]:
+    """A multi-node replica per group of `parallelism.nodes` pods: the leader serves (the API,
+    the admin port, metrics), the workers hold their part of the model. A group is created,
+    restarted (any of its pods restarting recreates all of it: vLLM's group cannot take a
+    member back) and rolled out as one, and the scale subresource counts groups.
+
+    Groups start together (LeaderCreated): vLLM's leader is ready only once its workers have
+    joined, so LeaderReady would wait forever. Each group has its own headless Service for the
+    leader's address (UniquePerReplica): a shared one would take the name of the model's
+    Service."""
+    return {
+        "apiVersion": LWS_API_VERSION,
+        "kind": "LeaderWorkerSet",
+        "metadata": child_metadata(spec, spec.name),
+        "spec": {
+            "replicas": spec.replicas,
+            "startupPolicy": "LeaderCreated",
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": _group_rollout(spec),
+            },
+            "networkConfig": {"subdomainPolicy": "UniquePerReplica"},
+            "leaderWorkerTemplate": {
+                "size": spec.parallelism.nodes,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": pod_template(spec, admin_public_key),
+                "workerTemplate": pod_template(spec, admin_public_key, worker=True),
+            },
+        },
+    }
+
+
+def _group_rollout(spec: DeploymentSpec) -> dict[str, Any]:
+    """spec.rollout in groups. LeaderWorkerSet's webhook refuses a surge and an unavailability
+    that both come to 0 groups (a percentage of few replicas: 25 % of 3), which a Deployment
+    takes; then one group at a time is unavailable, as the Deployment's own rounding does."""
+    surge, unavailable = spec.rollout.max_surge, spec.rollout.max_unavailable
+
+    def groups(step: int | str, round_up: bool) -> int:
+        if isinstance(step, int):
+            return step
+        share = int(step.rstrip("%")) * spec.replicas
+        return -(-share // 100) if round_up else share // 100
+
+    if spec.replicas and groups(surge, True) == 0 and groups(unavailable, False) == 0:
+        unavailable = 1
+    return {"maxSurge": surge, "maxUnavailable": unavailable}
+
+
+def build_workload(spec: DeploymentSpec, admin_public_key: str | None = None) -> dict[str, Any]:
+    if spec.parallelism.multi_node:
+        return build_leader_worker_set(spec, admin_public_key)
+    return build_deployment(spec, admin_public_key)
 
 
 def progress_deadline(spec: DeploymentSpec) -> int:
@@ -326,15 +450,22 @@ def build_model_cache(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def all_pods_labels(spec: DeploymentSpec) -> dict[str, str]:
+    """What every pod of this deployment carries, leaders, workers and single servers alike."""
+    return {DEPLOYMENT_LABEL: spec.name, "app.kubernetes.io/managed-by": MANAGER}
+
+
 def build_pdb(spec: DeploymentSpec) -> dict[str, Any]:
+    """At most `pdb_max_unavailable` pods evicted at once. Over multi-node groups it counts
+    every pod of every group: evicting one takes its whole group down (LeaderWorkerSet
+    recreates it), which leaves more pods unavailable than the budget allows, so no other
+    eviction is admitted until the group is back: groups go one at a time."""
+    selector = all_pods_labels(spec) if spec.parallelism.multi_node else selector_labels(spec.name)
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": child_metadata(spec, spec.name),
-        "spec": {
-            "maxUnavailable": spec.pdb_max_unavailable,
-            "selector": {"matchLabels": selector_labels(spec.name)},
-        },
+        "spec": {"maxUnavailable": spec.pdb_max_unavailable, "selector": {"matchLabels": selector}},
     }
 
 
@@ -398,12 +529,19 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
     ingress = [rule(api_peers, spec.port), rule([operator()], spec.admin_port)]
     if spec.orca.grpc_port:
         ingress.append(rule([*deepcopy(peers)] if peers else None, spec.orca.grpc_port))
+    selector = selector_labels(spec.name)
+    if spec.parallelism.multi_node:
+        # A group's pods talk among themselves on ports of their choosing (torch.distributed's
+        # rendezvous on MASTER_PORT, then gloo/NCCL and vLLM's message queues): every port,
+        # from this deployment's pods only.
+        selector = all_pods_labels(spec)
+        ingress.append({"from": [{"podSelector": {"matchLabels": all_pods_labels(spec)}}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": child_metadata(spec, spec.name),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(spec.name)},
+            "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
             "ingress": ingress,
         },
@@ -448,7 +586,7 @@ def build_all(
     wanted = []
     if spec.model_cache.enabled:
         wanted.append(build_model_cache(spec))
-    wanted += [build_deployment(spec, admin_public_key), build_service(spec)]
+    wanted += [build_workload(spec, admin_public_key), build_service(spec)]
     # With an autoscaler that may go above one replica, the PDB stays whatever the count of
     # the moment (not created and deleted each time the count crosses 1 and 2).
     scales_out = spec.autoscaling is not None and spec.autoscaling.max_replicas > 1

@@ -195,3 +195,19 @@ def pods_of(
         if controller and owned_by(rs, controller) and rs["metadata"].get("uid")
     }
     return [p for p in pods if any(owned_by(p, uid) for uid in sets)]
+
+
+def group_workers(
+    leaders: Sequence[Mapping[str, Any]],
+    sets: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
+    """The workers of multi-node groups whose `leaders` are given: LeaderWorkerSet makes each
+    leader pod the controller of a StatefulSet of its group's workers."""
+    leader_uids = {uid for p in leaders if (uid := (p.get("metadata") or {}).get("uid"))}
+    group_sets = {
+        uid
+        for s in sets
+        if (uid := s["metadata"].get("uid")) and any(owned_by(s, leader) for leader in leader_uids)
+    }
+    return [p for p in pods if any(owned_by(p, uid) for uid in group_sets)]

@@ -35,6 +35,7 @@ SERVER_FAILED = "ServerFailed"  # a server that says it died while starting
 STARTUP_TIMEOUT = "StartupTimeout"  # a server starting for longer than spec.startupTimeout
 APPLY_FAILED = "ApplyFailed"
 NAME_CONFLICT = "NameConflict"  # a child's name is held by an object this CR does not control
+LEADER_WORKER_SET_MISSING = "LeaderWorkerSetMissing"  # multi-node replicas without LWS's CRD
 
 # The LoRA readiness gate on pods
 NO_ADAPTERS = "NoAdapters"

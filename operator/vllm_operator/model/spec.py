@@ -26,6 +26,12 @@ _OPTIONAL_OBJECTS = (
 # metadata.name names the Service (a DNS-1035 label) and is a label value on every child.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 63
+# A multi-node deployment's name names its LeaderWorkerSet, whose workers' StatefulSets are
+# NAME-<group> (groups up to 1999: 1000 replicas and as many surging) and carry a revision label
+# NAME-<group>-<10 characters> (63 at most).
+MAX_GROUP_NAME = 47
+MASTER_PORT = 29500  # torch.distributed's rendezvous, on the leader of a multi-node replica
+PARALLELISM_BOUNDS = {"tensor": 1024, "pipeline": 64, "nodes": 64}  # the CRD's maximums
 MAX_POOL_NAME = 253  # spec.inferencePool.name names an InferencePool: a DNS subdomain
 # A sane fleet for one model: far above any real one, far below what a typo (replicas: 100000)
 # would do to the scheduler, the API server and the operator, which calls every pod's admin port.
@@ -55,6 +61,8 @@ MANAGED_FLAGS = (
     "--device-memory-utilization", "--max-num-seqs", "--enforce-eager", "--no-enforce-eager",
     "--shutdown-timeout", "--enable-lora", "--no-enable-lora", "--max-loras", "--max-lora-rank",
     "--admin-*", "--log-format", "--lora-allowed-roots", "--orca-*",
+    "--pipeline-parallel-size", "-pp", "--nnodes", "-n", "--node-rank", "-r", "--master-addr",
+    "--master-port", "--headless", "--distributed-executor-backend",
 )  # fmt: skip
 
 
@@ -85,6 +93,10 @@ EXTRA_ARG_PATTERN = (
     + _prefix_trie((f[2:] for f in MANAGED_FLAGS if f.startswith("--")), "[-_]")
     + "|-"
     + _prefix_trie((f[1:] for f in MANAGED_FLAGS if not f.startswith("--")), "-")
+    # A one-letter short flag also takes its value attached (`-n1`, as argparse reads it).
+    + "|-["
+    + "".join(sorted(f[1] for f in MANAGED_FLAGS if len(f) == 2 and f[1] != "-"))
+    + "].*"
     + ")([=.].*)?$"
 )
 # CEL's regexes are RE2's, whose `$` is the end of the text; Python's `$` also matches before a
@@ -140,6 +152,19 @@ class Engine:
     max_num_seqs: int | None
     enforce_eager: bool
     extra_args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How one replica splits the model: tensor x pipeline vLLM workers over `nodes` pods."""
+
+    tensor: int = 1
+    pipeline: int = 1
+    nodes: int = 1
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
 
 
 @dataclass(frozen=True)
@@ -334,6 +359,7 @@ class DeploymentSpec:
     topology_spread: tuple[Mapping[str, Any], ...]
     scheduler_name: str | None
     autoscaling: Autoscaling | None = None
+    parallelism: Parallelism = Parallelism()
 
 
 def quantity(value: Any) -> str:
@@ -395,6 +421,62 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
     _check_labels("nodeSelector", spec.get("nodeSelector") or {})
     _check_labels("monitoring.labels", spec["monitoring"].get("labels") or {})
     _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
+
+
+def _parallelism(
+    given: Mapping[str, Any] | None, engine_tensor: int | None, accelerator: str, gpus: int
+) -> Parallelism:
+    """spec.parallelism with its defaults, and the CRD's rules again: tensor x pipeline within
+    the pod's GPUs on one node, equal to all the group's GPUs across nodes."""
+    given = given or {}
+    if "tensor" in given and engine_tensor is not None:
+        raise InvalidSpec("set parallelism.tensor or engine.tensorParallelSize, not both")
+    parallelism = Parallelism(
+        tensor=given.get("tensor", engine_tensor or 1),
+        pipeline=given.get("pipeline", 1),
+        nodes=given.get("nodes", 1),
+    )
+    for field, top in PARALLELISM_BOUNDS.items():
+        value = getattr(parallelism, field)
+        if not 1 <= value <= top:  # the schema's bounds (a stored object predating them)
+            raise InvalidSpec(f"parallelism.{field} {value} must be from 1 to {top}")
+    world = parallelism.tensor * parallelism.pipeline
+    sizes = f"parallelism.tensor {parallelism.tensor} x pipeline {parallelism.pipeline}"
+    if not parallelism.multi_node:
+        if accelerator != CPU and world > gpus:
+            raise InvalidSpec(f"on one node, {sizes} exceeds the {gpus} GPUs per pod")
+    elif accelerator == CPU:
+        if world % parallelism.nodes:
+            raise InvalidSpec(f"{sizes} is not a multiple of the {parallelism.nodes} nodes")
+    elif world != parallelism.nodes * gpus:
+        raise InvalidSpec(
+            f"{sizes} must equal parallelism.nodes {parallelism.nodes} x the {gpus} GPUs per pod"
+        )
+    return parallelism
+
+
+def _check_group(name: str, spec: Mapping[str, Any]) -> None:
+    """What a multi-node replica needs besides its split (the CRD's rules, again)."""
+    if len(name) > MAX_GROUP_NAME:
+        raise InvalidSpec(
+            f"with parallelism.nodes above 1, metadata.name must be at most {MAX_GROUP_NAME} "
+            "characters: it names the LeaderWorkerSet, whose StatefulSets and their revision "
+            "labels add up to 16"
+        )
+    cache = spec["modelCache"]
+    if cache["enabled"] and cache["accessMode"] == "ReadWriteOnce":
+        raise InvalidSpec(
+            "with parallelism.nodes above 1, modelCache.accessMode must be ReadWriteMany: a "
+            "group's pods run on several nodes, and a ReadWriteOnce volume mounts on one"
+        )
+    ports = {"port": spec["port"], "adminPort": spec["adminPort"]}
+    ports["orca.grpcPort"] = (spec.get("orca") or {}).get("grpcPort")
+    for field, port in ports.items():
+        if port == MASTER_PORT:
+            raise InvalidSpec(
+                f"with parallelism.nodes above 1, {field} cannot be {MASTER_PORT}: the group's "
+                "rendezvous takes it on the leader"
+            )
 
 
 def _autoscaling(name: str, namespace: str, given: Mapping[str, Any] | None) -> Autoscaling | None:
@@ -640,6 +722,9 @@ def parse_deployment(
         raise InvalidSpec(
             f"engine.tensorParallelSize {parallel} exceeds the {gpus} GPUs per replica"
         )
+    parallelism = _parallelism(spec.get("parallelism"), parallel, accelerator, gpus)
+    if parallelism.multi_node:
+        _check_group(meta["name"], spec)
     _check(meta["name"], spec)
     pod_defaults = POD_SECURITY_CONTEXT
     if platform_assigns_uids:
@@ -743,4 +828,5 @@ def parse_deployment(
         volume_mounts=mounts,
         topology_spread=_topology_spread(spec.get("topologySpreadConstraints") or ()),
         scheduler_name=spec.get("schedulerName"),
+        parallelism=parallelism,
     )

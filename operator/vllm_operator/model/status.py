@@ -232,7 +232,10 @@ def pod_problem(troubles: Mapping[str, Trouble]) -> Condition | None:
 
 # Problems an apply round finds (and only an apply round clears): a status refreshed from the pods
 # alone keeps them.
-APPLY_ROUND_REASONS = (reasons.INVALID_SPEC, reasons.NAME_CONFLICT, reasons.APPLY_FAILED)
+APPLY_ROUND_REASONS = (
+    reasons.INVALID_SPEC, reasons.NAME_CONFLICT, reasons.APPLY_FAILED,
+    reasons.LEADER_WORKER_SET_MISSING,
+)  # fmt: skip
 
 
 def refreshable_from_pods(body: Mapping[str, Any]) -> bool:
@@ -387,6 +390,9 @@ STARTUP_PHASES = {
     "starting": "Starting",
     "importing": "Importing",
     "loading_model": "LoadingModel",
+    # A multi-node replica's leader (and workers) waiting for the group's other pods to join
+    # torch.distributed's rendezvous, between stretches of loading_model.
+    "joining_group": "JoiningGroup",
     "profiling": "Profiling",
     "warming_up": "WarmingUp",
     "starting_api": "StartingAPI",

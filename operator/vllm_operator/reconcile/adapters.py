@@ -27,7 +27,7 @@ from ..model.adapters import (
     parse_adapter,
     problems_left,
 )
-from ..model.builders import admin_audience, selector_labels
+from ..model.builders import WORKLOAD_SETS, admin_audience, selector_labels, workload_kind
 from ..model.placement import Call, PodState, calls_to_converge, plan, pods_meant_for
 from ..model.pods import admin_port, pods_of, server_url
 from ..model.spec import DeploymentSpec
@@ -113,15 +113,17 @@ class AdapterReconciler:
         return problems_left(adapters, problems, results, unload_failures)
 
     async def _observe_pods(self, spec: DeploymentSpec, audience: str) -> list[ServingPod]:
-        """The deployment's pods through their owner chain (labels only narrow the lists), each
-        with what its server says."""
+        """The deployment's servers (a multi-node group's leader serves its adapters for the
+        whole group) through their owner chain (labels only narrow the lists), each with what
+        its server says."""
         labels = selector_labels(spec.name)
-        deployment = await self.kube.get_or_none("Deployment", spec.namespace, spec.name)
-        replica_sets = (
-            await self.kube.list("ReplicaSet", spec.namespace, labels) if deployment else []
-        )
-        listed = await self.kube.list("Pod", spec.namespace, labels) if replica_sets else []
-        bodies = pods_of(deployment, replica_sets, listed, spec.uid)
+        kind = workload_kind(spec)
+        workload = None
+        if kind == "Deployment" or await self.kube.serves(kind):
+            workload = await self.kube.get_or_none(kind, spec.namespace, spec.name)
+        sets = await self.kube.list(WORKLOAD_SETS[kind], spec.namespace, labels) if workload else []
+        listed = await self.kube.list("Pod", spec.namespace, labels) if sets else []
+        bodies = pods_of(workload, sets, listed, spec.uid)
         urls = [server_url(b, admin_port(b, spec.port)) for b in bodies]
         reports = await bounded([self._report(url, audience) for url in urls])
         pods = [ServingPod(*seen) for seen in zip(bodies, urls, reports, strict=True)]

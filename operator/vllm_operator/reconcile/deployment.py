@@ -26,12 +26,20 @@ from ..config import Settings
 from ..metrics import APPLIES
 from ..model import reasons
 from ..model.autoscaling import build_hpa, build_interceptor_route, build_scaled_object
-from ..model.builders import build_all, selector_labels, service_url
+from ..model.builders import (
+    WORKLOAD_SETS,
+    all_pods_labels,
+    build_all,
+    selector_labels,
+    service_url,
+    workload_kind,
+)
 from ..model.drift import child_action, owned_by, with_digest
 from ..model.pods import (
     StartupReport,
     Trouble,
     all_serving,
+    group_workers,
     pods_of,
     server_url,
     starting,
@@ -58,15 +66,19 @@ log = logging.getLogger(__name__)
 # Kinds the operator creates and removes again when the spec stops wanting them. The model
 # cache claim is left out on purpose: turning the cache off must not delete downloaded models
 # (it goes with the VLLMDeployment, through its owner reference).
+# The workloads too: a change of spec.parallelism.nodes between 1 and more replaces one kind
+# by the other.
 PRUNABLE = (
-    "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PodMonitor",
-    "InferencePool", "ScaledObject", "HorizontalPodAutoscaler", "InterceptorRoute",
+    "Deployment", "LeaderWorkerSet", "Service", "PodDisruptionBudget", "NetworkPolicy",
+    "ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject", "HorizontalPodAutoscaler",
+    "InterceptorRoute",
 )  # fmt: skip
-# Kinds of CRDs that may be missing (the Prometheus Operator's, the Gateway API Inference
-# Extension's, KEDA's and its HTTP add-on's): neither built nor listed where the API server
-# does not serve them.
+# Kinds of CRDs that may be missing (LeaderWorkerSet's, the Prometheus Operator's, the Gateway
+# API Inference Extension's, KEDA's and its HTTP add-on's): neither built nor listed where the
+# API server does not serve them.
 OPTIONAL_KINDS = (
-    "ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject", "InterceptorRoute",
+    "LeaderWorkerSet", "ServiceMonitor", "PodMonitor", "InferencePool", "ScaledObject",
+    "InterceptorRoute",
 )  # fmt: skip
 
 
@@ -136,11 +148,26 @@ async def reconcile_deployment(
         inference_pool_available=pool_served,
         autoscalers=scaler.objects if scaler else (),
     )
+    missing = None
+    if spec.parallelism.multi_node and not await kube.serves("LeaderWorkerSet"):
+        # Nothing runs the groups: the rest (the Service, the policies) is in place for when
+        # LeaderWorkerSet is installed, which the drift check then sees.
+        wanted = [o for o in wanted if o["kind"] != "LeaderWorkerSet"]
+        missing = Condition(
+            "Degraded", True, reasons.LEADER_WORKER_SET_MISSING,
+            f"parallelism.nodes {spec.parallelism.nodes} runs each replica as a group of pods "
+            "on a LeaderWorkerSet (leaderworkerset.x-k8s.io/v1), whose CRD is not installed: "
+            "install LeaderWorkerSet (kubernetes-sigs/lws)",
+        )  # fmt: skip
     applied, in_place, conflicts, failures = await apply_children(kube, spec, wanted)
     removed = []
     if prune_children:
+        # The workload of the other kind (parallelism.nodes changed) goes only once this one is
+        # in place: not while LeaderWorkerSet is missing, or its name is someone else's.
+        workload = f"{workload_kind(spec)}/{spec.name}"
+        keep = () if workload in in_place else tuple(WORKLOAD_SETS)
         try:
-            removed = await prune(kube, spec, wanted)
+            removed = await prune(kube, spec, wanted, keep_kinds=keep)
         except ApiError as e:
             failures.append(f"pruning: {e}")
     if applied or removed:
@@ -148,7 +175,7 @@ async def reconcile_deployment(
             "reconciled %s: applied %s, pruned %s",
             spec.name, applied or "nothing", removed or "nothing",
         )  # fmt: skip
-    problem = None
+    problem = missing
     if conflicts:
         message = "; ".join(conflicts + failures)
         problem = Condition("Degraded", True, reasons.NAME_CONFLICT, message)
@@ -250,7 +277,7 @@ async def apply_children(
             action = child_action(obj, actual, spec.uid)
             if action == "conflict":
                 conflicts.append(f"{what} exists and is not controlled by this VLLMDeployment")
-                if obj["kind"] == "Deployment":
+                if obj["kind"] in WORKLOAD_SETS:
                     # Someone else's workload holds the name: no Service (or monitor) of ours
                     # may send this model's clients, and their keys, to it.
                     break
@@ -274,12 +301,17 @@ async def apply_children(
     return applied, in_place, conflicts, failures
 
 
-async def prune(kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]]) -> list[str]:
-    """Delete objects this VLLMDeployment owns but no longer wants; returns what went."""
+async def prune(
+    kube: Kube, spec: DeploymentSpec, wanted: list[dict[str, Any]], keep_kinds: Sequence[str] = ()
+) -> list[str]:
+    """Delete objects this VLLMDeployment owns but no longer wants, except of `keep_kinds`;
+    returns what went."""
     keep = {(o["kind"], o["metadata"]["name"]) for o in wanted}
     labels = {**selector_labels(spec.name), "app.kubernetes.io/managed-by": MANAGER}
     removed = []
     for kind in PRUNABLE:
+        if kind in keep_kinds:
+            continue
         if kind in OPTIONAL_KINDS and not await kube.serves(kind):
             continue
         for obj in await kube.list(kind, spec.namespace, labels):
@@ -309,13 +341,15 @@ async def _write_status(
     none when not asked)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    deployment = await kube.get_or_none("Deployment", namespace, name) if spec else None
+    deployment = None  # the workload: a Deployment, or a LeaderWorkerSet (its counts are groups)
+    if spec and (not spec.parallelism.multi_node or await kube.serves("LeaderWorkerSet")):
+        deployment = await kube.get_or_none(workload_kind(spec), namespace, name)
     if spec and deployment and not owned_by(deployment, spec.uid):
         deployment = None  # someone else's, of the same name: its replicas are not ours
     at_rest = spec is None or all_serving(deployment, spec.replicas)
-    pods = [] if at_rest else await _pods(kube, spec, deployment)
+    servers, pods = ([], []) if at_rest else await _pods(kube, spec, deployment)
     found = troubles(pods)
-    startup = await _startup_reports(spec, pods, found, admin) if spec else {}
+    startup = await _startup_reports(spec, servers, found, admin) if spec else {}
     if spec and problem is None:
         problem = pod_problem(found) or startup_problem(startup, spec.startup_timeout_seconds)
     desired = spec.replicas if spec else (body.get("spec") or {}).get("replicas", 0)
@@ -348,16 +382,21 @@ def _stale(spec: DeploymentSpec | None) -> tuple[str, ...]:
 
 
 async def _pods(
-    kube: Kube, spec: DeploymentSpec, deployment: Mapping[str, Any] | None
-) -> list[Mapping[str, Any]]:
-    """The pods of `deployment`, chosen through their owner chain (labels only narrow the
-    lists)."""
-    if deployment is None:
-        return []
-    labels = selector_labels(spec.name)
-    replica_sets = await kube.list("ReplicaSet", spec.namespace, labels)
-    pods = await kube.list("Pod", spec.namespace, labels) if replica_sets else []
-    return pods_of(deployment, replica_sets, pods, spec.uid)
+    kube: Kube, spec: DeploymentSpec, workload: Mapping[str, Any] | None
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The servers of `workload` (a Deployment's pods, a LeaderWorkerSet's leaders) and all
+    its pods (with a LeaderWorkerSet's workers, whose troubles keep a group from forming),
+    chosen through their owner chains (labels only narrow the lists)."""
+    if workload is None:
+        return [], []
+    multi_node = workload["kind"] == "LeaderWorkerSet"
+    labels = all_pods_labels(spec) if multi_node else selector_labels(spec.name)
+    sets = await kube.list(WORKLOAD_SETS[workload["kind"]], spec.namespace, labels)
+    pods = await kube.list("Pod", spec.namespace, labels) if sets else []
+    servers = pods_of(workload, sets, pods, spec.uid)
+    if not multi_node:
+        return servers, servers
+    return servers, [*servers, *group_workers(servers, sets, pods)]
 
 
 async def _startup_reports(

@@ -8,10 +8,12 @@ runs:
   `run_server_worker` pieces, with room for our hooks between them, and vLLM's log lines), the
   `Engine` facade, vLLM's app and HTTP servers. Imported by `launcher` (and so by nothing that
   runs before vLLM is imported).
-- `engine`: the engine process's startup hook, used by `engine_plugin`, which vLLM loads in
-  every process it starts (engine core and tensor-parallel workers included): it imports
-  `vllm.v1.engine.core` alone (already loaded there), not the launcher's modules, uvicorn or
-  the app.
+- `engine`: the engine process's and the workers' startup hooks, used by `engine_plugin`, which
+  vLLM loads in every process it starts (engine core and tensor-parallel workers included): it
+  imports what those processes have already loaded, not the launcher's modules, uvicorn or the
+  app.
+- `headless`: the worker role of a multi-node replica (`--headless`): vLLM's `run_headless`,
+  observed. Imported by `launcher` for that role only.
 
 This module holds the tables only and imports no vLLM (every import of `engine` or `api` runs it
 first): `VLLM_SYMBOLS` lists each vLLM symbol the package relies on, `SERVE_ARGS` each
@@ -179,11 +181,27 @@ VLLM_SYMBOLS: tuple[Symbol, ...] = (
             "waiting_lora_adapters",
         ),
     ),
+    # --- headless ---------------------------------------------------------------------------
+    # vLLM's headless node, run as is, its executor class replaced by an observing subclass.
+    Symbol("vllm.entrypoints.cli", "serve"),
+    Symbol("vllm.entrypoints.cli.serve", "run_headless", params=("args",)),
+    Symbol("vllm.entrypoints.cli.serve", "MultiprocExecutor"),
+    Symbol("vllm.v1.executor.multiproc_executor", "MultiprocExecutor", attrs=("is_failed",)),
+    Symbol(
+        "vllm.v1.executor.multiproc_executor",
+        "MultiprocExecutor.start_worker_monitor",
+        params=("inline",),
+    ),
     # --- engine -----------------------------------------------------------------------------
     # The engine process's startup steps.
     Symbol("vllm.v1.engine.core", "EngineCore", attrs=("model_executor",)),
     Symbol("vllm.v1.engine.core", "EngineCore._initialize_kv_caches", params=("vllm_config",)),
     Symbol("vllm.v1.executor", "Executor.compile_or_warm_up_model"),
+    # A worker process's startup (device and torch.distributed, then the weights).
+    Symbol("vllm.v1.worker.worker_base", "WorkerWrapperBase", attrs=("vllm_config",)),
+    Symbol("vllm.v1.worker.worker_base", "WorkerWrapperBase.init_device"),
+    Symbol("vllm.config", "ParallelConfig", attrs=("nnodes",)),
+    Symbol("vllm.config", "VllmConfig", attrs=("parallel_config",)),
 )
 
 # The `vllm serve` arguments this package reads by name (their `dest`s).
@@ -199,7 +217,12 @@ SERVE_ARGS = frozenset(
         "grpc",
         "h11_max_header_count",
         "h11_max_incomplete_event_size",
+        "data_parallel_size",
         "headless",
+        "master_addr",
+        "master_port",
+        "nnodes",
+        "node_rank",
         "host",
         "max_lora_rank",
         "middleware",
