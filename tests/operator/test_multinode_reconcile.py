@@ -1,7 +1,8 @@
 """Multi-node replicas through the real operator process against the emulated API server: a
 VLLMDeployment with parallelism.nodes 2 becomes a LeaderWorkerSet where LWS's CRD is served
 (LeaderWorkerSetMissing where it is not), scales in groups, reports its groups' pods (a worker
-the kubelet cannot start keeps its group from forming, and says so), loads adapters on each
+the kubelet cannot start keeps its group from forming, and says so; a group recreated after a
+pod failed stays Degraded across its recreations), loads adapters on each
 group's leader, and gets them back on the new leader after a worker's restart recreated the
 group (LWS's RecreateGroupOnPodRestart, stood in for by `recreate_group`). Going back to one
 node replaces the LeaderWorkerSet by a Deployment, and the other way round (not before the new
@@ -118,6 +119,49 @@ async def test_a_group_per_replica_scaled_and_reported_as_groups(kmock, kubeconf
             what="3/3 groups ready",
         )
         assert condition(kmock, "Available")["status"] == "True"
+
+
+def failed_once(ip: str) -> dict:
+    """A pod whose server exited with an error and was restarted by the kubelet, which is what
+    makes LeaderWorkerSet recreate its group."""
+    status = pod_status(ip, ready=False, restarts=1)
+    terminated = {"exitCode": 1, "reason": "Error"}
+    status["containerStatuses"][0]["lastState"] = {"terminated": terminated}
+    return status
+
+
+async def test_a_group_that_keeps_failing_is_degraded_across_its_recreations(kmock, kubeconfig):
+    """LeaderWorkerSet recreates a group at a pod's first restart: no pod ever shows a crash
+    loop, and the new group's pods start clean. The failure is reported, and stays reported
+    across recreations (counted) until every group serves."""
+    declare(kmock, lws=True)
+    async with running_operator(kmock):
+        await create(kmock, cr_path(NS), model())
+        await wait_for(lambda: exists(kmock, (LEADER_WORKER_SET, NS, "big")), what="the LWS")
+        starting = [pod_status("10.0.0.1", ready=False), failed_once("10.0.0.2")]
+        await start_group(kmock, NS, "big", 0, starting)
+        await lws_status(kmock, replicas=1, readyReplicas=0, updatedReplicas=1)
+
+        def degraded() -> tuple[str, str]:
+            found = condition(kmock, "Degraded") or {}
+            return found.get("reason", ""), found.get("message", "")
+
+        await wait_for(lambda: degraded()[0] == reasons.GROUP_RESTARTED, what="GroupRestarted")
+        assert "big-0-1" in degraded()[1] and "code 1" in degraded()[1]
+
+        # Recreated: its new pods start clean; the failure stays reported.
+        fresh = [pod_status("10.0.0.1", ready=False), pod_status("10.0.0.2", ready=False)]
+        await recreate_group(kmock, NS, "big", 0, fresh)
+        path = f"/api/v1/namespaces/{NS}/pods/big-0-1/status"
+        patch = {"status": failed_once("10.0.0.2")}
+        assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
+        await wait_for(lambda: "recreated 2 times" in degraded()[1], what="the second failure")
+        assert degraded()[0] == reasons.GROUP_RESTARTED
+
+        # Every group serves at last: the failures are history.
+        await lws_status(kmock, replicas=1, readyReplicas=1, updatedReplicas=1)
+        await patch_cr(kmock, {"spec": {"replicas": 1}}, generation=1)  # an event of the CR
+        await wait_for(lambda: degraded()[0] == reasons.AS_EXPECTED, what="Degraded cleared")
 
 
 async def test_adapters_go_to_each_leader_and_come_back_after_the_group_is_recreated(

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .builders import ADMIN_PORT_NAME
+from .builders import ADMIN_PORT_NAME, LWS_NAME_LABEL
 from .drift import owned_by
 
 
@@ -65,12 +65,15 @@ _IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", IMAGE_PULL, "InvalidImageName", "ErrImageNeverPull"}
 )
 UNSCHEDULABLE = "Unschedulable"
+# A pod of a multi-node group whose container failed: LeaderWorkerSet recreates the whole group
+# at the first restart (RecreateGroupOnPodRestart), so no crash loop ever shows on a pod.
+GROUP_RESTART = "GroupRestart"
 
 
 @dataclass(frozen=True)
 class Trouble:
-    """Why a pod cannot serve, beyond waiting: `kind` is CONFIG_ERROR, IMAGE_PULL, CRASH_LOOP or
-    UNSCHEDULABLE; `message` is the kubelet's or the scheduler's words."""
+    """Why a pod cannot serve, beyond waiting: `kind` is CONFIG_ERROR, IMAGE_PULL, CRASH_LOOP,
+    GROUP_RESTART or UNSCHEDULABLE; `message` is the kubelet's or the scheduler's words."""
 
     kind: str
     message: str
@@ -108,7 +111,14 @@ def _crash_looping(container: Mapping[str, Any]) -> bool:
 def trouble(pod: Mapping[str, Any]) -> Trouble | None:
     """What keeps `pod` from ever serving without a change (a missing Secret, an image that
     cannot be pulled, a server that keeps exiting, no node that fits), or None: it runs, starts,
-    or waits its turn (being created, pulled, scheduled), or is going away."""
+    or waits its turn (being created, pulled, scheduled), or is going away. A pod of a
+    multi-node group whose container failed and restarted is GROUP_RESTART, going away or not
+    (its group goes with it)."""
+    if LWS_NAME_LABEL in ((pod.get("metadata") or {}).get("labels") or {}):
+        for container in (pod.get("status") or {}).get("containerStatuses") or ():
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if container.get("restartCount", 0) >= 1 and last.get("exitCode", 0) != 0:
+                return Trouble(GROUP_RESTART, _crash_loop(container))
     if deleting(pod):
         return None
     if (message := config_error(pod)) is not None:

@@ -30,6 +30,7 @@ SECRET_NOT_FOUND = "SecretNotFound"  # pods the kubelet cannot start: a Secret (
 POD_CONFIG_ERROR = "PodConfigError"  # pods the kubelet cannot start for another config reason
 IMAGE_PULL_BACK_OFF = "ImagePullBackOff"  # pods whose image cannot be pulled
 CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"  # servers that keep exiting
+GROUP_RESTARTED = "GroupRestarted"  # a multi-node group recreated after a pod of it failed
 UNSCHEDULABLE = "Unschedulable"  # pods no node fits (the scheduler's words in the message)
 SERVER_FAILED = "ServerFailed"  # a server that says it died while starting
 STARTUP_TIMEOUT = "StartupTimeout"  # a server starting for longer than spec.startupTimeout

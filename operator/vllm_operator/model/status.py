@@ -14,6 +14,7 @@ from .builders import ADAPTERS_LOADED
 from .pods import (
     CONFIG_ERROR,
     CRASH_LOOP,
+    GROUP_RESTART,
     IMAGE_PULL,
     UNSCHEDULABLE,
     StartupReport,
@@ -207,6 +208,7 @@ _TROUBLES = (
     (CONFIG_ERROR, "", "cannot start"),  # its reason: pod_config_problem's
     (IMAGE_PULL, reasons.IMAGE_PULL_BACK_OFF, "cannot pull its image"),
     (CRASH_LOOP, reasons.CRASH_LOOP_BACK_OFF, "keeps failing"),
+    (GROUP_RESTART, reasons.GROUP_RESTARTED, "failed, and LeaderWorkerSet recreated its group"),
     (UNSCHEDULABLE, reasons.UNSCHEDULABLE, "cannot be scheduled"),
 )
 

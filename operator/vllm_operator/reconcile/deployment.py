@@ -36,6 +36,7 @@ from ..model.builders import (
 )
 from ..model.drift import child_action, owned_by, with_digest
 from ..model.pods import (
+    GROUP_RESTART,
     StartupReport,
     Trouble,
     all_serving,
@@ -91,6 +92,38 @@ class PodsSeen:
 
     troubles: dict[tuple[str, str], dict[str, Trouble]] = field(default_factory=dict)
     starting: set[tuple[str, str]] = field(default_factory=set)
+    # Multi-node groups recreated after a pod failed (pod name -> the pods' uids seen failing,
+    # the last trouble), kept until every group serves: the recreated group's new pods have no
+    # trouble of their own, and a server that always fails would otherwise read as starting.
+    group_failures: dict[tuple[str, str], dict[str, tuple[frozenset[str], Trouble]]] = field(
+        default_factory=dict
+    )
+
+    def with_group_failures(
+        self,
+        key: tuple[str, str],
+        pods: Sequence[Mapping[str, Any]],
+        found: dict[str, Trouble],
+        *,
+        serving: bool,
+    ) -> dict[str, Trouble]:
+        """`found` with the group failures seen since the groups last all served."""
+        if serving:
+            self.group_failures.pop(key, None)
+            return found
+        uids = {p["metadata"]["name"]: p["metadata"].get("uid", "") for p in pods}
+        kept = self.group_failures.setdefault(key, {})
+        for name, trouble in found.items():
+            if trouble.kind == GROUP_RESTART:
+                seen_uids = kept.get(name, (frozenset(), trouble))[0]
+                kept[name] = (seen_uids | {uids.get(name, "")}, trouble)
+        remembered = {
+            name: Trouble(
+                t.kind, f"{t.message}; group recreated {len(u)} times" if len(u) > 1 else t.message
+            )
+            for name, (u, t) in kept.items()
+        }
+        return {**remembered, **{n: t for n, t in found.items() if t.kind != GROUP_RESTART}}
 
     def record(self, key: tuple[str, str], troubles: dict[str, Trouble], *, starting: bool) -> None:
         self.troubles[key] = troubles
@@ -102,6 +135,7 @@ class PodsSeen:
     def forget(self, key: tuple[str, str]) -> None:
         self.troubles.pop(key, None)
         self.starting.discard(key)
+        self.group_failures.pop(key, None)
 
 
 def backoff(retry: int) -> float:
@@ -349,6 +383,8 @@ async def _write_status(
     at_rest = spec is None or all_serving(deployment, spec.replicas)
     servers, pods = ([], []) if at_rest else await _pods(kube, spec, deployment)
     found = troubles(pods)
+    if spec and spec.parallelism.multi_node and seen is not None:
+        found = seen.with_group_failures((namespace, name), pods, found, serving=at_rest)
     startup = await _startup_reports(spec, servers, found, admin) if spec else {}
     if spec and problem is None:
         problem = pod_problem(found) or startup_problem(startup, spec.startup_timeout_seconds)
