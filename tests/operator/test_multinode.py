@@ -260,9 +260,14 @@ def test_the_service_and_the_monitors_select_the_leaders_the_policies_every_pod(
     policy = built["NetworkPolicy"]["spec"]
     assert matches(policy["podSelector"]["matchLabels"], leader)
     assert matches(policy["podSelector"]["matchLabels"], worker)
-    # The group's own traffic (the rendezvous, gloo/NCCL, vLLM's queues): every port, from
-    # this deployment's pods only.
-    (group,) = [rule for rule in policy["ingress"] if "ports" not in rule]
+    # The group's own traffic (the rendezvous, gloo/NCCL, vLLM's queues): every TCP port but
+    # the served ones (their own rules stand: a pod labelled like ours gets no way round
+    # networkPolicy.from), from this deployment's pods only.
+    (group,) = [rule for rule in policy["ingress"] if len(rule["ports"]) > 1]
+    assert group["ports"] == [
+        {"protocol": "TCP", "port": 1, "endPort": 7999},
+        {"protocol": "TCP", "port": 8002, "endPort": 65535},
+    ]
     (peer,) = group["from"]
     assert matches(peer["podSelector"]["matchLabels"], worker)
     assert matches(peer["podSelector"]["matchLabels"], leader)
@@ -309,3 +314,14 @@ def test_groups_spread_with_all_their_pods():
         selector = constraint["labelSelector"]["matchLabels"]
         for other in ("leaderTemplate", "workerTemplate"):
             assert matches(selector, templates[other]["metadata"]["labels"])
+
+
+def test_the_group_rule_leaves_out_every_served_port():
+    fields = {**TWO_NODES, "port": 1024, "adminPort": 65535, "orca": {"grpcPort": 9000}}
+    policy = objects(fields)["NetworkPolicy"]["spec"]
+    (group,) = [rule for rule in policy["ingress"] if len(rule["ports"]) > 1]
+    assert group["ports"] == [
+        {"protocol": "TCP", "port": 1, "endPort": 1023},
+        {"protocol": "TCP", "port": 1025, "endPort": 8999},
+        {"protocol": "TCP", "port": 9001, "endPort": 65534},
+    ]

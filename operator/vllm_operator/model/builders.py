@@ -6,7 +6,7 @@ reconciler can apply them every time and the tests can compare them to golden fi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from copy import deepcopy
 from typing import Any
 
@@ -532,10 +532,15 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
     selector = selector_labels(spec.name)
     if spec.parallelism.multi_node:
         # A group's pods talk among themselves on ports of their choosing (torch.distributed's
-        # rendezvous on MASTER_PORT, then gloo/NCCL and vLLM's message queues): every port,
-        # from this deployment's pods only.
+        # rendezvous on MASTER_PORT, then gloo/NCCL and vLLM's message queues): every TCP port
+        # but the served ones, whose rules above stand, from this deployment's pods only.
         selector = all_pods_labels(spec)
-        ingress.append({"from": [{"podSelector": {"matchLabels": all_pods_labels(spec)}}]})
+        served = [spec.port, spec.admin_port, spec.orca.grpc_port]
+        group = {
+            "from": [{"podSelector": {"matchLabels": all_pods_labels(spec)}}],
+            "ports": _tcp_ports_but(p for p in served if p),
+        }
+        ingress.append(group)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -546,6 +551,18 @@ def build_network_policy(spec: DeploymentSpec, operator_namespace: str) -> dict[
             "ingress": ingress,
         },
     }
+
+
+def _tcp_ports_but(excluded: Iterable[int]) -> list[dict[str, Any]]:
+    """Every TCP port but `excluded`, as NetworkPolicy port ranges."""
+    ranges, start = [], 1
+    for port in sorted(set(excluded)):
+        if port > start:
+            ranges.append({"protocol": "TCP", "port": start, "endPort": port - 1})
+        start = port + 1
+    if start <= 65535:
+        ranges.append({"protocol": "TCP", "port": start, "endPort": 65535})
+    return ranges
 
 
 def build_inference_pool(spec: DeploymentSpec) -> dict[str, Any]:
