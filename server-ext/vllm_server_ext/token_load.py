@@ -38,8 +38,9 @@ So a third counter separates the two parts:
   its first token; engine timestamps, as vLLM's ``vllm:request_prefill_time_seconds``), at
   most the request's whole wait here. Added when the first token arrives.
 
-rate(waited) - rate(prefill) over rate(prefilled) is then the mean time a prompt token queued,
-the part more replicas shorten.
+rate(prefill) over rate(prefilled) is then the mean prefill time of a prompt token: where it
+alone nearly fills the target, the query lets the target give way to it rather than ask for
+replicas that cannot help.
 
 **The throughput gauge** (``prefill_rate()``, for dashboards): prefilled tokens per *measured*
 second, where measured time is wall time except that an *idle stretch* (no request in the
