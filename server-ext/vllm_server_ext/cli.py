@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import errno
+import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import NoReturn
 
 from . import SUPPORTED_VLLM
+from .download import Source, SourceError, parse_source
 from .lifecycle import INSTANCE_ID_ENV, Phase, ServerFailure, ServerState
 from .logs import configure as configure_logging
 from .logs import log
@@ -185,6 +189,12 @@ class Invocation:
     port: int
     uds: str | None
     headless: bool = False
+    # An hf:// or s3:// model, which this server downloads before vLLM starts, and the vLLM
+    # flags that say which revision, where to and under which name.
+    source: Source | None = None
+    revision: str | None = None
+    download_dir: str | None = None
+    served_names: tuple[str, ...] = ()
 
 
 def parse_command_line(argv: Sequence[str]) -> Invocation:
@@ -207,7 +217,15 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     peek.add_argument("--port", type=int, default=8000)
     peek.add_argument("--uds", default=None)
     peek.add_argument("--headless", action="store_true")
+    peek.add_argument("--model", default=None)
+    peek.add_argument("--revision", default=None)
+    peek.add_argument("--download-dir", "--download_dir", default=None)
+    peek.add_argument("--served-model-name", "--served_model_name", nargs="+", default=())
     address, _ = peek.parse_known_args(vllm_argv)
+    try:
+        source = parse_source(address.model) if address.model else None
+    except SourceError as e:
+        usage_error(f"argument --model: {e}")
     # A worker serves no API: it ignores --admin-port (`launcher.run_worker` says so).
     if options.admin_port is not None and not address.headless:
         if address.uds:
@@ -229,7 +247,16 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
                 "arguments --admin-token-public-key and --admin-token-audience go together"
             )
     return Invocation(
-        options, vllm_argv, address.host or "", address.port, address.uds, address.headless
+        options,
+        vllm_argv,
+        address.host or "",
+        address.port,
+        address.uds,
+        address.headless,
+        source,
+        address.revision,
+        address.download_dir,
+        tuple(address.served_model_name),
     )
 
 
@@ -298,6 +325,58 @@ def _interrupt_startup(*_: object) -> None:
     raise KeyboardInterrupt("terminated")
 
 
+def download_model(invocation: Invocation, source: Source, state: ServerState) -> Invocation:
+    """Fetch the model into the cache (or wait while another server does) and point vLLM at
+    the local copy, served under ORG/NAME (BUCKET/PREFIX) unless named otherwise. SIGTERM stops
+    it at once, leaving partial files to resume."""
+    from . import download
+
+    progress = state.download = download.DownloadProgress(source.uri)
+    state.model = invocation.served_names[0] if invocation.served_names else source.location
+    result: list[download.Fetched | BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(
+                download.fetch(
+                    source,
+                    revision=invocation.revision,
+                    download_dir=invocation.download_dir,
+                    progress=progress,
+                    on_wait=lambda: state.enter(Phase.WAITING_FOR_CACHE),
+                    on_fill=lambda: state.enter(Phase.DOWNLOADING),
+                )
+            )
+        except BaseException as e:  # handed to the main thread
+            result.append(e)
+
+    # In a thread, so that the main thread takes SIGTERM (`_interrupt_startup`) at once.
+    thread = threading.Thread(target=work, name="download", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        log.info("interrupted", extra={"phase": state.phase.value, "bytes": progress.bytes})
+        logging.shutdown()
+        # The download's threads would hold the interpreter's exit until their files are done.
+        os._exit(0)
+    (outcome,) = result
+    if isinstance(outcome, (download.DownloadError, download.SourceError)):
+        raise ServerFailure(str(outcome))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    log.info(
+        "model in place",
+        extra={"source": source.uri, "revision": outcome.revision, "bytes": outcome.size,
+               "fetched": progress.fetched, "path": str(outcome.path)},
+    )  # fmt: skip
+    argv = [*invocation.vllm_argv, "--model", str(outcome.path)]
+    if not invocation.served_names:
+        argv += ["--served-model-name", source.location]
+    return dataclasses.replace(invocation, vllm_argv=argv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     state = ServerState()  # the clock of every startup phase starts here
     invocation = parse_command_line(sys.argv[1:] if argv is None else argv)
@@ -323,9 +402,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     receiver = PhaseReceiver(state).start()
     os.environ[PHASE_SOCKET_ENV] = receiver.address
-    state.enter(Phase.IMPORTING)
-    log.info("importing vLLM")
     try:
+        if invocation.source is not None:
+            invocation = download_model(invocation, invocation.source, state)
+        state.enter(Phase.IMPORTING)
+        log.info("importing vLLM")
         from .launcher import run
 
         run(

@@ -13,8 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .logs import log
+
+if TYPE_CHECKING:
+    from .download import DownloadProgress
 
 # Where child processes and the middleware find the instance id (set by the launcher).
 INSTANCE_ID_ENV = "SERVER_EXT_INSTANCE_ID"
@@ -25,6 +29,9 @@ class Phase(str, enum.Enum):
     comes and goes within `loading_model`); the last four are states of a built server."""
 
     STARTING = "starting"  # process up, HTTP port bound, arguments parsed
+    # hf:// and s3:// models: another server sharing the cache is downloading the model.
+    WAITING_FOR_CACHE = "waiting_for_cache"
+    DOWNLOADING = "downloading"  # hf:// and s3:// models: fetching (or checking) the files
     IMPORTING = "importing"  # importing vLLM, torch and friends (most of a CPU start)
     LOADING_MODEL = "loading_model"  # engine config, engine process, weights
     # Multi-node replicas only, within loading_model: this node's workers wait in
@@ -41,6 +48,8 @@ class Phase(str, enum.Enum):
 
 STARTUP_PHASES = (
     Phase.STARTING,
+    Phase.WAITING_FOR_CACHE,
+    Phase.DOWNLOADING,
     Phase.IMPORTING,
     Phase.LOADING_MODEL,
     Phase.PROFILING,
@@ -77,6 +86,8 @@ class ServerState:
     error: str | None = None
     # The worker role of a multi-node replica (`--headless`): it serves no API.
     worker: bool = False
+    # The model's download (hf:// and s3:// sources), from its start on.
+    download: DownloadProgress | None = None
     # Seconds spent in each startup phase, filled as phases end.
     durations: dict[Phase, float] = field(default_factory=dict)
     _phase_started_at: float = field(default_factory=time.monotonic)
@@ -134,6 +145,8 @@ class ServerState:
             "uptime_seconds": round(time.monotonic() - self.started_at, 3),
             "startup_seconds": {k: round(v, 3) for k, v in self.startup_seconds().items()},
         }
+        if self.download is not None:
+            body["download"] = self.download.describe()
         if self.worker:
             body["role"] = "worker"
         if self.error:
@@ -174,6 +187,18 @@ class StateCollector:
             "1 when the server accepts requests (/ready is 200), else 0.",
             value=1.0 if state.ready else 0.0,
         )
+        if (download := state.download) is not None:
+            yield GaugeMetricFamily(
+                "vllm:startup_download_bytes",
+                "Bytes of the model in place so far (what the cache already held included).",
+                value=float(download.bytes),
+            )
+            if download.total is not None:
+                yield GaugeMetricFamily(
+                    "vllm:startup_download_total_bytes",
+                    "Bytes of the model to download, once known.",
+                    value=float(download.total),
+                )
         info = GaugeMetricFamily(
             "vllm:server_instance_info",
             "Identity of this server process; the instance_id changes on every start.",

@@ -1,0 +1,479 @@
+"""Model sources the server fetches itself, before vLLM is imported, with progress.
+
+`vllm-ext-serve hf://ORG/NAME` (the Hugging Face Hub) and `s3://BUCKET/PREFIX` (S3 or any
+S3-compatible store) are downloaded into the local cache in a `downloading` phase whose bytes
+done, total, rate and time left `/ready` and `/metrics` report; vLLM then loads the local copy.
+Downloads resume: the Hub's client keeps partial files, and so does the S3 fetcher here. Servers
+that share the cache (a PVC mounted by every replica) fill it once: the first takes the source's
+lock and downloads, the others wait in `waiting_for_cache`, reporting the filler's progress,
+then find the files in place. A plain path or `ORG/NAME` is vLLM's business, as with `vllm serve`.
+
+Where: the Hub's cache (`HF_HUB_CACHE`, or vLLM's `--download-dir`) for hf://, and `s3/BUCKET/
+PREFIX` under `HF_HOME` (or `--download-dir`) for s3://. S3 credentials, region and endpoint come
+from AWS's own variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+`AWS_REGION`, `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`); without credentials, anonymous.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .logs import log
+
+# The Hub's repo ids (huggingface_hub's rules, checked here before it is imported).
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}\Z")
+# S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+# Rate over the last this many seconds.
+RATE_WINDOW = 10.0
+# How often the filler of a shared cache writes its progress for the servers waiting on it.
+PROGRESS_INTERVAL = 1.0
+PARALLEL_FILES = 8
+_CHUNK = 1 << 20
+
+
+class SourceError(ValueError):
+    """A model URI this server cannot fetch (its message names what is wrong)."""
+
+
+class DownloadError(RuntimeError):
+    """A download failed for a reason retrying will not fix (its message says which)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model to download: `hf://ORG/NAME` or `s3://BUCKET[/PREFIX]`."""
+
+    uri: str
+    scheme: str
+    location: str  # ORG/NAME, or BUCKET/PREFIX
+
+    @property
+    def bucket(self) -> str:
+        return self.location.split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        return self.location.partition("/")[2]
+
+
+def parse_source(model: str) -> Source | None:
+    """The source `model` names, None for anything vLLM loads itself (a path, `ORG/NAME`);
+    `SourceError` for a malformed hf:// or s3:// URI."""
+    scheme, sep, rest = model.partition("://")
+    if not sep or scheme not in ("hf", "s3"):
+        return None
+    if scheme == "hf":
+        if not _REPO_ID.match(rest) or ".." in rest:
+            raise SourceError(f"invalid model {model!r}: expected hf://ORG/NAME")
+        return Source(model, scheme, rest)
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if not _BUCKET.match(bucket) or any(p in ("", ".", "..") for p in prefix.split("/") if prefix):
+        raise SourceError(f"invalid model {model!r}: expected s3://BUCKET/PREFIX")
+    return Source(f"s3://{bucket}/{prefix}".rstrip("/"), scheme, f"{bucket}/{prefix}".rstrip("/"))
+
+
+class DownloadProgress:
+    """How far the model's download is: bytes in place (what the cache held included; never
+    goes back), the total once known, bytes fetched by this process, the recent rate. Written
+    by the download's threads, read by the early server's."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.revision: str | None = None
+        self.total: int | None = None
+        self.fetched = 0
+        self.complete = False
+        self.filled_by: str | None = None  # another server filling the shared cache
+        self._present = 0
+        self._samples: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def start(self, total: int, present: int, revision: str | None = None) -> None:
+        with self._lock:
+            self.total, self.revision, self.filled_by = total, revision, None
+            self._set(present)
+
+    def add(self, n: int) -> None:
+        """`n` more bytes in place."""
+        with self._lock:
+            self._set(self._present + n)
+
+    def received(self, n: int) -> None:
+        """`n` more bytes fetched over the network by this process."""
+        with self._lock:
+            self.fetched += n
+
+    def finish(self) -> None:
+        with self._lock:
+            if self.total is not None:
+                self._set(self.total)
+            self.complete, self.filled_by = True, None
+
+    def mirror(self, other: dict[str, Any], filled_by: str | None) -> None:
+        """Report another server's fill of the shared cache (its `snapshot`)."""
+        with self._lock:
+            total, present = other.get("total_bytes"), other.get("bytes")
+            if isinstance(total, int) and isinstance(present, int):
+                self.total, self.revision = total, other.get("revision")
+                self._set(present)
+            self.filled_by = filled_by
+
+    @property
+    def bytes(self) -> int:
+        return self._present
+
+    def _set(self, present: int) -> None:
+        now = time.monotonic()
+        self._present = max(self._present, present)
+        self._samples.append((now, self._present))
+        while len(self._samples) > 2 and now - self._samples[1][0] > RATE_WINDOW:
+            self._samples.popleft()
+
+    def rate(self) -> float:
+        """Bytes per second over the last `RATE_WINDOW` seconds (0 without two samples)."""
+        with self._lock:
+            if self.complete or len(self._samples) < 2:
+                return 0.0
+            (t0, b0), now = self._samples[0], time.monotonic()
+            return (self._present - b0) / (now - t0) if now > t0 else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """The `download` object of `/ready`'s body."""
+        rate = self.rate()
+        with self._lock:
+            left = None if self.total is None else max(self.total - self._present, 0)
+            body: dict[str, Any] = {
+                "source": self.source,
+                "revision": self.revision,
+                "bytes": self._present,
+                "total_bytes": self.total,
+                "fetched_bytes": self.fetched,
+                "bytes_per_second": round(rate, 1),
+                "eta_seconds": round(left / rate, 1) if left is not None and rate > 0 else None,
+                "complete": self.complete,
+            }
+            if self.filled_by:
+                body["filled_by"] = self.filled_by
+            return body
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A downloaded model: where it is and what it is."""
+
+    path: Path
+    revision: str | None
+    size: int
+
+
+# --- The shared cache: one filler per source ---------------------------------------------
+
+
+class CacheFill:
+    """The right to fill the cache with one source, held by one server at a time across every
+    process that shares the cache (a POSIX lock: local filesystems and NFS alike, released by
+    the kernel when its holder dies, so a killed filler's successor resumes its download). The
+    holder publishes its progress beside the lock for the servers waiting."""
+
+    def __init__(self, root: Path, source: Source) -> None:
+        digest = hashlib.sha256(source.uri.encode()).hexdigest()[:24]
+        self.dir = root / ".vllm-ext"
+        self.lock_path = self.dir / f"{digest}.lock"
+        self.progress_path = self.dir / f"{digest}.progress.json"
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+
+    def read_progress(self) -> tuple[dict[str, Any], str | None]:
+        """The holder's last published progress and who it is ({} and None before it wrote)."""
+        try:
+            data = json.loads(self.progress_path.read_text())
+        except (OSError, ValueError):
+            return {}, None
+        if not isinstance(data, dict):
+            return {}, None
+        by = data.get("filled_by")
+        return data, by if isinstance(by, str) else None
+
+    def publish(self, progress: DownloadProgress) -> None:
+        """Write `progress` for the waiters every `PROGRESS_INTERVAL` until `release`."""
+        holder = socket.gethostname()  # the pod's name on Kubernetes
+
+        def write() -> None:
+            while True:
+                body = {**progress.describe(), "filled_by": holder}
+                tmp = self.progress_path.with_suffix(f".{os.getpid()}.tmp")
+                with contextlib.suppress(OSError):  # progress for others: never fatal
+                    tmp.write_text(json.dumps(body))
+                    os.replace(tmp, self.progress_path)
+                if self._stop.wait(PROGRESS_INTERVAL):
+                    return
+
+        self._writer = threading.Thread(target=write, name="cache-progress", daemon=True)
+        self._writer.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join()
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+
+# --- The Hub ------------------------------------------------------------------------------
+
+
+def _counting_bars(progress: DownloadProgress) -> type:
+    """huggingface_hub's progress bar class, counting into `progress` and showing nothing: its
+    snapshot download reports bytes written (resumed bytes included) on the bar it names
+    `huggingface_hub.snapshot_download` and bytes received on `....transfer`."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class CountingBar(hub_tqdm):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._counts = kwargs.get("name")
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if n and self._counts == "huggingface_hub.snapshot_download":
+                progress.add(int(n))
+            elif n and self._counts == "huggingface_hub.snapshot_download.transfer":
+                progress.received(int(n))
+            return super().update(n)
+
+    return CountingBar
+
+
+def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
+              progress: DownloadProgress) -> Fetched:  # fmt: skip
+    """The repo's snapshot at `revision` (default: main), pinned to its commit."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        DryRunError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo = source.location
+    try:
+        try:
+            plan = snapshot_download(repo, revision=revision, cache_dir=cache_dir, dry_run=True)
+        except DryRunError:  # offline (HF_HUB_OFFLINE): what the cache holds, if anything
+            path = Path(snapshot_download(repo, revision=revision, cache_dir=cache_dir))
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            progress.start(size, size, path.name)
+            progress.finish()
+            return Fetched(path, path.name, size)
+        commit = plan[0].commit_hash if plan else revision
+        total = sum(f.file_size or 0 for f in plan)
+        present = sum(f.file_size or 0 for f in plan if not f.will_download)
+        progress.start(total, present, commit)
+        log.info(
+            "downloading",
+            extra={"source": source.uri, "revision": commit, "files": len(plan),
+                   "bytes": total, "in_cache": present},
+        )  # fmt: skip
+        path = snapshot_download(
+            repo,
+            revision=commit,
+            cache_dir=cache_dir,
+            tqdm_class=_counting_bars(progress),
+            max_workers=PARALLEL_FILES,
+        )
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
+        raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
+    except LocalEntryNotFoundError as e:
+        raise DownloadError(f"{source.uri}: not in the cache and the Hub is out of reach "
+                            f"({_first_line(e)})") from None  # fmt: skip
+    progress.finish()
+    return Fetched(Path(path), commit, total)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+_DONE = ".vllm-ext-complete.json"  # object name -> ETag of each file in place
+_PARTIAL = ".incomplete"
+
+
+def s3_client() -> Any:
+    """A MinIO client for the endpoint, region and credentials of AWS's variables."""
+    from minio import Minio
+    from minio.credentials import EnvAWSProvider, IamAwsProvider
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if endpoint:
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise SourceError(f"invalid S3 endpoint {endpoint!r}: expected http(s)://HOST[:PORT]")
+        host, secure = url.netloc, url.scheme == "https"
+    else:
+        host, secure = "s3.amazonaws.com", True
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        credentials: Any = EnvAWSProvider()
+    elif os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):  # IAM roles for service accounts
+        credentials = IamAwsProvider()
+    else:
+        credentials = None  # anonymous: a public bucket
+    return Minio(host, secure=secure, region=region, credentials=credentials)
+
+
+def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any = None) -> Fetched:
+    """Every object under the prefix, into `dest` (the prefix's layout), resuming partial files
+    (ranged reads of the same ETag) and skipping those already in place."""
+    from minio.error import S3Error
+
+    client = client or s3_client()
+    bucket, prefix = source.bucket, source.prefix
+    try:
+        objects = client.list_objects(bucket, prefix=f"{prefix}/" if prefix else None,
+                                      recursive=True)  # fmt: skip
+        listing = [o for o in objects if not o.is_dir]
+    except S3Error as e:
+        raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
+    if not listing:
+        raise DownloadError(f"{source.uri}: no objects under this prefix")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    done_path = dest / _DONE
+    try:
+        done: dict[str, str] = json.loads(done_path.read_text())
+    except (OSError, ValueError):
+        done = {}
+    plan: list[tuple[Any, Path]] = []
+    total = present = 0
+    for obj in listing:
+        target = (dest / obj.object_name[len(prefix) :].lstrip("/")).resolve()
+        if not target.is_relative_to(root) or target == root:  # `..` in a key: never outside
+            raise DownloadError(f"{source.uri}: object {obj.object_name!r} leaves the prefix")
+        total += obj.size
+        if done.get(obj.object_name) == obj.etag and target.is_file():
+            present += obj.size
+            continue
+        partial = target.with_name(target.name + _PARTIAL)
+        present += min(partial.stat().st_size, obj.size) if partial.is_file() else 0
+        plan.append((obj, target))
+    progress.start(total, present)
+    log.info(
+        "downloading",
+        extra={"source": source.uri, "files": len(listing), "bytes": total, "in_cache": present},
+    )
+    done_lock = threading.Lock()
+
+    def fetch(item: tuple[Any, Path]) -> None:
+        obj, target = item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + _PARTIAL)
+        have = partial.stat().st_size if partial.is_file() else 0
+        if have > obj.size:  # not this object's bytes
+            partial.unlink()
+            have = 0
+        if have < obj.size:
+            # A changed object (another ETag) answers 412: its partial bytes are not its own.
+            response = client.get_object(bucket, obj.object_name, offset=have,
+                                         request_headers={"If-Match": obj.etag})  # fmt: skip
+            try:
+                with partial.open("ab") as out:
+                    for chunk in response.stream(_CHUNK):
+                        out.write(chunk)
+                        progress.add(len(chunk))
+                        progress.received(len(chunk))
+            finally:
+                response.close()
+                response.release_conn()
+        if partial.stat().st_size != obj.size:
+            raise DownloadError(f"{source.uri}: {obj.object_name} is incomplete; retry")
+        os.replace(partial, target)
+        with done_lock:
+            done[obj.object_name] = obj.etag
+            tmp = done_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done))
+            os.replace(tmp, done_path)
+
+    try:
+        with ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="s3") as pool:
+            for _ in pool.map(fetch, plan):
+                pass
+    except S3Error as e:
+        raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
+    progress.finish()
+    return Fetched(dest, None, total)
+
+
+# --- Both ---------------------------------------------------------------------------------
+
+
+def cache_root(source: Source, download_dir: str | None) -> Path:
+    """Where `source` goes: the Hub's cache, or `s3/` under HF_HOME; `--download-dir` for both."""
+    from huggingface_hub import constants
+
+    if source.scheme == "hf":
+        return Path(download_dir or constants.HF_HUB_CACHE)
+    return Path(download_dir or constants.HF_HOME) / "s3"
+
+
+def fetch(
+    source: Source,
+    *,
+    revision: str | None,
+    download_dir: str | None,
+    progress: DownloadProgress,
+    on_wait: Callable[[], None],
+    on_fill: Callable[[], None],
+) -> Fetched:
+    """Download `source` once per cache: `on_wait` when another server is filling it (this one
+    then reports that fill until it ends), `on_fill` when this one fetches (or checks) it."""
+    root = cache_root(source, download_dir)
+    fill = CacheFill(root, source)
+    try:
+        if not fill.try_acquire():
+            on_wait()
+            log.info("waiting for another server to fill the cache", extra={"source": source.uri})
+            while not fill.try_acquire():
+                progress.mirror(*fill.read_progress())
+                time.sleep(PROGRESS_INTERVAL / 2)
+        on_fill()
+        fill.publish(progress)
+        if source.scheme == "hf":
+            return fetch_hub(source, revision, download_dir, progress)
+        return fetch_s3(source, root / source.location, progress)
+    finally:
+        fill.release()
