@@ -3,7 +3,7 @@
 `vllm-ext-serve hf://ORG/NAME` (the Hugging Face Hub) and `s3://BUCKET/PREFIX` (S3 or any
 S3-compatible store) are downloaded into the local cache in a `downloading` phase whose bytes
 done, total, rate and time left `/ready` and `/metrics` report; vLLM then loads the local copy.
-Downloads resume: the Hub's client keeps partial files, and so does the S3 fetcher here. Servers
+Downloads resume: partial files are kept and continued with ranged requests by the next start. Servers
 that share the cache (a PVC mounted by every replica) fill it once: the first takes the source's
 lock and downloads, the others wait in `waiting_for_cache`, reporting the filler's progress,
 then find the files in place. A plain path or `ORG/NAME` is vLLM's business, as with `vllm serve`.
@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ RATE_WINDOW = 10.0
 # How often the filler of a shared cache writes its progress for the servers waiting on it.
 PROGRESS_INTERVAL = 1.0
 PARALLEL_FILES = 8
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # S3 reads: what a killed download loses at most, per file
 
 
 class SourceError(ValueError):
@@ -142,6 +142,8 @@ class DownloadProgress:
 
     def _set(self, present: int) -> None:
         now = time.monotonic()
+        if self.total is not None:  # a file fetched again from its start counts once
+            present = min(present, self.total)
         self._present = max(self._present, present)
         self._samples.append((now, self._present))
         while len(self._samples) > 2 and now - self._samples[1][0] > RATE_WINDOW:
@@ -253,42 +255,33 @@ class CacheFill:
 
 # --- The Hub ------------------------------------------------------------------------------
 
-
-def _counting_bars(progress: DownloadProgress) -> type:
-    """huggingface_hub's progress bar class, counting into `progress` and showing nothing: its
-    snapshot download reports bytes written (resumed bytes included) on the bar it names
-    `huggingface_hub.snapshot_download` and bytes received on `....transfer`."""
-    from huggingface_hub.utils import tqdm as hub_tqdm
-
-    class CountingBar(hub_tqdm):  # type: ignore[misc,valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._counts = kwargs.get("name")
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            if n and self._counts == "huggingface_hub.snapshot_download":
-                progress.add(int(n))
-            elif n and self._counts == "huggingface_hub.snapshot_download.transfer":
-                progress.received(int(n))
-            return super().update(n)
-
-    return CountingBar
+# Partial blobs keep this name (the per-source lock keeps other servers of this cache off them),
+# so a restarted server resumes them: huggingface_hub's own downloads start over in a new file
+# of each process's.
+_HUB_PARTIAL = ".vllm-ext.incomplete"
+RETRIES = 5  # per file, resuming, on a dropped connection or a failing Hub (1, 2, 4, 8, 16 s)
 
 
 def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
               progress: DownloadProgress) -> Fetched:  # fmt: skip
-    """The repo's snapshot at `revision` (default: main), pinned to its commit."""
-    from huggingface_hub import snapshot_download
+    """The repo's snapshot at `revision` (default: main), pinned to its commit, in the Hub's
+    cache layout: huggingface_hub plans it (commit, files, sizes, what the cache holds) and lays
+    out the snapshot; the blobs it lacks are fetched here, resumably, with ranged requests."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         DryRunError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+    from huggingface_hub.file_download import repo_folder_name
 
     repo = source.location
+    blobs = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=repo, repo_type="model"
+    ) / "blobs"  # fmt: skip
     try:
         try:
             plan = snapshot_download(repo, revision=revision, cache_dir=cache_dir, dry_run=True)
@@ -300,27 +293,78 @@ def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
             return Fetched(path, path.name, size)
         commit = plan[0].commit_hash if plan else revision
         total = sum(f.file_size or 0 for f in plan)
-        present = sum(f.file_size or 0 for f in plan if not f.will_download)
-        progress.start(total, present, commit)
+        missing = [f.filename for f in plan if f.will_download]
+        progress.start(total, total - sum(f.file_size or 0 for f in plan if f.will_download),
+                       commit)  # fmt: skip
         log.info(
             "downloading",
             extra={"source": source.uri, "revision": commit, "files": len(plan),
-                   "bytes": total, "in_cache": present},
+                   "bytes": total, "missing_files": len(missing)},
         )  # fmt: skip
-        path = snapshot_download(
-            repo,
-            revision=commit,
-            cache_dir=cache_dir,
-            tqdm_class=_counting_bars(progress),
-            max_workers=PARALLEL_FILES,
-        )
+        with ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="hub") as pool:
+            for _ in pool.map(lambda name: _fetch_blob(repo, name, commit, blobs, progress),
+                              missing):  # fmt: skip
+                pass
+        # Every blob is in place: this lays out the snapshot (links, refs) and fetches nothing.
+        path = snapshot_download(repo, revision=commit, cache_dir=cache_dir)
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
         raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
     except LocalEntryNotFoundError as e:
         raise DownloadError(f"{source.uri}: not in the cache and the Hub is out of reach "
                             f"({_first_line(e)})") from None  # fmt: skip
+    except HfHubHTTPError as e:  # refused, or failing
+        raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
     progress.finish()
     return Fetched(Path(path), commit, total)
+
+
+def _fetch_blob(repo: str, filename: str, commit: str, blobs: Path,
+                progress: DownloadProgress) -> None:  # fmt: skip
+    """One file of the repo into the cache's blobs (named by its ETag, as huggingface_hub names
+    them), resuming a partial one; retried, resuming, when the connection drops."""
+    import httpx2
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=commit))
+    blob = blobs / str(meta.etag)
+    if blob.exists():  # another revision's file of the same content
+        progress.add(meta.size or 0)
+        return
+    blobs.mkdir(parents=True, exist_ok=True)
+    partial = blob.with_name(blob.name + _HUB_PARTIAL)
+    have = partial.stat().st_size if partial.exists() else 0
+    if meta.size is not None and have > meta.size:
+        partial.unlink()
+        have = 0
+    progress.add(have)
+    for attempt in range(RETRIES + 1):
+        headers = build_hf_headers()
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with get_session().stream("GET", meta.location, headers=headers,
+                                      follow_redirects=True) as response:  # fmt: skip
+                hf_raise_for_status(response)
+                mode = "ab" if have and response.status_code == 206 else "wb"
+                with partial.open(mode) as out:
+                    for chunk in response.iter_bytes():  # as they come: fine-grained progress
+                        out.write(chunk)
+                        have = out.tell()
+                        progress.add(len(chunk))
+                        progress.received(len(chunk))
+            break
+        except (httpx2.TransportError, HfHubHTTPError) as e:
+            status = getattr(getattr(e, "response", None), "status_code", 500)
+            if attempt == RETRIES or status < 500:
+                raise
+            where = {"file": filename, "bytes": have, "error": _first_line(e)}
+            log.warning("download interrupted; resuming", extra=where)
+            time.sleep(2**attempt)
+    if meta.size is not None and have != meta.size:
+        raise DownloadError(f"hf://{repo}: {filename}: got {have} bytes of {meta.size}")
+    os.replace(partial, blob)
 
 
 def _first_line(e: BaseException) -> str:
@@ -356,19 +400,29 @@ def s3_client() -> Any:
     return Minio(host, secure=secure, region=region, credentials=credentials)
 
 
+@contextlib.contextmanager
+def _s3_failures(source: Source) -> Iterator[None]:
+    """The store's refusals and an unreachable endpoint as `DownloadError`s, in one line."""
+    from minio.error import MinioException, S3Error
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except S3Error as e:
+        raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
+    except (MinioException, HTTPError) as e:
+        raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
+
+
 def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any = None) -> Fetched:
     """Every object under the prefix, into `dest` (the prefix's layout), resuming partial files
     (ranged reads of the same ETag) and skipping those already in place."""
-    from minio.error import S3Error
-
     client = client or s3_client()
     bucket, prefix = source.bucket, source.prefix
-    try:
+    with _s3_failures(source):
         objects = client.list_objects(bucket, prefix=f"{prefix}/" if prefix else None,
                                       recursive=True)  # fmt: skip
         listing = [o for o in objects if not o.is_dir]
-    except S3Error as e:
-        raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
     if not listing:
         raise DownloadError(f"{source.uri}: no objects under this prefix")
     dest.mkdir(parents=True, exist_ok=True)
@@ -428,12 +482,9 @@ def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any
             tmp.write_text(json.dumps(done))
             os.replace(tmp, done_path)
 
-    try:
-        with ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="s3") as pool:
-            for _ in pool.map(fetch, plan):
-                pass
-    except S3Error as e:
-        raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
+    with _s3_failures(source), ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="s3") as pool:
+        for _ in pool.map(fetch, plan):
+            pass
     progress.finish()
     return Fetched(dest, None, total)
 
