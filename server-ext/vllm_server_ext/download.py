@@ -3,10 +3,11 @@
 `vllm-ext-serve hf://ORG/NAME` (the Hugging Face Hub) and `s3://BUCKET/PREFIX` (S3 or any
 S3-compatible store) are downloaded into the local cache in a `downloading` phase whose bytes
 done, total, rate and time left `/ready` and `/metrics` report; vLLM then loads the local copy.
-Downloads resume: partial files are kept and continued with ranged requests by the next start. Servers
-that share the cache (a PVC mounted by every replica) fill it once: the first takes the source's
-lock and downloads, the others wait in `waiting_for_cache`, reporting the filler's progress,
-then find the files in place. A plain path or `ORG/NAME` is vLLM's business, as with `vllm serve`.
+Downloads resume: partial files are kept and continued with ranged requests by the next start.
+Servers that share the cache (a PVC mounted by every replica) fill it once: the first takes the
+source's lock and downloads, the others wait in `waiting_for_cache`, reporting the filler's
+progress, then find the files in place. A plain path or `ORG/NAME` is vLLM's business, as with
+`vllm serve`.
 
 Where: the Hub's cache (`HF_HUB_CACHE`, or vLLM's `--download-dir`) for hf://, and `s3/BUCKET/
 PREFIX` under `HF_HOME` (or `--download-dir`) for s3://. S3 credentials, region and endpoint come
@@ -259,6 +260,7 @@ class CacheFill:
 # so a restarted server resumes them: huggingface_hub's own downloads start over in a new file
 # of each process's.
 _HUB_PARTIAL = ".vllm-ext.incomplete"
+_BLOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 RETRIES = 5  # per file, resuming, on a dropped connection or a failing Hub (1, 2, 4, 8, 16 s)
 
 
@@ -328,6 +330,9 @@ def _fetch_blob(repo: str, filename: str, commit: str, blobs: Path,
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=commit))
+    # The blob's name comes from the Hub (or whatever HF_ENDPOINT names): one plain file name.
+    if not _BLOB_NAME.match(str(meta.etag)) or ".." in str(meta.etag):
+        raise DownloadError(f"hf://{repo}: {filename}: unusable ETag {str(meta.etag)[:80]!r}")
     blob = blobs / str(meta.etag)
     if blob.exists():  # another revision's file of the same content
         progress.add(meta.size or 0)
