@@ -1,6 +1,8 @@
-"""Startup and liveness: stock vLLM vs `vllm-ext-serve`, same tiny model, interleaved runs.
+"""Startup and liveness: stock vLLM vs `vllm-ext-serve`, same tiny model, interleaved runs;
+then cold starts of N replicas from hf://, with and without a shared model cache.
 
-    python bench/startup.py [--runs 3] [--health-probes 300]
+    python bench/startup.py [--runs 3] [--health-probes 300] [--replicas 2] [--link-rate B/s]
+                            [--only startup|cold-start]
 
 Per run, from exec: time to the first `/health` 200, time to ready (stock: the first `/health`
 200, since that is when it serves; ours: the first `/ready` 200) and peak RSS of the process tree
@@ -12,6 +14,17 @@ document with the medians, the ratios and the targets:
   early server, the phases and the extra routes cost before the model serves);
 - liveness: ours <= 1 s;
 - /health p99 under saturation <= 50 ms.
+
+Cold start (`cold_start`): N `vllm-ext-serve` replicas of `hf://ORG/NAME` started together, the
+Hub a local stand-in (`vllm_testkit.hub_standin`, a test double) behind one link of
+`--link-rate` bytes/s that all of them share, as pods share a node's or a cluster's uplink:
+- `no_cache`: each replica its own cache (an emptyDir per pod), so each downloads the model;
+- `shared_cache_cold`: one cache for all (the model cache PVC), empty: one downloads, the others
+  wait in `waiting_for_cache`;
+- `shared_cache_warm`: the same cache, filled: a restart or a scale-out fetches nothing.
+Per scenario: bytes the Hub sent, seconds until every replica has its files (past the download
+phases) and until every replica is ready. Goals: the shared cache fetches the model once
+(bytes = its size) where no cache fetches it N times, and nothing when warm.
 
 How much sooner ours is live than stock is reported as information, not as a goal: stock vLLM
 has no early liveness (its `/health` first answers when it is ready), so the ratio is stock's
@@ -36,7 +49,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from vllm_testkit.servers import free_port
+from vllm_testkit.hub_standin import HubStandIn
+from vllm_testkit.servers import ServerProcess, free_port
 from vllm_testkit.tiny_model import CPU_ARGS, generate_model
 
 STOCK = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model"]
@@ -144,14 +158,112 @@ async def health_under_saturation(url: str, probes: int, model: str) -> dict[str
     }
 
 
+COLD_REPO = "bench/tiny-llama"
+DOWNLOAD_PHASES = ("starting", "waiting_for_cache", "downloading")
+
+
+def cold_start_scenario(
+    hub: HubStandIn, replicas: int, homes: list[Path], work: Path
+) -> dict[str, object]:
+    """Start `replicas` servers of hf://COLD_REPO at once, the i-th with its cache at `homes[i]`;
+    wait until every one is ready; what the Hub sent and how long it all took."""
+    sent_before = hub.body_bytes
+    servers = []
+    for i, home in enumerate(homes):
+        argv = [sys.executable, "-m", "vllm_server_ext", f"hf://{COLD_REPO}", *CPU_ARGS]
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(home)}
+        servers.append(ServerProcess(argv, work / f"cold-{home.name}-{i}.log", env=env))
+    t0 = time.monotonic()
+    for server in servers:
+        server.start()
+    files_in_place: dict[int, float] = {}
+    ready: dict[int, float] = {}
+    bodies: dict[int, dict] = {}
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            while len(ready) < replicas:
+                if time.monotonic() - t0 > 900:
+                    raise RuntimeError(f"cold start: not ready after 900 s; see {work}")
+                for i, server in enumerate(servers):
+                    if i in ready:
+                        continue
+                    if server.proc is not None and server.proc.poll() is not None:
+                        raise RuntimeError(f"cold start: a server exited; see {server.log_path}")
+                    try:
+                        response = client.get(f"{server.url}/ready")
+                        body = response.json()
+                    except (httpx.TransportError, ValueError):
+                        continue
+                    bodies[i] = body
+                    if body.get("phase") not in DOWNLOAD_PHASES:
+                        files_in_place.setdefault(i, time.monotonic() - t0)
+                    if response.status_code == 200:
+                        ready[i] = time.monotonic() - t0
+                time.sleep(0.1)
+    finally:
+        for server in servers:
+            server.stop()
+    return {
+        "replicas": replicas,
+        "bytes_fetched": hub.body_bytes - sent_before,
+        "files_in_place_s": round(max(files_in_place.values()), 2),
+        "all_ready_s": round(max(ready.values()), 2),
+        "per_replica": [
+            {
+                "fetched_bytes": bodies[i]["download"]["fetched_bytes"],
+                "waiting_for_cache_s": round(
+                    bodies[i]["startup_seconds"].get("waiting_for_cache", 0.0), 2
+                ),
+                "downloading_s": round(bodies[i]["startup_seconds"].get("downloading", 0.0), 2),
+                "ready_s": round(ready[i], 2),
+            }
+            for i in range(replicas)
+        ],
+    }
+
+
+def cold_start(model: Path, work: Path, replicas: int, link_rate: float) -> dict[str, object]:
+    """The three scenarios, one after the other, over one Hub stand-in and one link."""
+    size = sum(f.stat().st_size for f in model.iterdir() if f.is_file())
+    results: dict[str, object] = {"model_bytes": size, "link_rate_bytes_per_s": link_rate}
+    with HubStandIn(rate=link_rate) as hub:
+        hub.add_repo(COLD_REPO, model)
+        shared = work / "shared-cache"
+        for name, homes in (
+            ("no_cache", [work / f"own-cache-{i}" for i in range(replicas)]),
+            ("shared_cache_cold", [shared] * replicas),
+            ("shared_cache_warm", [shared] * replicas),
+        ):
+            results[name] = cold_start_scenario(hub, replicas, homes, work)
+            print(f"cold start {name}: {json.dumps(results[name])}", file=sys.stderr)
+    no_cache, cold, warm = (results[k] for k in ("no_cache", "shared_cache_cold",
+                                                 "shared_cache_warm"))  # fmt: skip
+    results["targets_met"] = {
+        "no_cache_fetches_n_times": no_cache["bytes_fetched"] == replicas * size,  # type: ignore[index]
+        "shared_cache_fetches_once": cold["bytes_fetched"] == size,  # type: ignore[index]
+        "warm_cache_fetches_nothing": warm["bytes_fetched"] == 0,  # type: ignore[index]
+    }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--health-probes", type=int, default=300)
+    parser.add_argument("--replicas", type=int, default=2, help="cold start: replicas at once")
+    parser.add_argument(
+        "--link-rate", type=float, default=250_000,
+        help="cold start: bytes/s of the link every replica shares to the Hub stand-in",
+    )  # fmt: skip
+    parser.add_argument("--only", choices=("startup", "cold-start"), default=None)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     model = generate_model(work / "tiny-llama")
+    if args.only == "cold-start":
+        print(json.dumps({"cold_start": cold_start(model, work, args.replicas, args.link_rate)},
+                         indent=2))  # fmt: skip
+        return
     runs: dict[str, list[dict[str, float]]] = {"stock": [], "ext": []}
     for i in range(args.runs):
         for kind in ("stock", "ext"):  # interleaved: machine noise hits both alike
@@ -176,7 +288,10 @@ def main() -> None:
             server.stop()
         print(f"saturation {kind}: {json.dumps(saturation[kind])}", file=sys.stderr)
 
-    print(json.dumps(summarize(runs, saturation), indent=2))
+    summary = summarize(runs, saturation)
+    if args.only is None:
+        summary["cold_start"] = cold_start(model, work, args.replicas, args.link_rate)
+    print(json.dumps(summary, indent=2))
 
 
 def summarize(

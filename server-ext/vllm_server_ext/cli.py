@@ -221,11 +221,21 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     peek.add_argument("--revision", default=None)
     peek.add_argument("--download-dir", "--download_dir", default=None)
     peek.add_argument("--served-model-name", "--served_model_name", nargs="+", default=())
+    peek.add_argument("--config", default=None)
     address, _ = peek.parse_known_args(vllm_argv)
     try:
         source = parse_source(address.model) if address.model else None
     except SourceError as e:
         usage_error(f"argument --model: {e}")
+    if source and address.config:
+        # The download happens before vLLM reads the file, which could name another revision
+        # or served name.
+        usage_error(
+            f"argument --config: not supported with a {source.scheme}:// model (give "
+            "--revision, --served-model-name and --download-dir on the command line)"
+        )
+    if source and source.scheme == "s3" and address.revision:
+        usage_error("argument --revision: not supported with an s3:// model (a prefix has none)")
     # A worker serves no API: it ignores --admin-port (`launcher.run_worker` says so).
     if options.admin_port is not None and not address.headless:
         if address.uds:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ from .logs import log
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}\Z")
 # S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_COMMIT = re.compile(r"[0-9a-f]{40}\Z")
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")  # a host name: a pod's name
+_MAX_PROGRESS_FILE = 64 * 1024
 # Rate over the last this many seconds.
 RATE_WINDOW = 10.0
 # How often the filler of a shared cache writes its progress for the servers waiting on it.
@@ -108,9 +112,12 @@ class DownloadProgress:
         self._lock = threading.Lock()
 
     def start(self, total: int, present: int, revision: str | None = None) -> None:
+        """This server's own plan: what it mirrored of another's fill until now is replaced."""
         with self._lock:
             self.total, self.revision, self.filled_by = total, revision, None
-            self._set(present)
+            self._present = min(present, total)
+            self._samples.clear()
+            self._set(self._present)
 
     def add(self, n: int) -> None:
         """`n` more bytes in place."""
@@ -129,7 +136,8 @@ class DownloadProgress:
             self.complete, self.filled_by = True, None
 
     def mirror(self, other: dict[str, Any], filled_by: str | None) -> None:
-        """Report another server's fill of the shared cache (its `snapshot`)."""
+        """Report another server's fill of the shared cache (what `CacheFill.read_progress`
+        read and checked)."""
         with self._lock:
             total, present = other.get("total_bytes"), other.get("bytes")
             if isinstance(total, int) and isinstance(present, int):
@@ -143,9 +151,9 @@ class DownloadProgress:
 
     def _set(self, present: int) -> None:
         now = time.monotonic()
-        if self.total is not None:  # a file fetched again from its start counts once
-            present = min(present, self.total)
         self._present = max(self._present, present)
+        if self.total is not None:
+            self._present = min(self._present, self.total)
         self._samples.append((now, self._present))
         while len(self._samples) > 2 and now - self._samples[1][0] > RATE_WINDOW:
             self._samples.popleft()
@@ -202,13 +210,25 @@ class CacheFill:
         self.lock_path = self.dir / f"{digest}.lock"
         self.progress_path = self.dir / f"{digest}.progress.json"
         self._fd: int | None = None
+        self.read_only = False
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
 
     def try_acquire(self) -> bool:
+        """Whether this server holds the fill now; always, on a cache it cannot write to (a
+        filled read-only volume: nothing to fill, nobody to wait for)."""
+        if self.read_only:
+            return True
         if self._fd is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise
+                log.info("the cache is read-only: no fill lock", extra={"dir": str(self.dir)})
+                self.read_only = True
+                return True
         try:
             fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -218,18 +238,30 @@ class CacheFill:
         return True
 
     def read_progress(self) -> tuple[dict[str, Any], str | None]:
-        """The holder's last published progress and who it is ({} and None before it wrote)."""
+        """The holder's last published progress and who it is ({} and None before it wrote, or
+        for anything else: another writer of the shared volume is not trusted)."""
         try:
-            data = json.loads(self.progress_path.read_text())
-        except (OSError, ValueError):
+            with self.progress_path.open("rb") as f:
+                data = json.loads(f.read(_MAX_PROGRESS_FILE))
+        except Exception:  # unreadable, not JSON, nested too deep: not written (yet)
             return {}, None
         if not isinstance(data, dict):
             return {}, None
-        by = data.get("filled_by")
-        return data, by if isinstance(by, str) else None
+        sizes = [data.get("bytes"), data.get("total_bytes")]
+        if not all(type(n) is int and 0 <= n < 2**63 for n in sizes):
+            return {}, None
+        revision, by = data.get("revision"), data.get("filled_by")
+        checked = {
+            "bytes": sizes[0],
+            "total_bytes": sizes[1],
+            "revision": revision if isinstance(revision, str) and _COMMIT.match(revision) else None,
+        }
+        return checked, by if isinstance(by, str) and _HOST.match(by) else None
 
     def publish(self, progress: DownloadProgress) -> None:
         """Write `progress` for the waiters every `PROGRESS_INTERVAL` until `release`."""
+        if self.read_only:
+            return
         holder = socket.gethostname()  # the pod's name on Kubernetes
 
         def write() -> None:
@@ -261,7 +293,12 @@ class CacheFill:
 # of each process's.
 _HUB_PARTIAL = ".vllm-ext.incomplete"
 _BLOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")  # an LFS file's ETag: its content's digest
 RETRIES = 5  # per file, resuming, on a dropped connection or a failing Hub (1, 2, 4, 8, 16 s)
+
+
+class _Stopped(Exception):
+    """Another file's download failed: this one stops (its partial file kept)."""
 
 
 def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
@@ -269,7 +306,8 @@ def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
     """The repo's snapshot at `revision` (default: main), pinned to its commit, in the Hub's
     cache layout: huggingface_hub plans it (commit, files, sizes, what the cache holds) and lays
     out the snapshot; the blobs it lacks are fetched here, resumably, with ranged requests."""
-    from huggingface_hub import constants, snapshot_download
+    import httpx2
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, snapshot_download
     from huggingface_hub.errors import (
         DryRunError,
         GatedRepoError,
@@ -296,17 +334,30 @@ def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
         commit = plan[0].commit_hash if plan else revision
         total = sum(f.file_size or 0 for f in plan)
         missing = [f.filename for f in plan if f.will_download]
-        progress.start(total, total - sum(f.file_size or 0 for f in plan if f.will_download),
-                       commit)  # fmt: skip
+        # One blob per content: files of the same content (an ETag) are fetched once.
+        metas = _all_or_nothing(
+            lambda name, stop: get_hf_file_metadata(hf_hub_url(repo, name, revision=commit)),
+            missing, "hub-head",
+        )  # fmt: skip
+        blobs_wanted = {}
+        for name, meta in zip(missing, metas, strict=True):
+            # The ETag names the blob in the cache: one plain file name, nothing else.
+            if not _BLOB_NAME.match(meta.etag or "") or ".." in meta.etag:
+                raise DownloadError(f"{name}: unusable ETag {str(meta.etag)[:80]!r}")
+            blobs_wanted.setdefault(meta.etag, (name, meta))
+        partial = sum(_partial_size(blobs, etag, meta.size) for etag, (_, meta) in
+                      blobs_wanted.items())  # fmt: skip
+        present = total - sum(f.file_size or 0 for f in plan if f.will_download) + partial
+        progress.start(total, present, commit)
         log.info(
             "downloading",
-            extra={"source": source.uri, "revision": commit, "files": len(plan),
-                   "bytes": total, "missing_files": len(missing)},
+            extra={"source": source.uri, "revision": commit, "files": len(plan), "bytes": total,
+                   "missing_files": len(missing), "in_place": present},
         )  # fmt: skip
-        with ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="hub") as pool:
-            for _ in pool.map(lambda name: _fetch_blob(repo, name, commit, blobs, progress),
-                              missing):  # fmt: skip
-                pass
+        _all_or_nothing(
+            lambda item, stop: _fetch_blob(item[0], item[1], blobs, progress, stop),
+            list(blobs_wanted.values()), "hub",
+        )  # fmt: skip
         # Every blob is in place: this lays out the snapshot (links, refs) and fetches nothing.
         path = snapshot_download(repo, revision=commit, cache_dir=cache_dir)
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
@@ -314,62 +365,115 @@ def fetch_hub(source: Source, revision: str | None, cache_dir: str | None,
     except LocalEntryNotFoundError as e:
         raise DownloadError(f"{source.uri}: not in the cache and the Hub is out of reach "
                             f"({_first_line(e)})") from None  # fmt: skip
-    except HfHubHTTPError as e:  # refused, or failing
+    except (HfHubHTTPError, httpx2.TransportError, DownloadError) as e:  # refused, failing, ...
         raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
     progress.finish()
     return Fetched(Path(path), commit, total)
 
 
-def _fetch_blob(repo: str, filename: str, commit: str, blobs: Path,
-                progress: DownloadProgress) -> None:  # fmt: skip
+def _partial_size(blobs: Path, etag: str, size: int | None) -> int:
+    partial = blobs / (etag + _HUB_PARTIAL)
+    have = partial.stat().st_size if partial.is_file() else 0
+    return have if size is None or have <= size else 0
+
+
+def _fetch_blob(filename: str, meta: Any, blobs: Path, progress: DownloadProgress,
+                stop: threading.Event) -> None:  # fmt: skip
     """One file of the repo into the cache's blobs (named by its ETag, as huggingface_hub names
-    them), resuming a partial one; retried, resuming, when the connection drops."""
+    them), resuming its partial file; retried, resuming, when the connection drops or the Hub
+    fails; an LFS file's content checked against its SHA-256."""
     import httpx2
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=commit))
-    # The blob's name comes from the Hub (or whatever HF_ENDPOINT names): one plain file name.
-    if not _BLOB_NAME.match(str(meta.etag)) or ".." in str(meta.etag):
-        raise DownloadError(f"hf://{repo}: {filename}: unusable ETag {str(meta.etag)[:80]!r}")
-    blob = blobs / str(meta.etag)
-    if blob.exists():  # another revision's file of the same content
-        progress.add(meta.size or 0)
+    blob, size = blobs / meta.etag, meta.size
+    if blob.exists():  # in place meanwhile (another revision's file of the same content)
         return
     blobs.mkdir(parents=True, exist_ok=True)
     partial = blob.with_name(blob.name + _HUB_PARTIAL)
-    have = partial.stat().st_size if partial.exists() else 0
-    if meta.size is not None and have > meta.size:
-        partial.unlink()
-        have = 0
-    progress.add(have)
+    have = _partial_size(blobs, meta.etag, size)
+    if not have:
+        partial.write_bytes(b"")
+    counted = have  # what the progress holds of this file
+    headers = build_hf_headers()
+    if _origin(meta.location) != _origin(constants.ENDPOINT):
+        # A CDN's signed URL (the Hub's large files) needs no token and must not get it.
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
     for attempt in range(RETRIES + 1):
-        headers = build_hf_headers()
-        if have:
-            headers["Range"] = f"bytes={have}-"
+        if have == size:
+            break
+        ranged = {**headers, "Range": f"bytes={have}-"} if have else headers
         try:
-            with get_session().stream("GET", meta.location, headers=headers,
+            with get_session().stream("GET", meta.location, headers=ranged,
                                       follow_redirects=True) as response:  # fmt: skip
+                if response.status_code == 416:  # the partial file is not a prefix of it
+                    have = 0
+                    partial.write_bytes(b"")
+                    raise _Retry("416 Range Not Satisfiable: fetching the file again")
                 hf_raise_for_status(response)
+                # A 200 to a ranged request: the whole file again.
                 mode = "ab" if have and response.status_code == 206 else "wb"
                 with partial.open(mode) as out:
                     for chunk in response.iter_bytes():  # as they come: fine-grained progress
+                        if stop.is_set():
+                            raise _Stopped
                         out.write(chunk)
                         have = out.tell()
-                        progress.add(len(chunk))
                         progress.received(len(chunk))
+                        if have > counted:
+                            progress.add(have - counted)
+                            counted = have
+                        if size is not None and have > size:
+                            raise DownloadError(f"{filename}: more than its {size} bytes")
             break
-        except (httpx2.TransportError, HfHubHTTPError) as e:
+        except (httpx2.TransportError, HfHubHTTPError, _Retry) as e:
             status = getattr(getattr(e, "response", None), "status_code", 500)
-            if attempt == RETRIES or status < 500:
+            if attempt == RETRIES or (status < 500 and status != 429):
                 raise
             where = {"file": filename, "bytes": have, "error": _first_line(e)}
             log.warning("download interrupted; resuming", extra=where)
             time.sleep(2**attempt)
-    if meta.size is not None and have != meta.size:
-        raise DownloadError(f"hf://{repo}: {filename}: got {have} bytes of {meta.size}")
+    if size is not None and have != size:
+        raise DownloadError(f"{filename}: got {have} bytes of {size}")
+    if _SHA256.match(meta.etag):
+        digest = hashlib.sha256()
+        with partial.open("rb") as f:
+            while block := f.read(_CHUNK * 16):
+                digest.update(block)
+        if digest.hexdigest() != meta.etag:
+            partial.unlink()
+            raise DownloadError(f"{filename}: its content does not match its SHA-256")
     os.replace(partial, blob)
+
+
+class _Retry(Exception):
+    """A failed attempt worth another."""
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _all_or_nothing(fn: Callable[[Any, threading.Event], Any], items: list[Any],
+                    name: str) -> list[Any]:  # fmt: skip
+    """`fn(item, stop)` for every item, `PARALLEL_FILES` at a time, results in order; the first
+    failure sets `stop` (the others' loops check it), cancels what has not started, and is
+    raised: a failure shows at once, not after every other file of a model has downloaded."""
+    if not items:
+        return []
+    stop = threading.Event()
+    with ThreadPoolExecutor(min(PARALLEL_FILES, len(items)), thread_name_prefix=name) as pool:
+        futures = [pool.submit(fn, item, stop) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f.exception() for f in futures if f in done and f.exception()), None)
+        if failed is not None:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise failed
+        return [f.result() for f in futures]
 
 
 def _first_line(e: BaseException) -> str:
@@ -415,13 +519,14 @@ def _s3_failures(source: Source) -> Iterator[None]:
         yield
     except S3Error as e:
         raise DownloadError(f"{source.uri}: {e.code}: {e.message}") from None
-    except (MinioException, HTTPError) as e:
+    except (MinioException, HTTPError, DownloadError) as e:
         raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
 
 
 def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any = None) -> Fetched:
     """Every object under the prefix, into `dest` (the prefix's layout), resuming partial files
-    (ranged reads of the same ETag) and skipping those already in place."""
+    (ranged reads of the same ETag: a partial file is named by its object's ETag, and one of
+    another ETag is dropped) and skipping those already in place."""
     client = client or s3_client()
     bucket, prefix = source.bucket, source.prefix
     with _s3_failures(source):
@@ -438,40 +543,57 @@ def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any
     except (OSError, ValueError):
         done = {}
     plan: list[tuple[Any, Path]] = []
+    targets: set[Path] = set()
     total = present = 0
     for obj in listing:
         target = (dest / obj.object_name[len(prefix) :].lstrip("/")).resolve()
         if not target.is_relative_to(root) or target == root:  # `..` in a key: never outside
             raise DownloadError(f"{source.uri}: object {obj.object_name!r} leaves the prefix")
+        targets.add(target)
         total += obj.size
         if done.get(obj.object_name) == obj.etag and target.is_file():
             present += obj.size
             continue
-        partial = target.with_name(target.name + _PARTIAL)
+        partial = _s3_partial(target, obj.etag)
         present += min(partial.stat().st_size, obj.size) if partial.is_file() else 0
         plan.append((obj, target))
+    for target in targets:  # `a` and `a/b`: a file cannot be a directory too
+        if any(parent in targets for parent in target.parents):
+            raise DownloadError(f"{source.uri}: {target.relative_to(root)} is a file and a folder")
     progress.start(total, present)
     log.info(
         "downloading",
-        extra={"source": source.uri, "files": len(listing), "bytes": total, "in_cache": present},
+        extra={"source": source.uri, "files": len(listing), "bytes": total, "in_place": present},
     )
     done_lock = threading.Lock()
 
-    def fetch(item: tuple[Any, Path]) -> None:
+    def fetch(item: tuple[Any, Path], stop: threading.Event) -> None:
+        from minio.error import S3Error
+
         obj, target = item
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + _PARTIAL)
+        partial = _s3_partial(target, obj.etag)
+        for stale in target.parent.glob(f"{glob.escape(target.name)}.*{_PARTIAL}"):
+            if stale != partial:  # another ETag's bytes: not this object's
+                stale.unlink()
         have = partial.stat().st_size if partial.is_file() else 0
-        if have > obj.size:  # not this object's bytes
-            partial.unlink()
+        if have > obj.size:
             have = 0
-        if have < obj.size:
-            # A changed object (another ETag) answers 412: its partial bytes are not its own.
-            response = client.get_object(bucket, obj.object_name, offset=have,
-                                         request_headers={"If-Match": obj.etag})  # fmt: skip
+        if have < obj.size or not partial.is_file():
+            # The listing's ETag again: an object replaced since answers 412.
             try:
-                with partial.open("ab") as out:
+                response = client.get_object(bucket, obj.object_name, offset=have,
+                                             request_headers={"If-Match": obj.etag})  # fmt: skip
+            except S3Error as e:
+                if e.code == "PreconditionFailed":
+                    partial.unlink(missing_ok=True)
+                    raise DownloadError(f"{obj.object_name} changed while downloading") from None
+                raise
+            try:
+                with partial.open("ab" if have else "wb") as out:
                     for chunk in response.stream(_CHUNK):
+                        if stop.is_set():
+                            raise _Stopped
                         out.write(chunk)
                         progress.add(len(chunk))
                         progress.received(len(chunk))
@@ -479,7 +601,7 @@ def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any
                 response.close()
                 response.release_conn()
         if partial.stat().st_size != obj.size:
-            raise DownloadError(f"{source.uri}: {obj.object_name} is incomplete; retry")
+            raise DownloadError(f"{obj.object_name} is incomplete; retry")
         os.replace(partial, target)
         with done_lock:
             done[obj.object_name] = obj.etag
@@ -487,11 +609,16 @@ def fetch_s3(source: Source, dest: Path, progress: DownloadProgress, client: Any
             tmp.write_text(json.dumps(done))
             os.replace(tmp, done_path)
 
-    with _s3_failures(source), ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="s3") as pool:
-        for _ in pool.map(fetch, plan):
-            pass
+    with _s3_failures(source):
+        _all_or_nothing(fetch, plan, "s3")
     progress.finish()
     return Fetched(dest, None, total)
+
+
+def _s3_partial(target: Path, etag: str) -> Path:
+    """Where the bytes of `target` at `etag` gather until complete."""
+    tag = hashlib.sha256(etag.encode()).hexdigest()[:16]
+    return target.with_name(f"{target.name}.{tag}{_PARTIAL}")
 
 
 # --- Both ---------------------------------------------------------------------------------
@@ -531,5 +658,7 @@ def fetch(
         if source.scheme == "hf":
             return fetch_hub(source, revision, download_dir, progress)
         return fetch_s3(source, root / source.location, progress)
+    except OSError as e:  # the cache's disk: full, not writable, ...
+        raise DownloadError(f"{source.uri}: {_first_line(e)}") from None
     finally:
         fill.release()

@@ -178,3 +178,20 @@ def test_a_malformed_model_uri_is_one_line(model: str, expected: str):
     result = run_cli(model, "--port", "0")
     assert result.returncode == 2
     assert result.stderr == f"vllm-ext-serve: error: {expected}\n"
+
+
+def test_the_first_failure_stops_the_other_files_at_once():
+    from vllm_server_ext.download import _all_or_nothing
+
+    def fetch(item: str, stop) -> str:
+        if item == "bad":
+            raise RuntimeError("refused")
+        while not stop.wait(0.01):  # a long file, checking between chunks
+            pass
+        raise AssertionError("stopped")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="refused"):
+        _all_or_nothing(fetch, ["big-1", "bad", "big-2"], "test")
+    assert time.monotonic() - started < 5
+    assert _all_or_nothing(lambda item, stop: item * 2, [1, 2, 3], "test") == [2, 4, 6]

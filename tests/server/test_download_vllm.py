@@ -212,7 +212,7 @@ def test_replicas_sharing_a_cache_download_once(hub: HubStandIn, tiny_model: Pat
         # The waiter reports the filler's progress, naming it.
         bodies = watch(second, past_download)
         filler = [b["download"] for b in bodies if b.get("phase") == "waiting_for_cache"]
-        assert {d["filled_by"] for d in filler} - {None}
+        assert {d.get("filled_by") for d in filler} - {None}
         assert len({d["bytes"] for d in filler if 0 < d["bytes"] < total}) >= 2
         done = watch(first, past_download)[-1]["download"]
         second_done = bodies[-1]["download"]
