@@ -6,7 +6,9 @@ header), `POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter` the way
 an unknown unload a 404, errors in vLLM's `{"error": {...}}` form), for several pod addresses on
 one port, from a thread. Each address is one "server": it can be made to refuse a path, stop
 serving, or restart (a new instance id, its adapters gone). The slow `vllm` tests are the proof
-against the real server; this one lets the operator's LoRA logic run in the fast suite.
+against the real server; this one lets the operator's LoRA logic run in the fast suite. It also
+answers `GET /ready` with the body a test sets (`FakeServer.ready`: a starting server's phase and
+its model download, as vllm-ext-serve's early server writes it), without a token as the server.
 
 Given an `audience`, it checks every call's operator token as the server does (the server's own
 `AdminTokenVerifier`, with the test kit's admin key unless told another): a call without a
@@ -39,6 +41,8 @@ class FakeServer:
     serving: bool = True
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, message)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (load|unload|models, name)
+    # `/ready`'s body (a starting server's phase, its download), or None: not answered (404).
+    ready: dict[str, Any] | None = None
 
 
 class VLLMAdminDouble:
@@ -85,6 +89,7 @@ class VLLMAdminDouble:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/load_lora_adapter", self._load)
         app.router.add_post("/v1/unload_lora_adapter", self._unload)
+        app.router.add_get("/ready", self._startup)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         for host in self.servers:
@@ -95,7 +100,7 @@ class VLLMAdminDouble:
 
     @web.middleware
     async def _check_token(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.verifier is not None:
+        if self.verifier is not None and request.path != "/ready":  # the probes' route: open
             reason = self.verifier.refusal(request.headers.get("Authorization"))
             if reason is not None:
                 self._server(request).calls.append(("refused", reason))
@@ -115,6 +120,14 @@ class VLLMAdminDouble:
         data += [{"id": n, "root": p, "parent": BASE_MODEL} for n, p in server.adapters.items()]
         headers = {"vllm-instance-id": server.instance}
         return web.json_response({"object": "list", "data": data}, headers=headers)
+
+    async def _startup(self, request: web.Request) -> web.Response:
+        """A starting server's `/ready`: 503 with its body (200 once it says it is ready)."""
+        server = self._server(request)
+        server.calls.append(("ready", ""))
+        if server.ready is None:
+            return _error(404, "no /ready here")
+        return web.json_response(server.ready, status=200 if server.ready.get("ready") else 503)
 
     async def _load(self, request: web.Request) -> web.Response:
         server, body = self._server(request), await request.json()

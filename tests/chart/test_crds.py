@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from vllm_operator.model import spec as spec_module
 from vllm_operator.model.schema import crd, openapi_schema, with_defaults
 from vllm_operator.model.spec import InvalidSpec, parse_deployment
 from vllm_testkit.admission import admit
@@ -93,7 +94,10 @@ def test_gpus_from_resources_allow_as_much_tensor_parallelism():
 
 BAD = {
     "no model": ({}, "model"),
-    "unknown scheme": ({"model": {"uri": "s3://bucket/m"}}, "must start with hf://, pvc:// or /"),
+    "unknown scheme": (
+        {"model": {"uri": "gs://bucket/m"}},
+        "must start with hf://, s3://, oci://, pvc:// or /",
+    ),
     "hf without org": ({"model": {"uri": "hf://llama"}}, "an hf:// model URI is hf://ORG/NAME"),
     "pvc without claim": ({"model": {"uri": "pvc:///m"}}, "needs a claim name"),
     "bad served name": ({"model": {"uri": "/m", "servedName": "a b"}}, "does not match"),
@@ -170,3 +174,101 @@ def test_loraadapter_rules():
         "adapterName is immutable" in e for e in admit("LoraAdapter", lora(renamed), old=old)
     )
     assert any("adapterName is immutable" in e for e in admit("LoraAdapter", lora(good), old=old))
+
+
+# --- model sources: the CRD's rules and the operator's checks agree --------------------------------
+
+S3_FORM = "an s3:// model URI is s3://BUCKET/PREFIX"
+OCI_FORM = "an oci:// model URI is oci://REGISTRY/REPO[:TAG|@sha256:DIGEST]"
+ENDPOINT = "model.s3.endpoint must be an http:// or https:// URL"
+# model -> the API server's message (the operator's, where it differs, after a `|`).
+BAD_MODELS = [
+    ({"uri": "gs://bucket/m"}, "model.uri must start with hf://, s3://, oci://, pvc:// or /"),
+    ({"uri": "s3://ab/m"}, S3_FORM),  # a bucket name has 3 characters at least
+    ({"uri": "s3://" + "b" * 64}, S3_FORM),  # and 63 at most
+    ({"uri": "s3://Bucket/m"}, S3_FORM),
+    ({"uri": "s3://bucket-/m"}, S3_FORM),
+    ({"uri": "s3://-bucket"}, S3_FORM),
+    ({"uri": "s3://bucket//m"}, S3_FORM),
+    ({"uri": "s3://bucket/m m"}, S3_FORM),
+    ({"uri": "s3://bucket/m\n"}, S3_FORM),
+    ({"uri": "s3://bucket/a/../b"}, "without '.' or '..' segments"),
+    ({"uri": "s3://bucket/a/.."}, "without '.' or '..' segments"),
+    ({"uri": "s3://bucket/./a"}, "without '.' or '..' segments"),
+    ({"uri": "oci://llama:v1"}, OCI_FORM),
+    ({"uri": "oci://library/llama"}, "a host name with a dot (or localhost)"),
+    ({"uri": "oci://[::1]:5000/m"}, OCI_FORM),
+    ({"uri": "oci://ghcr.io"}, OCI_FORM),
+    ({"uri": "oci://ghcr.io/Org/llama"}, "the repository in lowercase"),
+    ({"uri": "oci://ghcr.io/org/llama:"}, OCI_FORM),
+    ({"uri": "oci://ghcr.io/org/llama@sha256:abc"}, OCI_FORM),
+    ({"uri": "oci://ghcr.io/org/llama:v1@sha256:" + "a" * 64}, OCI_FORM),
+    ({"uri": "hf://org/m", "s3": {"region": "us-east-1"}}, "model.s3 goes with an s3:// model URI"),
+    ({"uri": "/m", "s3": {}}, "model.s3 goes with an s3:// model URI"),
+    # The server refuses --revision with s3:// (vllm-ext-serve exits 2): refused here first.
+    ({"uri": "s3://bucket/m", "revision": "v2"}, "model.revision does not go with an s3://"),
+    ({"uri": "s3://bucket", "s3": {"endpoint": "minio:9000"}}, ENDPOINT),
+    ({"uri": "s3://bucket", "s3": {"endpoint": "ftp://minio"}}, ENDPOINT),
+    ({"uri": "s3://bucket", "s3": {"endpoint": "http://a b"}}, ENDPOINT),
+    ({"uri": "s3://bucket", "s3": {"region": "us east"}}, "does not match|is not a region name"),
+    ({"uri": "s3://bucket", "s3": {"credentialsSecret": {}}}, "'name' is a required property|"),
+    ({"uri": "s3://bucket", "s3": {"credentialsSecret": {"name": "A"}}}, "does not match|"),
+]  # fmt: skip
+GOOD_MODELS = [
+    {"uri": "s3://abc"},
+    {"uri": "s3://my.bucket-1/"},
+    {"uri": "s3://" + "b" * 63 + "/a/b/c.safetensors"},
+    {"uri": "s3://bucket/v1.0/x=y,z@1:2~3+4"},
+    {"uri": "s3://bucket/a..b/.hidden"},  # dots within a segment are a name
+    {"uri": "s3://bucket", "s3": {}},
+    {"uri": "s3://bucket/m", "s3": {"endpoint": "https://s3.example.com:9000/base/",
+                                    "region": "auto", "credentialsSecret": {"name": "s3-creds"}}},
+    {"uri": "s3://bucket", "s3": {"endpoint": "http://[fd00::1]:9000"}},
+    {"uri": "oci://localhost/m"},
+    {"uri": "oci://localhost:5000/a/b/c:latest"},
+    {"uri": "oci://ghcr.io/o/m"},
+    {"uri": "oci://quay.io/org/my_model.v2-1:2024.01_rc"},
+    {"uri": "oci://ghcr.io/org/llama@sha256:" + "0123456789abcdef" * 4},
+    {"uri": "hf://org/name"},
+    {"uri": "hf://org/name", "revision": "v2"},
+    {"uri": "pvc://claim/path"},
+    {"uri": "/models/llama"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "messages"), BAD_MODELS, ids=lambda v: repr(v)[:60])
+def test_model_sources_are_refused_alike_by_the_crd_and_the_operator(model, messages):
+    api_server, _, operator = messages.partition("|")
+    body = vllmd("m", {"model": model})
+    errors = admit("VLLMDeployment", body)
+    assert any(api_server in e for e in errors), errors
+    if operator == "" and "|" in messages:
+        return  # the schema's own (the operator reads the object the API server stored)
+    with pytest.raises(InvalidSpec) as refused:
+        parse_deployment(body, IMAGES)
+    assert (operator or api_server) in str(refused.value)
+
+
+@pytest.mark.parametrize("model", GOOD_MODELS, ids=lambda v: repr(v)[:60])
+def test_model_sources_of_each_form_are_admitted_and_built(model):
+    body = vllmd("m", {"model": model})
+    assert admit("VLLMDeployment", body) == []
+    assert parse_deployment(body, IMAGES).model.uri == model["uri"]
+
+
+def test_the_crds_uri_rules_are_the_operators_patterns():
+    """The rules hold the operator's patterns, each backslash doubled (a CEL string literal)."""
+    model = openapi_schema("VLLMDeployment")["properties"]["spec"]["properties"]["model"]
+    rules = " ".join(r["rule"] for r in model["properties"]["uri"]["x-kubernetes-validations"])
+    for pattern in (
+        spec_module.HF_URI_PATTERN, spec_module.PVC_URI_PATTERN, spec_module.S3_URI_PATTERN,
+        spec_module.DOT_SEGMENT_PATTERN, spec_module.OCI_URI_PATTERN,
+    ):  # fmt: skip
+        assert f"self.matches('{pattern.replace(chr(92), chr(92) * 2)}')" in rules
+    endpoint = model["properties"]["s3"]["properties"]["endpoint"]
+    (rule,) = endpoint["x-kubernetes-validations"]
+    assert rule["rule"] == (
+        f"self.matches('{spec_module.S3_ENDPOINT_PATTERN.replace(chr(92), chr(92) * 2)}')"
+    )
+    region = model["properties"]["s3"]["properties"]["region"]
+    assert region["pattern"] == spec_module.S3_REGION_PATTERN

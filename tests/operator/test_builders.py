@@ -185,7 +185,9 @@ def test_secrets_become_env_from_secret_refs():
 @pytest.mark.parametrize(
     ("uri", "model_arg"),
     [
-        ("hf://org/name", "org/name"),
+        ("hf://org/name", "hf://org/name"),  # the server downloads it before it imports vLLM
+        ("s3://bucket/models/llama", "s3://bucket/models/llama"),
+        ("oci://ghcr.io/org/llama:v1", "/models"),  # the image volume's mount
         ("pvc://models/qwen/Qwen2.5-7B", "/models/qwen/Qwen2.5-7B"),
         ("pvc://models", "/models"),
         ("/weights/llama", "/weights/llama"),

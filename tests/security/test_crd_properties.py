@@ -16,7 +16,8 @@ get no others (the API server prunes unknown fields); `x-kubernetes-preserve-unk
 objects (env, tolerations, affinity, NetworkPolicy peers, volumes, topology spread constraints
 and their label selectors: Kubernetes' own types, passed to the children as they are and checked
 by the API server there) get only their declared fields. A few
-fields get hints besides their schema (URIs that pass the CEL rules, digits from other scripts in
+fields get hints besides their schema (URIs of every source that pass the CEL rules or nearly do,
+S3 endpoints, digits from other scripts in
 GPU quantities, managed flags in extraArgs, boundary report intervals, names of every shape), so
 that the rules are exercised in 150 examples rather than filtered away; GPU counts and the pods'
 security, volumes and placement get properties of their own (the broad one meets them in few of
@@ -60,7 +61,7 @@ from vllm_operator.model.spec import (
     parse_deployment,
 )
 from vllm_testkit.admission import admit
-from vllm_testkit.pod_security import violations
+from vllm_testkit.pod_security import pod_template, violations
 from vllm_testkit.samples import GOOD, IMAGES
 
 KUBERNETES_VERSION = "1.34"
@@ -133,21 +134,81 @@ _LABEL_KEYS = st.one_of(
     ),
     st.text(max_size=8),
 )
-# Per field of a VLLMDeployment's spec: (weight of the CRD's own schema, hint, its weight).
-_HINTS: dict[tuple[str, ...], tuple[int, st.SearchStrategy[Any], int]] = {
-    ("model", "uri"): (
+# s3:// and oci:// URIs, for the sources' own property too.
+_SOURCE_URIS = _either(
+    # s3:// and oci:// URIs of the rules' forms ...
+    (
+        2,
+        st.one_of(
+            st.from_regex(
+                r"s3://[a-z0-9][-a-z0-9.]{1,8}[a-z0-9](/[-A-Za-z0-9_.+=,@:~]{1,6}){0,3}/?",
+                fullmatch=True,
+            ),
+            st.from_regex(
+                r"oci://(localhost|[a-z]{1,5}\.[a-z]{2,3})(:[0-9]{1,4})?"
+                r"(/[a-z0-9]{1,5}([._-][a-z0-9]{1,3})?){1,2}"
+                r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,6}|@sha256:[a-f0-9]{64})?",
+                fullmatch=True,
+            ),
+        ),
+    ),
+    # ... and near them: short or uppercase buckets, `.` and `..` segments, registries without
+    # a dot, uppercase repositories.
+    (
         1,
+        st.one_of(
+            st.from_regex(r"s3://[-a-zA-Z0-9.]{0,6}(/[a-z.]{0,3}){0,3}", fullmatch=True),
+            st.from_regex(
+                r"oci://[a-zA-Z0-9.:-]{1,12}(/[a-zA-Z0-9._-]{1,6}){0,2}"
+                r"(:[A-Za-z0-9_.-]{0,6})?",
+                fullmatch=True,
+            ),
+        ),
+    ),
+)
+
+# URIs of every source, mostly of the forms the CEL rules take.
+_MODEL_URIS = _either(
+    (
+        6,
         st.one_of(
             st.from_regex(
                 r"hf://[A-Za-z0-9][A-Za-z0-9._-]{0,6}/[A-Za-z0-9][-A-Za-z0-9._]{0,6}",
                 fullmatch=True,
             ),
             st.from_regex(
-                r"pvc://[a-z0-9]([-a-z0-9]{0,6}[a-z0-9])?(/[-a-zA-Z0-9._/]{0,8})?", fullmatch=True
+                r"pvc://[a-z0-9]([-a-z0-9]{0,6}[a-z0-9])?(/[-a-zA-Z0-9._/]{0,8})?",
+                fullmatch=True,
             ),
             st.from_regex(r"/[-a-zA-Z0-9._/]{0,10}", fullmatch=True),
         ),
-        4,
+    ),
+    (3, _SOURCE_URIS),
+)
+
+# Per field of a VLLMDeployment's spec: (weight of the CRD's own schema, hint, its weight).
+_HINTS: dict[tuple[str, ...], tuple[int, st.SearchStrategy[Any], int]] = {
+    ("model", "uri"): (1, _MODEL_URIS, 4),
+    # Mostly a URI alone: the broad property meets spec.model.s3 (refused with any other scheme)
+    # in a quarter of its models; a property of its own draws it (_model_deployments).
+    ("model",): (1, st.fixed_dictionaries({"uri": _MODEL_URIS}), 3),
+    # spec.model.s3's endpoint: URLs of the rule's form and others (its own strings are mostly
+    # refused); the block itself with any URI (the rule keeps it to s3:// ones).
+    ("model", "s3", "endpoint"): (
+        1,
+        st.sampled_from(
+            [
+                "http://minio.storage:9000",
+                "https://s3.example.com/base/",
+                "http://[fd00::1]:9000",
+                "https://10.0.0.1",
+                "minio:9000",
+                "ftp://minio",
+                "http://a b",
+                "http://",
+            ]
+        ),
+        6,
     ),
     ("resources",): (
         1,
@@ -440,16 +501,29 @@ def _lws_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
 RELAXING = ("podSecurityContext", "securityContext")
 
 
+def _profile_violations(obj: dict[str, Any]) -> list[Any]:
+    """`violations`, but for the image volume of an oci:// model: the profile's page does not
+    list image volumes, which Pod Security admission admits in "restricted" since Kubernetes
+    1.33 (kubernetes/kubernetes#130394)."""
+    volumes = pod_template(obj)[1].get("volumes") or ()
+    model_image = {
+        f"spec.volumes[{i}]: image" for i, v in enumerate(volumes) if v["name"] == "model"
+    }
+    return [
+        v for v in violations(obj) if not (v.control == "Volume Types" and v.field in model_image)
+    ]
+
+
 def assert_restricted_unless_relaxed(body: dict[str, Any], objects: list[dict[str, Any]]) -> None:
     """Pods of a spec that does not relax the defaults pass the "restricted" profile."""
     if any(field in body["spec"] for field in RELAXING):
         return
     for obj in objects:
         if obj["kind"] == "Deployment":
-            assert violations(obj) == [], body["spec"]
+            assert _profile_violations(obj) == [], body["spec"]
         if obj["kind"] == "LeaderWorkerSet":
             for template in _lws_templates(obj):
-                assert violations({"kind": "Pod", **template}) == [], body["spec"]
+                assert _profile_violations({"kind": "Pod", **template}) == [], body["spec"]
 
 
 # --- the properties -----------------------------------------------------------------------------
@@ -580,6 +654,55 @@ def test_the_hints_find_what_the_rules_are_for():
             return
         seen["admitted"] += 1
         seen["built" if build_or_refuse(body) is not None else "invalid"] += 1
+
+    sample()
+    assert min(seen.values()) > 0, seen
+
+
+@st.composite
+def _model_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    """A good VLLMDeployment with spec.model drawn from the CRD's schema (and the hints on its
+    fields): the broad property meets spec.model.s3 in few admitted examples."""
+    body = copy.deepcopy(GOOD[draw(st.sampled_from(sorted(GOOD)))])
+    schema = _spec_schema("VLLMDeployment")["properties"]["model"]
+    model = draw(_from_crd_schema(schema, ("model",), hinted=False))
+    if draw(st.integers(0, 3)):  # mostly the newer sources, whose rules are the longest
+        model["uri"] = draw(_SOURCE_URIS)
+    # The store mostly where the rule takes it (an s3:// URI), sometimes elsewhere.
+    if model["uri"].startswith("s3://") and draw(st.booleans()):
+        store = schema["properties"]["s3"]
+        model["s3"] = draw(_from_crd_schema(store, ("model", "s3"), hinted=False))
+    elif not model["uri"].startswith("s3://") and draw(st.integers(0, 3)):
+        model.pop("s3", None)
+    body["spec"]["model"] = model
+    return body
+
+
+@PROPERTY
+@given(_model_deployments())
+def test_any_admitted_model_source_builds_valid_objects_or_is_an_invalid_spec(body):
+    assume(admit("VLLMDeployment", body) == [])
+    objects = build_or_refuse(body)
+    if objects is not None:
+        assert_valid_kubernetes(objects)
+        assert_restricted_unless_relaxed(body, objects)
+
+
+def test_the_hints_reach_every_model_source():
+    """s3:// (with a store) and oci:// URIs are admitted and built, and refused too."""
+    seen = dict.fromkeys(("s3 store built", "oci built", "s3 refused", "oci refused"), 0)
+
+    @settings(PROPERTY, max_examples=100)
+    @given(_model_deployments())
+    def sample(body):
+        model = body["spec"]["model"]
+        scheme = model["uri"].split("://")[0]
+        if scheme not in ("s3", "oci"):
+            return
+        if admit("VLLMDeployment", body):
+            seen[f"{scheme} refused"] += 1
+        elif build_or_refuse(body) is not None and (scheme == "oci" or "s3" in model):
+            seen[f"{scheme} {'store ' if scheme == 's3' else ''}built"] += 1
 
     sample()
     assert min(seen.values()) > 0, seen

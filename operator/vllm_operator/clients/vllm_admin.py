@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..model.adapters import CallResult, ServerReport
-from ..model.pods import StartupReport
+from ..model.pods import Download, StartupReport
 from .admin_token import AdminTokens
 
 INSTANCE_HEADER = "vllm-instance-id"
@@ -29,6 +29,11 @@ MAX_BODY = 1 << 20
 MAX_MESSAGE = 1024  # of a server's error message, as it goes into the LoraAdapter's status
 MAX_READY_BODY = 64 << 10  # a /ready body is about 400 bytes
 MAX_PHASE = 64
+# A download's fields: its source as long as spec.model.uri may be, a revision as the status
+# takes it, sizes an int64 (and a float) holds exactly.
+MAX_SOURCE = 1024
+MAX_REVISION = 256
+MAX_BYTES = 2**53
 MAX_INSTANCE = 128  # vllm-ext-serve's instance ids are 32 hex digits; they go into the status too
 _CHUNK = 64 << 10
 
@@ -76,7 +81,8 @@ def _adapters(raw: bytes) -> dict[str, str] | None:
 
 def _startup_report(raw: bytes) -> StartupReport | None:
     """A `/ready` body of vllm-ext-serve: `phase`, `uptime_seconds`, `startup_seconds` (seconds
-    per phase so far, the current one included), `error` once it died; None if not that shape."""
+    per phase so far, the current one included), `error` once it died, `download` for a model it
+    downloads; None if not that shape."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -93,7 +99,44 @@ def _startup_report(raw: bytes) -> StartupReport | None:
     if not _seconds(in_phase):
         return None
     error = _cut(error) if isinstance(error, str) else None
-    return StartupReport(phase, float(in_phase), float(uptime), error)
+    download = _download(body.get("download"))
+    return StartupReport(phase, float(in_phase), float(uptime), error, download)
+
+
+def _download(value: Any) -> Download | None:
+    """`/ready`'s `download` object, or None if there is none or any field of it is not what
+    vllm-ext-serve sends (the rest of the report stands)."""
+    if not isinstance(value, dict):
+        return None
+    source, revision = value.get("source"), value.get("revision")
+    size, total, eta = value.get("bytes"), value.get("total_bytes"), value.get("eta_seconds")
+    complete = value.get("complete")
+    if not (isinstance(source, str) and 0 < len(source) <= MAX_SOURCE):
+        return None
+    if revision is not None and not (
+        isinstance(revision, str)
+        and 0 < len(revision) <= MAX_REVISION
+        and revision.isascii()
+        and revision.isprintable()
+        and " " not in revision
+    ):
+        return None
+    if not _size(size) or (total is not None and not _size(total)):
+        return None
+    if (eta is not None and not _seconds(eta)) or not isinstance(complete, bool):
+        return None
+    return Download(
+        source=source,
+        revision=revision,
+        bytes=size,
+        total_bytes=total,
+        eta_seconds=None if eta is None else float(eta),
+        complete=complete,
+    )
+
+
+def _size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BYTES
 
 
 def _seconds(value: Any) -> bool:

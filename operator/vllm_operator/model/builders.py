@@ -17,6 +17,7 @@ from .spec import (
     NO_PROGRESS_DEADLINE,
     PROGRESS_DEADLINE_MARGIN,
     DeploymentSpec,
+    S3Store,
 )
 
 ADAPTERS_LOADED = f"{GROUP}/adapters-loaded"  # the readiness gate of LoRA-serving pods
@@ -128,11 +129,11 @@ def server_args(
     multi-node replica's pods all get the same, with their rank and their leader's address from
     LeaderWorkerSet's variables; its workers (`worker`) run headless (no API)."""
     model = spec.model
-    if model.scheme == "hf":
-        location = model.uri[len("hf://") :]
-    elif model.scheme == "pvc":
+    if model.scheme == "pvc":
         location = f"{MODEL_MOUNT}/{model.path_in_claim}".rstrip("/")
-    else:
+    elif model.scheme == "oci":
+        location = MODEL_MOUNT
+    else:  # hf:// and s3:// URIs as they are (the server downloads them first), paths
         location = model.uri
     args = [location, "--served-model-name", model.served_name]
     args += ["--host", "::", "--port", str(spec.port)]  # dual-stack: IPv4, IPv6 and both
@@ -191,6 +192,8 @@ def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
     ]
     if spec.model.scheme != "hf":
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if spec.model.s3 is not None:
+        env += _s3_env(spec.model.s3)
     if spec.parallelism.multi_node:
         # vLLM's message queues between a group's pods bind the address it finds for itself;
         # the pod's own, as the group's other pods reach it.
@@ -202,6 +205,29 @@ def _env(spec: DeploymentSpec) -> list[dict[str, Any]]:
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
             )
     return env + [dict(e) for e in spec.env]
+
+
+# The S3 credentials' variables, keys of spec.model.s3.credentialsSecret (the session token
+# only for temporary credentials: optional).
+S3_CREDENTIALS = (
+    ("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True),
+)  # fmt: skip
+
+
+def _s3_env(store: S3Store) -> list[dict[str, Any]]:
+    """AWS's variables for an s3:// model's store, as the server's downloader reads them."""
+    env: list[dict[str, Any]] = []
+    if store.credentials_secret is not None:
+        for name, optional in S3_CREDENTIALS:
+            ref: dict[str, Any] = {"name": store.credentials_secret, "key": name}
+            if optional:
+                ref["optional"] = True
+            env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+    if store.endpoint is not None:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": store.endpoint})
+    if store.region is not None:
+        env.append({"name": "AWS_REGION", "value": store.region})
+    return env
 
 
 def default_requests(spec: DeploymentSpec) -> dict[str, str]:
@@ -246,6 +272,11 @@ def _volumes(spec: DeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str,
     if spec.model.claim:
         claim = {"claimName": spec.model.claim, "readOnly": True}
         volumes.append({"name": "model", "persistentVolumeClaim": claim})
+    elif spec.model.image:
+        # The kubelet pulls the image and mounts its files (read-only whatever the mount says);
+        # its pull policy is Kubernetes' default for the reference, as for a container image.
+        volumes.append({"name": "model", "image": {"reference": spec.model.image}})
+    if spec.model.mounted:
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
     volumes += deepcopy([dict(v) for v in spec.volumes])
     mounts += deepcopy([dict(m) for m in spec.volume_mounts])

@@ -152,13 +152,27 @@ def troubles(pods: Sequence[Mapping[str, Any]]) -> dict[str, Trouble]:
 
 
 @dataclass(frozen=True)
+class Download:
+    """A starting server's download of an hf:// or s3:// model (`/ready`'s `download`, from
+    the download's start on), as far as the status needs it."""
+
+    source: str  # the model URI as the server was given it
+    revision: str | None  # the commit an hf:// download resolved to
+    bytes: int  # of the model in place so far, what the cache already held included
+    total_bytes: int | None  # None until known
+    eta_seconds: float | None  # None while the rate or the total is unknown
+    complete: bool  # every file in place
+
+
+@dataclass(frozen=True)
 class StartupReport:
     """A starting server's `/ready` body, as far as the status needs it."""
 
-    phase: str  # vllm-ext-serve's: starting, importing, loading_model, ..., dead
+    phase: str  # vllm-ext-serve's: starting, waiting_for_cache, downloading, ..., dead
     phase_seconds: float  # in the current phase
     uptime_seconds: float
     error: str | None = None  # why the server died (phase "dead")
+    download: Download | None = None  # an hf:// or s3:// model's, once it started
 
 
 def all_serving(deployment: Mapping[str, Any] | None, desired: int) -> bool:

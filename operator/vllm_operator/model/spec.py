@@ -116,15 +116,77 @@ class Images:
     cpu: str
 
 
+# spec.model.uri's forms, each also a rule of the CRD (tests keep them equal): hf://ORG/NAME;
+# pvc://CLAIM/PATH; s3://BUCKET/PREFIX, a bucket name as S3 takes it (3 to 63 lowercase letters,
+# digits, '.' and '-', a letter or digit at both ends) and a prefix of path segments, none of them
+# `.` or `..` (the server caches the files under $HF_HOME/s3/BUCKET/PREFIX); oci://REGISTRY/REPO
+# and a tag or a digest (or neither: latest), the registry a host with a dot (or localhost), a
+# port or none, so that no container runtime takes its first part for a user of Docker Hub.
+HF_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$"
+S3_URI_PATTERN = r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[-A-Za-z0-9_.+=,@:~]+)*/?$"
+DOT_SEGMENT_PATTERN = "/[.][.]?(/|$)"
+OCI_URI_PATTERN = (
+    r"^oci://(localhost|[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)+)"
+    r"(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})?$"
+)
+URI_SCHEMES = ("hf://", "s3://", "oci://", "pvc://")
+_URI_FORMS = {
+    "hf": (HF_URI_PATTERN, "an hf:// model URI is hf://ORG/NAME"),
+    "pvc": (PVC_URI_PATTERN, "a pvc:// model URI needs a claim name: pvc://CLAIM/PATH"),
+    "s3": (
+        S3_URI_PATTERN,
+        "an s3:// model URI is s3://BUCKET/PREFIX: a bucket name of 3 to 63 lowercase letters, "
+        "digits, '.' and '-' (a letter or digit at both ends), a prefix of letters, digits and "
+        "-_.+=,@:~ without '.' or '..' segments",
+    ),
+    "oci": (
+        OCI_URI_PATTERN,
+        "an oci:// model URI is oci://REGISTRY/REPO[:TAG|@sha256:DIGEST], the registry a host "
+        "name with a dot (or localhost) and an optional port, the repository in lowercase",
+    ),
+}
+# spec.model.s3: an http or https URL (a host name or a bracketed IPv6 address, a port, a path),
+# and a region name as S3-compatible stores spell them.
+S3_ENDPOINT_PATTERN = (
+    r"^https?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+    r"(/[-A-Za-z0-9._~/]*)?$"
+)
+S3_REGION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,62}[A-Za-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """spec.model.s3: where an s3:// model's store is (None: AWS's S3 and its defaults) and
+    the Secret of its credentials (None: anonymous)."""
+
+    endpoint: str | None
+    region: str | None
+    credentials_secret: str | None
+
+
 @dataclass(frozen=True)
 class ModelSource:
     uri: str
     served_name: str
     revision: str | None
+    s3: S3Store | None = None
 
     @property
     def scheme(self) -> str:
         return self.uri.split("://", 1)[0] if "://" in self.uri else "path"
+
+    @property
+    def image(self) -> str | None:
+        """The image reference of an oci:// model (its files at the image's root)."""
+        return self.uri[len("oci://") :] if self.scheme == "oci" else None
+
+    @property
+    def mounted(self) -> bool:
+        """Whether the pods mount the model at /models: a pvc:// model's claim, an oci:// one's
+        image."""
+        return self.scheme in ("pvc", "oci")
 
     @property
     def claim(self) -> str | None:
@@ -423,6 +485,38 @@ def _check(name: str, spec: Mapping[str, Any]) -> None:
     _check_labels("podAnnotations", spec.get("podAnnotations") or {}, values=False)
 
 
+def _matches(pattern: str, text: str) -> bool:
+    """`text` matches the CRD's `pattern` as CEL (RE2) reads it: its `$` ends the text."""
+    return re.search(pattern.removesuffix("$") + r"\Z", text) is not None
+
+
+def _model_source(uri: str, s3: Mapping[str, Any] | None) -> S3Store | None:
+    """The CRD's rules on spec.model, again: the URI's form, and an s3 block only with an s3://
+    URI. Returns the store of an s3:// model (its endpoint and credentials), None for others."""
+    if not uri.startswith((*URI_SCHEMES, "/")):
+        raise InvalidSpec(
+            "model.uri must start with hf://, s3://, oci://, pvc:// or / (a path in the image)"
+        )
+    scheme = uri.split("://", 1)[0]
+    if scheme in _URI_FORMS:
+        pattern, message = _URI_FORMS[scheme]
+        dots = scheme == "s3" and re.search(DOT_SEGMENT_PATTERN, uri) is not None
+        if dots or not _matches(pattern, uri):
+            raise InvalidSpec(f"{message}, not {uri[:120]!r}")
+    if s3 is None:
+        return S3Store(None, None, None) if scheme == "s3" else None
+    if scheme != "s3":
+        raise InvalidSpec("model.s3 goes with an s3:// model URI")
+    endpoint, region = s3.get("endpoint"), s3.get("region")
+    if endpoint is not None and not _matches(S3_ENDPOINT_PATTERN, endpoint):
+        raise InvalidSpec(
+            f"model.s3.endpoint must be an http:// or https:// URL, not {endpoint[:120]!r}"
+        )
+    if region is not None and not _matches(S3_REGION_PATTERN, region):
+        raise InvalidSpec(f"model.s3.region {region[:80]!r} is not a region name")
+    return S3Store(endpoint, region, (s3.get("credentialsSecret") or {}).get("name"))
+
+
 def _parallelism(
     given: Mapping[str, Any] | None, engine_tensor: int | None, accelerator: str, gpus: int
 ) -> Parallelism:
@@ -559,8 +653,8 @@ CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
 # The pods' own volumes and mount paths (builders.py), which spec.volumes and spec.volumeMounts
 # must leave alone: a second volume of one of these names is refused by the API server, a mount
 # at one of these paths or above one (/dev hides the devices) breaks the server. /models holds
-# the model's claim, so it is the operator's only for pvc:// models. The CRD's rules hold the
-# same lists (tests keep them equal).
+# the model's claim or image, so it is the operator's only for pvc:// and oci:// models. The
+# CRD's rules hold the same lists (tests keep them equal).
 OWN_VOLUMES = ("dshm", "cache", "model", "tmp", "home")
 OWN_MOUNT_PATHS = ("/dev", "/dev/shm", "/cache", "/tmp", "/home", "/home/vllm")
 MODEL_MOUNT_PATH = "/models"
@@ -616,7 +710,7 @@ def _check_security(pod: Mapping[str, Any], container: Mapping[str, Any]) -> Non
 def _check_volumes(
     volumes: tuple[Mapping[str, Any], ...],
     mounts: tuple[Mapping[str, Any], ...],
-    model_claim: str | None,
+    model_mounted: bool,
 ) -> None:
     names = [volume["name"] for volume in volumes]
     for name in names:
@@ -627,7 +721,7 @@ def _check_volumes(
             )
         if names.count(name) > 1:
             raise InvalidSpec(f"volumes: two volumes are named {name!r}")
-    reserved = OWN_MOUNT_PATHS + ((MODEL_MOUNT_PATH,) if model_claim else ())
+    reserved = OWN_MOUNT_PATHS + ((MODEL_MOUNT_PATH,) if model_mounted else ())
     paths = [mount["mountPath"] for mount in mounts]
     for mount in mounts:
         path, sub = mount["mountPath"], mount.get("subPath")
@@ -693,6 +787,11 @@ def parse_deployment(
     if not model.get("uri"):
         raise InvalidSpec("spec.model.uri is required")
     uri = model["uri"]
+    s3 = _model_source(uri, model.get("s3"))
+    if model.get("revision") and uri.startswith("s3://"):
+        raise InvalidSpec(
+            "model.revision does not go with an s3:// model URI (a prefix has no revisions)"
+        )
     default_name = uri[len("hf://") :] if uri.startswith("hf://") else meta["name"]
     accelerator = spec["accelerator"]
     resources = spec.get("resources") or {}
@@ -738,7 +837,7 @@ def parse_deployment(
     _check_security(pod_security, security)
     volumes = tuple(copy.deepcopy(dict(v)) for v in spec.get("volumes") or ())
     mounts = tuple(copy.deepcopy(dict(m)) for m in spec.get("volumeMounts") or ())
-    _check_volumes(volumes, mounts, ModelSource(uri, "", None).claim)
+    _check_volumes(volumes, mounts, ModelSource(uri, "", None).mounted)
     ports = [spec["port"], spec["adminPort"], (spec.get("orca") or {}).get("grpcPort")]
     if len(set(ports)) < len(ports):
         raise InvalidSpec(f"port, adminPort and orca.grpcPort must differ: {ports}")
@@ -753,7 +852,7 @@ def parse_deployment(
         namespace=meta["namespace"],
         uid=meta.get("uid", ""),
         generation=meta.get("generation"),
-        model=ModelSource(uri, model.get("servedName") or default_name, model.get("revision")),
+        model=ModelSource(uri, model.get("servedName") or default_name, model.get("revision"), s3),
         replicas=spec["replicas"],
         image=spec.get("image") or (images.cpu if accelerator == CPU else images.gpu),
         image_pull_policy=spec.get("imagePullPolicy"),

@@ -3,6 +3,7 @@ its Deployment's, a LoraAdapter's from the load calls, and the LoRA readiness ga
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .pods import (
     GROUP_RESTART,
     IMAGE_PULL,
     UNSCHEDULABLE,
+    Download,
     StartupReport,
     Trouble,
     containers_ready,
@@ -390,6 +392,9 @@ def deployment_status(
 # VLLMDeployment's `status.phase`.
 STARTUP_PHASES = {
     "starting": "Starting",
+    # An hf:// or s3:// model: another server sharing the model cache downloads it.
+    "waiting_for_cache": "WaitingForCache",
+    "downloading": "Downloading",
     "importing": "Importing",
     "loading_model": "LoadingModel",
     # A multi-node replica's leader (and workers) waiting for the group's other pods to join
@@ -434,12 +439,41 @@ def _phase_rank(report: StartupReport | None) -> int:
     return list(STARTUP_PHASES).index(report.phase) if report.phase in STARTUP_PHASES else 99
 
 
+_SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
+
+
+def size(count: int) -> str:
+    """`512 B`, `1.5 GB`, `140 GB`: decimal units, rounded down (never more than is there)."""
+    value, unit = float(count), 0
+    while value >= 1000 and unit < len(_SIZE_UNITS) - 1:
+        value, unit = value / 1000, unit + 1
+    if unit == 0:
+        return f"{count} B"
+    shown = f"{math.floor(value * 10) / 10:.1f}" if value < 10 else f"{math.floor(value)}"
+    return f"{shown} {_SIZE_UNITS[unit]}"
+
+
+def _phase_text(report: StartupReport) -> str:
+    """`loading_model for 14m`; a download with its share, size and time left: `downloading
+    41 % of 140 GB for 3m00s (8m left)`, `downloading 12.5 GB for 40s` (total unknown)."""
+    done, download = f"for {duration(report.phase_seconds)}", report.download
+    if report.phase != "downloading" or download is None:
+        return f"{report.phase} {done}"
+    total = download.total_bytes
+    if total:
+        share = f"{min(100, download.bytes * 100 // total)} % of {size(total)}"
+    else:
+        share = size(download.bytes)
+    left = f" ({duration(download.eta_seconds)} left)" if download.eta_seconds is not None else ""
+    return f"downloading {share} {done}{left}"
+
+
 def startup_progress(
     desired: int, starting: Mapping[str, StartupReport | None]
 ) -> Condition | None:
-    """Progressing while replicas start: `2/3 replicas starting: loading_model for 14m,
-    profiling for 40s` (the least advanced first); None when none is starting. A server that
-    died is not progress (`startup_problem`)."""
+    """Progressing while replicas start: `2/3 replicas starting: waiting_for_cache for 3m00s,
+    downloading 41 % of 140 GB for 3m00s (8m left)` (the least advanced first); None when none
+    is starting. A server that died is not progress (`startup_problem`)."""
     alive = {pod: r for pod, r in starting.items() if r is None or r.phase != DEAD}
     if not alive:
         return None
@@ -450,11 +484,47 @@ def startup_progress(
         if report is None:
             parts.append("not answering yet")
         else:
-            parts.append(f"{report.phase} for {duration(report.phase_seconds)}")
+            parts.append(_phase_text(report))
     if len(ordered) > STARTING_NAMED:
         parts.append(f"and {len(ordered) - STARTING_NAMED} more")
     message = f"{len(alive)}/{desired} replicas starting: {', '.join(parts)}"
     return Condition("Progressing", True, reasons.LOADING_MODEL, message)
+
+
+def model_cache_record(
+    previous: Mapping[str, Any] | None,
+    uri: str | None,
+    starting: Mapping[str, StartupReport | None],
+    *,
+    now: str,
+) -> dict[str, Any] | None:
+    """`status.modelCache`: what the model cache holds, once a starting server reports its
+    download of `uri` (spec.model.uri; None: no cache, no record) complete. The `previous`
+    record stands until a download of another model or revision completes (it describes the
+    cache's volume, not the pods of the moment); the same one again keeps its readyTime."""
+    if uri is None:
+        return None
+    done = [
+        download
+        for pod in sorted(starting)
+        if (download := _download_of(starting[pod])) is not None
+        and download.complete
+        and download.source == uri
+    ]
+    if not done:
+        return dict(previous) if previous else None
+    record: dict[str, Any] = {"model": uri}
+    if done[0].revision is not None:
+        record["revision"] = done[0].revision
+    record["sizeBytes"] = done[0].bytes
+    previous = previous or {}
+    same = all(previous.get(k) == record.get(k) for k in ("model", "revision"))
+    record["readyTime"] = previous.get("readyTime", now) if same else now
+    return record
+
+
+def _download_of(report: StartupReport | None) -> Download | None:
+    return report.download if report is not None else None
 
 
 def startup_problem(

@@ -54,6 +54,7 @@ from ..model.status import (
     autoscaler_condition,
     deployment_status,
     inference_pool_condition,
+    model_cache_record,
     pod_problem,
     refreshable_from_pods,
     startup_problem,
@@ -370,7 +371,8 @@ async def _write_status(
     else pods that cannot serve without a change (a missing Secret, an image that cannot be
     pulled, a crash loop, no node that fits), then a server that died while starting or that
     starts for longer than `spec.startupTimeout`, are Degraded. Starting servers say how far
-    they are (`/ready`, asked through `admin`): that is progress, not failure. `extra`: the
+    they are (`/ready`, asked through `admin`): that is progress, not failure, and a download
+    they report complete is what the model cache holds (`status.modelCache`). `extra`: the
     apply round's InferencePoolCreated and AutoscalerCreated (a refresh keeps the last ones;
     none when not asked)."""
     meta = body["metadata"]
@@ -389,19 +391,25 @@ async def _write_status(
     if spec and problem is None:
         problem = pod_problem(found) or startup_problem(startup, spec.startup_timeout_seconds)
     desired = spec.replicas if spec else (body.get("spec") or {}).get("replicas", 0)
+    previous, stamp = body.get("status") or {}, now()
     status = deployment_status(
-        previous=body.get("status") or {},
+        previous=previous,
         desired=desired,
         deployment=deployment,
         problem=problem,
         selector=",".join(f"{k}={v}" for k, v in selector_labels(name).items()),
         url=service_url(spec) if spec else "",
         generation=meta.get("generation"),
-        now=now(),
+        now=stamp,
         starting=startup,
         extra=extra,
         stale=_stale(spec),
     )
+    if spec is not None:  # an invalid spec leaves the record of the cache as it is
+        cached = spec.model.uri if spec.model_cache.enabled else None
+        record = model_cache_record(previous.get("modelCache"), cached, startup, now=stamp)
+        if record is not None or "modelCache" in previous:
+            status["modelCache"] = record  # None: dropped (the status is a merge patch)
     await write_status(kube, "VLLMDeployment", body, status)
     if seen is not None:
         seen.record((namespace, name), found, starting=bool(startup))
