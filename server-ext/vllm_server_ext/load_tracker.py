@@ -25,7 +25,7 @@ MIN_APPLICATION_UTILIZATION = 0.01
 
 class RateWindow:
     """Events per second over the last `seconds` seconds, in one-second buckets: O(1) per event,
-    O(seconds) per read."""
+    O(1) per read (the sum of the full seconds before the current one is taken once a second)."""
 
     def __init__(self, seconds: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
@@ -33,6 +33,9 @@ class RateWindow:
         self.started = clock()
         self._counts = [0] * seconds
         self._stamps = [-1] * seconds
+        # (second, events in the window's full seconds before it): one tuple, swapped whole,
+        # as reads come from the event loop and the gRPC thread.
+        self._before: tuple[int, int] = (-1, 0)
 
     def add(self, n: int = 1) -> None:
         second = int(self.clock())
@@ -40,13 +43,22 @@ class RateWindow:
         if self._stamps[i] != second:
             self._stamps[i], self._counts[i] = second, 0
         self._counts[i] += n
+        if second < self._before[0]:  # a late event (another thread's clock read): recount
+            self._before = (-1, 0)
 
     def rate(self) -> float:
         now = self.clock()
         second = int(now)
-        total = sum(
-            c for c, s in zip(self._counts, self._stamps, strict=True) if second - s < self.seconds
-        )
+        at, before = self._before
+        if at != second:
+            before = sum(
+                c
+                for c, s in zip(self._counts, self._stamps, strict=True)
+                if 0 < second - s < self.seconds
+            )
+            self._before = (second, before)
+        i = second % self.seconds
+        total = before + (self._counts[i] if self._stamps[i] == second else 0)
         # The window: the full seconds before this one plus the part of this one gone by,
         # shorter while the process is younger than the window.
         span = min(self.seconds - 1 + (now - second), now - self.started)
@@ -137,9 +149,20 @@ class LoadTracker:
 
     def _build(self) -> LoadSnapshot:
         engines = list(self.engines.values())
-        running = sum(e.num_requests_running for e in engines)
-        waiting = sum(e.num_requests_waiting for e in engines)
-        kv = max((e.kv_cache_usage for e in engines), default=0.0)
+        if len(engines) == 1:  # one engine (no data parallelism): no sums to take
+            one = engines[0]
+            running, waiting = one.num_requests_running, one.num_requests_waiting
+            kv = one.kv_cache_usage
+            lora_running, lora_waiting = (
+                one.num_lora_adapters_running,
+                one.num_lora_adapters_waiting,
+            )
+        else:
+            running = sum(e.num_requests_running for e in engines)
+            waiting = sum(e.num_requests_waiting for e in engines)
+            kv = max((e.kv_cache_usage for e in engines), default=0.0)
+            lora_running = sum(e.num_lora_adapters_running for e in engines)
+            lora_waiting = sum(e.num_lora_adapters_waiting for e in engines)
         return LoadSnapshot(
             application_utilization=application_utilization(
                 kv, running, waiting, self.max_num_seqs
@@ -153,8 +176,8 @@ class LoadTracker:
             num_tokens_running=self.token_load.running,
             num_tokens_waiting=self.token_load.waiting,
             kv_cache_usage_perc=kv,
-            num_lora_adapters_running=sum(e.num_lora_adapters_running for e in engines),
-            num_lora_adapters_waiting=sum(e.num_lora_adapters_waiting for e in engines),
+            num_lora_adapters_running=lora_running,
+            num_lora_adapters_waiting=lora_waiting,
         )
 
 

@@ -267,3 +267,177 @@ def test_tracker_encodes_once_per_snapshot_and_refreshes_on_change():
     clock.now += 2  # old: rebuilt even without events, so rates decay while idle
     assert tracker.header("TEXT") is not second
     assert tracker.report() is tracker.report()
+
+
+def test_rate_window_reads_equal_a_full_recount_whatever_the_interleaving():
+    """The sum of the full seconds is kept between reads: every read must still equal a
+    recount of the buckets, for events and reads mixed within and across seconds."""
+    import random
+
+    rng = random.Random(7)
+    clock = FakeClock()
+    window = RateWindow(seconds=10, clock=clock)
+    events: list[float] = []
+    for _ in range(3000):
+        clock.now += rng.choice((0.0, 0.01, 0.3, 1.0, 4.0))
+        if rng.random() < 0.6:
+            window.add()
+            events.append(clock.now)
+        else:
+            second = int(clock.now)
+            recount = sum(1 for t in events if second - int(t) < 10)
+            span = min(9 + (clock.now - second), clock.now - window.started)
+            assert window.rate() == pytest.approx(recount / span)
+
+
+def test_rate_window_counts_an_event_stamped_before_the_last_read():
+    """An event whose clock was read before another thread's read in the next second (the gRPC
+    thread reads too) is counted, not left out of the kept sum."""
+    clock = FakeClock(100.0)
+    window = RateWindow(seconds=10, clock=clock)
+    clock.now = 105.5
+    assert window.rate() == 0.0  # the sum of the full seconds before 105 kept: none
+    clock.now = 104.9  # the adding thread's clock, read before that
+    window.add()
+    clock.now = 105.6
+    assert window.rate() == pytest.approx(1 / 5.6)  # a process 5.6 s old
+
+
+def test_text_counts_are_exact_integers_small_and_huge():
+    snapshot = LoadSnapshot(0.5, 1.25, 0, 0, 0, 7, 0, 10**16 + 1, 123, 0)
+    value = encode_text(snapshot)
+    assert ",named_metrics.num_requests_running=7," in value
+    assert ",named_metrics.num_tokens_running=10000000000000001," in value
+    assert ",named_metrics.num_tokens_waiting=123," in value
+    assert "eps=0," in value
+
+
+# --- process sampler --------------------------------------------------------------------------
+
+
+class FakeTree:
+    """Processes as the sampler reads them: pid -> (start time, CPU seconds, RSS bytes)."""
+
+    def __init__(self, procs: dict[int, tuple[int, float, int]]) -> None:
+        self.procs = procs
+        self.lookups = 0
+
+    def find_pids(self) -> list[int]:
+        self.lookups += 1
+        return sorted(self.procs)
+
+    def read(self, pid: int):  # type: ignore[no-untyped-def]
+        if pid not in self.procs:
+            return None
+        start, cpu, rss = self.procs[pid]
+        return (pid, start), cpu, rss
+
+
+def make_sampler(tree: FakeTree, clock: FakeClock, refresh_every: int = 30):  # type: ignore[no-untyped-def]
+    from vllm_server_ext.process_sampler import ProcessSampler
+
+    tracker = LoadTracker(token_load=TokenLoad(), max_num_seqs=8, clock=clock)
+    sampler = ProcessSampler(
+        tracker,
+        refresh_every=refresh_every,
+        find_pids=tree.find_pids,
+        read=tree.read,
+        clock=clock,
+        cpus=2,
+        memory=1000,
+    )
+    return tracker, sampler
+
+
+def test_sampler_reports_the_trees_cpu_over_the_cpus_and_its_memory():
+    clock = FakeClock()
+    tree = FakeTree({10: (1, 5.0, 100), 11: (2, 50.0, 300)})
+    tracker, sampler = make_sampler(tree, clock)
+    sampler.sample()
+    assert tracker.cpu_utilization == 0.0  # nothing to compare with yet
+    assert tracker.mem_utilization == pytest.approx(0.4)
+    tree.procs = {10: (1, 5.5, 100), 11: (2, 51.5, 500)}
+    clock.now += 1.0
+    sampler.sample()
+    assert tracker.cpu_utilization == pytest.approx((0.5 + 1.5) / 1.0 / 2)
+    assert tracker.mem_utilization == pytest.approx(0.6)
+
+
+def test_sampler_looks_the_tree_up_every_refresh_samples_and_after_a_process_ends():
+    clock = FakeClock()
+    tree = FakeTree({10: (1, 0.0, 1), 11: (2, 0.0, 1)})
+    _, sampler = make_sampler(tree, clock, refresh_every=3)
+    for _ in range(3):
+        clock.now += 1
+        sampler.sample()
+    assert tree.lookups == 1  # the host-wide walk, not once a sample
+    clock.now += 1
+    sampler.sample()
+    assert tree.lookups == 2
+    del tree.procs[11]  # the engine ended: look again at the next sample
+    clock.now += 1
+    sampler.sample()
+    clock.now += 1
+    sampler.sample()
+    assert tree.lookups == 3
+
+
+def test_sampler_counts_a_new_or_reused_pid_from_its_first_sample_on():
+    clock = FakeClock()
+    tree = FakeTree({10: (1, 1.0, 1)})
+    tracker, sampler = make_sampler(tree, clock, refresh_every=1)
+    sampler.sample()
+    tree.procs = {10: (1, 1.5, 1), 12: (3, 100.0, 1)}  # a child started: its past is not ours
+    clock.now += 1
+    sampler.sample()
+    assert tracker.cpu_utilization == pytest.approx(0.5 / 2)
+    tree.procs = {10: (1, 2.0, 1), 12: (4, 0.25, 1)}  # pid 12 reused by another process
+    clock.now += 1
+    sampler.sample()
+    assert tracker.cpu_utilization == pytest.approx(0.5 / 2)
+
+
+def test_sampler_reads_this_process_and_sees_a_busy_child():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from vllm_server_ext.process_sampler import ProcessSampler, read_psutil
+
+    identity, cpu, rss = read_psutil(os.getpid())  # type: ignore[misc]
+    assert identity[0] == os.getpid() and cpu > 0
+    assert rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.1)
+    assert read_psutil(2**22 + 1) is None  # no such process
+
+    tracker = LoadTracker(token_load=TokenLoad(), max_num_seqs=8)
+    sampler = ProcessSampler(tracker, cpus=1)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        sampler.sample()
+        time.sleep(0.5)
+        sampler.sample()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert tracker.cpu_utilization > 0.05  # the child's spinning, even on a loaded host
+    assert tracker.mem_utilization > 0
+
+
+@pytest.mark.parametrize("engines", [1, 2])
+def test_snapshot_sums_the_engines_and_takes_the_fullest_cache(engines: int):
+    tracker = LoadTracker(token_load=TokenLoad(), max_num_seqs=8)
+    loads = [EngineLoad(3, 1, 0.25, 1, 0), EngineLoad(2, 4, 0.5, 0, 2)][:engines]
+    for i, load in enumerate(loads):
+        tracker.record_engine(i, load)
+    snapshot = tracker.snapshot()
+    assert snapshot.num_requests_running == sum(x.num_requests_running for x in loads)
+    assert snapshot.num_requests_waiting == sum(x.num_requests_waiting for x in loads)
+    assert snapshot.kv_cache_usage_perc == max(x.kv_cache_usage for x in loads)
+    assert snapshot.num_lora_adapters_running == sum(x.num_lora_adapters_running for x in loads)
+    assert snapshot.num_lora_adapters_waiting == sum(x.num_lora_adapters_waiting for x in loads)
+    running = sum(x.num_requests_running + x.num_requests_waiting for x in loads)
+    assert snapshot.application_utilization == max(running / 8, snapshot.kv_cache_usage_perc)
