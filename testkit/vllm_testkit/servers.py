@@ -133,6 +133,16 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`vllm-ext-serve ARGS` run to its end (a command line it refuses exits at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_server_ext", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def ext_server(model: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None):
     argv = [sys.executable, "-m", "vllm_server_ext", str(model), "--served-model-name",
             SERVED_NAME, *CPU_ARGS, *extra]  # fmt: skip

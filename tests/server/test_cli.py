@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from vllm_server_ext import cli
+from vllm_testkit.servers import run_cli
 
 
 def test_positional_model_and_our_flags_are_split_from_vllms():
@@ -25,15 +26,6 @@ def test_defaults_match_vllm_serve():
     inv = cli.parse_command_line(["--model", "m", "--host=127.0.0.1", "--log_format=text"])
     assert (inv.host, inv.port) == ("127.0.0.1", 8000)
     assert inv.vllm_argv == ["--model", "m", "--host=127.0.0.1"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vllm_server_ext", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_bad_value_of_our_flag_is_one_line_naming_flag_and_choices():

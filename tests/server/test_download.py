@@ -19,6 +19,7 @@ from vllm_server_ext.download import (
     parse_source,
 )
 from vllm_server_ext.lifecycle import STARTUP_PHASES, Phase, ServerState, StateCollector
+from vllm_testkit.servers import run_cli
 
 
 @pytest.mark.parametrize(
@@ -156,15 +157,6 @@ def test_the_filler_publishes_its_progress_for_the_waiters(tmp_path: Path):
         filler.release()
     assert waiter.try_acquire()
     waiter.release()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vllm_server_ext", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(

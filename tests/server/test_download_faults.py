@@ -27,6 +27,7 @@ from vllm_server_ext.download import (
 )
 from vllm_testkit.hub_standin import HubStandIn, _File
 from vllm_testkit.s3_standin import S3StandIn, moto_server_path
+from vllm_testkit.servers import run_cli
 
 needs_moto = pytest.mark.skipif(moto_server_path() is None, reason="moto is not installed")
 
@@ -297,11 +298,6 @@ def test_a_malformed_progress_file_does_not_kill_the_waiter(tmp_path: Path):
 
 
 # --- The command line ---------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vllm_server_ext", *args], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
 
 
 def test_a_config_file_is_refused_with_a_downloaded_model(tmp_path: Path):

@@ -82,6 +82,15 @@ def past_download(body: dict) -> bool:
     return body.get("phase") not in ("starting", "waiting_for_cache", "downloading")
 
 
+def download_of(server: ServerProcess) -> dict:
+    """Start `server`, wait until its download is over, stop it: its `/ready`'s `download`."""
+    server.start()
+    try:
+        return watch(server, past_download)[-1]["download"]
+    finally:
+        server.stop()
+
+
 def progress_of(bodies: list[dict]) -> list[int]:
     return [b["download"]["bytes"] for b in bodies if "download" in b]
 
@@ -162,12 +171,7 @@ def test_a_killed_download_resumes_and_a_new_revision_fetches_only_what_changed(
     assert hub.body_bytes < total
 
     hub.rate = None
-    second = hub_server(hub, home, tmp_path / "second.log")
-    second.start()
-    try:
-        download = watch(second, past_download)[-1]["download"]
-    finally:
-        second.stop()
+    download = download_of(hub_server(hub, home, tmp_path / "second.log"))
     assert download["complete"] and download["bytes"] == total
     assert download["revision"] == first_commit
     # Only the rest came over the network, asked for with a ranged request for the partial file.
@@ -186,12 +190,7 @@ def test_a_killed_download_resumes_and_a_new_revision_fetches_only_what_changed(
     config = json.loads((changed / "config.json").read_text())
     (changed / "config.json").write_text(json.dumps({**config, "v": 2}))
     new_commit = hub.add_repo(REPO, changed)
-    third = hub_server(hub, home, tmp_path / "third.log")
-    third.start()
-    try:
-        download = watch(third, past_download)[-1]["download"]
-    finally:
-        third.stop()
+    download = download_of(hub_server(hub, home, tmp_path / "third.log"))
     assert download["revision"] == new_commit != first_commit
     assert download["fetched_bytes"] == (changed / "config.json").stat().st_size
 
@@ -285,12 +284,7 @@ def test_a_killed_s3_download_resumes(s3: S3StandIn, tiny_model: Path, tmp_path:
     finally:
         first.stop(signal.SIGKILL)
     s3.rate = None
-    second = s3_server(s3, home, tmp_path / "second.log")
-    second.start()
-    try:
-        download = watch(second, past_download)[-1]["download"]
-    finally:
-        second.stop()
+    download = download_of(s3_server(s3, home, tmp_path / "second.log"))
     assert download["complete"] and 0 < download["fetched_bytes"] < total * 0.7
     assert same_files(tiny_model, home / "s3" / "models" / "tiny" / "v1")
 
