@@ -32,3 +32,13 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     finally:
         # SIGTERM ends the server cleanly, its gRPC service and load sampler included.
         assert proc.stop() == 0, proc.log()[-3000:]
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub in this process online: `make test` runs with HF_HUB_OFFLINE=1 (nothing
+    is ever fetched from the internet), which huggingface_hub reads once, at import; the Hub of
+    the tests that use this is the local stand-in (`vllm_testkit.hub_standin`)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -222,7 +222,9 @@ class _Recorder(BaseHTTPRequestHandler):
         self.wfile.write(self.data)
 
 
-def test_the_hf_token_is_not_sent_to_the_host_a_file_redirects_to(tmp_path: Path, monkeypatch):
+def test_the_hf_token_is_not_sent_to_the_host_a_file_redirects_to(
+    tmp_path: Path, monkeypatch, hub_online
+):
     # The Hub redirects LFS/Xet files to another host (a CDN with a signed URL); `_fetch_blob`
     # GETs `meta.location` with `build_hf_headers()`, i.e. `Authorization: Bearer $HF_TOKEN`.
     # huggingface_hub drops the header for any host that is not the Hub's (`_is_same_or_hub_host`

@@ -29,6 +29,9 @@ from minio import Minio
 from vllm_testkit.hub_standin import HubStandIn
 from vllm_testkit.s3_standin import MISSING, S3StandIn, moto_server_path
 
+# The Hub here is the stand-in: huggingface_hub online in this process, whatever `make test` sets.
+pytestmark = pytest.mark.usefixtures("hub_online")
+
 MiB = 1024 * 1024
 # huggingface_hub's child: HF_ENDPOINT (from the environment) is the only way it finds the Hub.
 CHILD = "import sys; from huggingface_hub import snapshot_download as s; print(s(sys.argv[1], cache_dir=sys.argv[2]))"
