@@ -82,6 +82,16 @@ def past_download(body: dict) -> bool:
     return body.get("phase") not in ("starting", "waiting_for_cache", "downloading")
 
 
+def kill_mid_download(server: ServerProcess, total: int) -> None:
+    """Start `server` and SIGKILL it past 40 % of its download, as when its pod dies: no chance
+    to clean up."""
+    server.start()
+    try:
+        watch(server, lambda b: b.get("download", {}).get("bytes", 0) > total * 0.4)
+    finally:
+        server.stop(signal.SIGKILL)
+
+
 def download_of(server: ServerProcess) -> dict:
     """Start `server`, wait until its download is over, stop it: its `/ready`'s `download`."""
     server.start()
@@ -162,12 +172,7 @@ def test_a_killed_download_resumes_and_a_new_revision_fetches_only_what_changed(
     total, home = model_bytes(tiny_model), tmp_path / "home"
     first_commit = hub.add_repo(REPO, tiny_model)
     hub.rate = SLOW
-    first = hub_server(hub, home, tmp_path / "first.log")
-    first.start()
-    try:
-        watch(first, lambda b: b.get("download", {}).get("bytes", 0) > total * 0.4)
-    finally:
-        first.stop(signal.SIGKILL)  # as when the pod dies: no chance to clean up
+    kill_mid_download(hub_server(hub, home, tmp_path / "first.log"), total)
     assert hub.body_bytes < total
 
     hub.rate = None
@@ -277,12 +282,7 @@ def test_s3_model_downloads_with_progress_into_the_layout_vllm_loads(
 def test_a_killed_s3_download_resumes(s3: S3StandIn, tiny_model: Path, tmp_path: Path):
     total, home = model_bytes(tiny_model), tmp_path / "home"
     s3.rate = SLOW
-    first = s3_server(s3, home, tmp_path / "first.log")
-    first.start()
-    try:
-        watch(first, lambda b: b.get("download", {}).get("bytes", 0) > total * 0.4)
-    finally:
-        first.stop(signal.SIGKILL)
+    kill_mid_download(s3_server(s3, home, tmp_path / "first.log"), total)
     s3.rate = None
     download = download_of(s3_server(s3, home, tmp_path / "second.log"))
     assert download["complete"] and 0 < download["fetched_bytes"] < total * 0.7
