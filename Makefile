@@ -127,8 +127,9 @@ e2e:
 	$(E2E_VENV)/bin/python -m pip install -q -e '.[server,test]'
 	$(E2E_VENV)/bin/pytest -m e2e tests/e2e -s -v -p no:cacheprovider
 
+# Every benchmark (many minutes), then one table of figures and goals; JSON in bench/results/.
 bench: install
-	$(PY) bench/startup.py
+	$(PY) bench/all.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

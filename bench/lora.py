@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import kmock
+from goals import goal
 
 from vllm_testkit.kube_bench import BenchEmulator, start_operator
 from vllm_testkit.kube_emulator import create, declare, pod_status, start_pods, write_kubeconfig
@@ -187,7 +188,7 @@ async def run(sizes: list[int]) -> dict[str, object]:
                 await asyncio.sleep(0.01)
             results["reload_after_restart_seconds"] = round(time.monotonic() - live, 3)
     real.stop()
-    return results | {"verdicts": verdicts(results)}
+    return results | {"verdicts": verdicts(results), "goals": goals(results)}
 
 
 def verdicts(results: dict) -> dict[str, object]:
@@ -213,6 +214,25 @@ def verdicts(results: dict) -> dict[str, object]:
     if "reload_after_restart_seconds" in results:
         reload = results["reload_after_restart_seconds"]
         out["reload_after_restart"] = {"seconds": reload, "goal": "<= 2", "met": reload <= 2}
+    return out
+
+
+def goals(results: dict) -> list[dict]:
+    """The "goals" list (bench/goals.py): the figures `verdicts` judges."""
+    judged = verdicts(results)
+    out = []
+    if "apply_to_loaded_real_server" in judged:
+        over = judged["apply_to_loaded_real_server"]["over_direct_load_seconds"]
+        out.append(goal("apply -> loaded over a direct load, real server (1 pod)", over, "s",
+                        "<=", 0.5))  # fmt: skip
+    if "apply_to_loaded_test_doubles" in judged:
+        doubles = judged["apply_to_loaded_test_doubles"]
+        pods = "/".join(str(n) for n in doubles["pods"])
+        out.append(goal(f"apply -> loaded over a direct load, test doubles ({pods} pods, worst)",
+                        doubles["worst_over_direct_load_seconds"], "s", "<=", 0.5))  # fmt: skip
+    if "reload_after_restart" in judged:
+        seconds = judged["reload_after_restart"]["seconds"]
+        out.append(goal("adapter back after a restart, from live", seconds, "s", "<=", 2))
     return out
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from goals import goal
 
 from vllm_testkit.hub_standin import HubStandIn
 from vllm_testkit.servers import ServerProcess, free_port
@@ -261,8 +262,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     model = generate_model(work / "tiny-llama")
     if args.only == "cold-start":
-        print(json.dumps({"cold_start": cold_start(model, work, args.replicas, args.link_rate)},
-                         indent=2))  # fmt: skip
+        result = {"cold_start": cold_start(model, work, args.replicas, args.link_rate)}
+        print(json.dumps(result | {"goals": goals(result)}, indent=2))
         return
     runs: dict[str, list[dict[str, float]]] = {"stock": [], "ext": []}
     for i in range(args.runs):
@@ -291,7 +292,32 @@ def main() -> None:
     summary = summarize(runs, saturation)
     if args.only is None:
         summary["cold_start"] = cold_start(model, work, args.replicas, args.link_rate)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary | {"goals": goals(summary)}, indent=2))
+
+
+def goals(result: dict) -> list[dict]:
+    """The "goals" list (bench/goals.py) of what `summarize` and `cold_start` measured."""
+    out = []
+    if "ready_overhead" in result:
+        out += [
+            goal("time-to-ready overhead, ours vs stock (median)",
+                 result["ready_overhead"]["median_pct"], "%", "<=", 5),
+            goal("liveness, ours (first /health 200)",
+                 result["median"]["ext"]["first_health_s"], "s", "<=", 1.0),
+            goal("/health p99 under saturation, ours",
+                 result["health_under_saturation"]["ext"]["p99_ms"], "ms", "<=", 50),
+        ]  # fmt: skip
+    if "cold_start" in result:
+        cold = result["cold_start"]
+        size, n = cold["model_bytes"], cold["no_cache"]["replicas"]
+        for key, what, expected in (
+            ("no_cache", f"{n} replicas, no cache (each downloads)", n * size),
+            ("shared_cache_cold", f"{n} replicas, shared cache, cold (once)", size),
+            ("shared_cache_warm", f"{n} replicas, shared cache, warm (nothing)", 0),
+        ):
+            out.append(goal(f"cold start bytes fetched, {what}", cold[key]["bytes_fetched"],
+                            "bytes", "==", expected))  # fmt: skip
+    return out
 
 
 def summarize(
