@@ -46,8 +46,10 @@ class RateWindow:
         if second < self._before[0]:  # a late event (another thread's clock read): recount
             self._before = (-1, 0)
 
-    def rate(self) -> float:
-        now = self.clock()
+    def rate(self, now: float | None = None) -> float:
+        """Events per second at `now` (by default the clock's)."""
+        if now is None:
+            now = self.clock()
         second = int(now)
         at, before = self._before
         if at != second:
@@ -74,7 +76,7 @@ class EngineLoad:
     num_lora_adapters_waiting: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Built:
     """A snapshot and its encodings, filled lazily (racing threads write equal values)."""
 
@@ -126,7 +128,7 @@ class LoadTracker:
     def _current(self) -> _Built:
         built, now = self._built, self.clock()
         if built is None or built.version != self._version or now - built.at > self.max_age:
-            built = self._built = _Built(self._version, now, self._build())
+            built = self._built = _Built(self._version, now, self._build(now))
         return built
 
     def snapshot(self) -> LoadSnapshot:
@@ -147,7 +149,7 @@ class LoadTracker:
             built.report = to_report(built.snapshot)
         return built.report
 
-    def _build(self) -> LoadSnapshot:
+    def _build(self, now: float) -> LoadSnapshot:
         engines = list(self.engines.values())
         if len(engines) == 1:  # one engine (no data parallelism): no sums to take
             one = engines[0]
@@ -167,8 +169,8 @@ class LoadTracker:
             application_utilization=application_utilization(
                 kv, running, waiting, self.max_num_seqs
             ),
-            rps_fractional=self.requests.rate(),
-            eps=self.errors.rate(),
+            rps_fractional=self.requests.rate(now),
+            eps=self.errors.rate(now),
             cpu_utilization=self.cpu_utilization,
             mem_utilization=self.mem_utilization,
             num_requests_running=running,

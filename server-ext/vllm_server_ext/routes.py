@@ -73,9 +73,11 @@ class ServerExtMiddleware:
         )
         api = ext.orca_formats and scope["path"].startswith(API_PREFIX) and not on_admin_port
         if api:
-            requested = next(
-                (v for k, v in scope["headers"] if k == _FORMAT_REQUEST_HEADER), b""
-            ).decode("latin-1")
+            requested = None
+            for name, value in scope["headers"]:
+                if name == _FORMAT_REQUEST_HEADER:
+                    requested = value.decode("latin-1")
+                    break
             fmt = choose_format(ext.orca_formats, requested)
         status = 0
 

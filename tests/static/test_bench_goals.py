@@ -1,6 +1,6 @@
 """The benchmarks' one goals shape (bench/goals.py), the table `make bench` prints from it
-(bench/all.py), and the goals lists startup.py, lora.py and autoscale.py build from their own
-results. Nothing here runs a benchmark."""
+(bench/all.py), and the goals lists startup.py, lora.py, orca.py and autoscale.py build from
+their own results. Nothing here runs a benchmark."""
 
 from __future__ import annotations
 
@@ -161,6 +161,40 @@ def test_lora_goals_from_its_result():
     ]
     assert "10/50 pods" in listed[1]["figure"]
     assert [g["met"] for g in listed] == [v["met"] for v in lora.verdicts(result).values()]
+
+
+def orca_result(verdict: str, ratio: float, identical: float, worst_us: float) -> dict:
+    """A hand-made document of bench/orca.py, as `goals` reads it."""
+    return {
+        "throughput": {"ratio_on_off": ratio, "ratio_identical_servers": identical,
+                       "verdict": f"{verdict}: on/off gap {1 - ratio:+.2%}"},
+        "per_phase": {"per_response": {"worst_case": {
+            "format": "JSON", "case": "new snapshot every response", "added_us": worst_us}}},
+    }  # fmt: skip
+
+
+def test_orca_goals_from_its_result(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # bench/orca.py imports startup.py as a sibling
+    orca = load("orca")
+    listed = orca.goals(orca_result("met", 0.998, 1.001, 17.5))
+    assert [(g["value"], g["unit"], g["goal"], g["met"]) for g in listed] == [
+        (0.998, "", ">= 0.995", True),
+        (1.001, "", ">= 0.995", True),
+        (17.5, "us", "<= 20", True),
+    ]
+    assert "JSON, new snapshot every response" in listed[2]["figure"]
+    assert all("note" not in g for g in listed)
+
+    missed = orca.goals(orca_result("not met", 0.97, 0.99, 23.5))
+    assert [g["met"] for g in missed] == [False, False, False]
+
+    # Inconclusive: the run could not resolve 0.5 %, so the ratio is not judged, even above
+    # the goal; the note is the verdict.
+    unsure = orca.goals(orca_result("inconclusive", 0.996, 0.98, 12.0))
+    assert [g["met"] for g in unsure] == [None, False, True]
+    assert unsure[0]["note"].startswith("inconclusive: on/off gap")
+    assert "note" not in unsure[1]
+    assert goals.table([("orca", {"goals": unsure})]).count("orca ") == 3
 
 
 def test_autoscale_goals_from_its_result():
