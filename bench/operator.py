@@ -22,9 +22,11 @@ Measured:
   converge reports how far it got;
 - the operator's peak RSS over the whole run; the CPU seconds of the operator and of this
   process (the emulator and the admin double), to tell which of them was the bottleneck;
-- the API requests it made, classified by verb and resource: per new VLLMDeployment and per new
-  LoraAdapter (requests on one LoraAdapter and Events about one count for the LoraAdapters; the
-  rest, pods and lists of LoraAdapters included, for the VLLMDeployments), per minute at rest
+- the API requests it made (reads and writes; the watch streams it keeps open, one per watched
+  kind and renewed every few minutes, are counted apart), classified by verb and resource: per
+  new VLLMDeployment and per new LoraAdapter (requests on one LoraAdapter and Events about one
+  count for the LoraAdapters; the rest, pods and lists of LoraAdapters included, for the
+  VLLMDeployments), per minute at rest
   (nothing changed, nothing drifted), per spec change;
 - per spec change (a new image: the Deployment's template changes), made one at a time with the
   whole cluster in place, the seconds from the change to the Deployment's new template, p50/p99.
@@ -234,11 +236,14 @@ def for_adapter(r: object) -> bool:
     return involved.get("kind") == "LoraAdapter"
 
 
-def operators(emulator: BenchEmulator, since: int) -> list[object]:
-    """The operator's requests since `since` (the bench's own go through kmock's client)."""
+def operators(emulator: BenchEmulator, since: int, *, watches: bool = False) -> list[object]:
+    """The operator's requests since `since` (the bench's own go through kmock's client): its
+    reads and writes, or with `watches` only the watch streams it opened (one per watched kind,
+    renewed every few minutes, whatever the number of objects)."""
     return [
         r for r in emulator.history[since:]
         if not r.headers.get("User-Agent", "").startswith("kmock")
+        and (r.action == kmock.action.WATCH) == watches  # type: ignore[attr-defined]
     ]  # fmt: skip
 
 
@@ -347,6 +352,7 @@ async def scenario(
     await asyncio.sleep(rest_seconds)
     at_rest = operators(emulator, rest_from)
     per_minute = len(at_rest) * 60 / rest_seconds
+    watches_per_minute = len(operators(emulator, rest_from, watches=True)) * 60 / rest_seconds
 
     change_from = len(emulator.history)
     latencies = []
@@ -375,6 +381,7 @@ async def scenario(
             "new_deployment": per_object(new_deployments, cluster.count),
             "new_adapter": per_object(new_adapters, cluster.adapters),
             "requests_per_minute_at_rest": round(per_minute, 1),
+            "watch_streams_opened_per_minute_at_rest": round(watches_per_minute, 1),
             "at_rest_by_kind_per_minute": {
                 k: round(v * 60 / rest_seconds, 1) for k, v in by_kind(at_rest).items()
             },

@@ -14,7 +14,8 @@ import kopf
 
 from . import GROUP, MANAGER, metrics
 from .clients.admin_token import AdminKeyError, AdminTokens
-from .clients.kube import Kube
+from .clients.cache import COMPLETE, WATCHED, CachedKube, ObjectCache
+from .clients.kube import KINDS, Kube
 from .clients.vllm_admin import VLLMAdminClient
 from .config import ADMIN_KEY_FILE_ENV, Settings, SettingsError
 from .model import scope
@@ -24,8 +25,11 @@ from .reconcile.leadership import Leadership
 from .reconcile.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
-# Kopf watches only our own children (a server-side label selector), not every pod of the cluster.
-OWN_CHILDREN = ("v1/pods", "v1/services", "apps/v1/deployments")
+# Kopf watches only our own children, sets and pods (a server-side label selector), not every
+# pod of the cluster.
+OWN_CHILDREN = tuple(
+    f"{KINDS[kind].api_version}/{KINDS[kind].plural}" for kind in WATCHED if kind not in COMPLETE
+)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -86,8 +90,12 @@ def admin_tokens(config: Settings) -> AdminTokens:
         raise SettingsError(f"{ADMIN_KEY_FILE_ENV}: {e}") from None
 
 
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
-    """Everything the handlers need, in `memo`: the reconciler, and the loops beside Kopf's."""
+async def start(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, indices: dict[str, Any] | None = None
+) -> None:
+    """Everything the handlers need, in `memo`: the reconciler, and the loops beside Kopf's.
+    `indices`: Kopf's index of each watched kind (by kind), which the reconciler reads the
+    cluster from (`clients.cache`)."""
     configure_kopf(settings)
     namespaces = served_namespaces(settings)
     try:
@@ -99,6 +107,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     if config.metrics_port is not None and metrics.serve(config.metrics_port):
         log.info("metrics on port %d", config.metrics_port)
     kube = Kube.connect()
+    if indices:
+        kube = CachedKube(kube, ObjectCache(await _watched(kube, indices)))
     memo.leadership = Leadership(kube, settings.peering, config.pod_id, namespaces)
     metrics.LEADER.set(1 if memo.leadership.standalone else 0)
     memo.reconciler = Reconciler(kube, VLLMAdminClient(tokens), config, namespaces=namespaces)
@@ -111,6 +121,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         ),
         asyncio.create_task(leadership_loop(memo.leadership)),
     ]
+
+
+async def _watched(kube: Kube, indices: dict[str, Any]) -> dict[str, Any]:
+    """The indices of the kinds Kopf watches: those the API server serves as it starts (Kopf
+    watches a CRD installed later only after a restart when it serves namespaces, and at once
+    clusterwide; the operator reads such a kind from the API server until it restarts)."""
+    return {kind: index for kind, index in indices.items() if await kube.serves(kind)}
 
 
 async def stop(memo: kopf.Memo, **_: Any) -> None:

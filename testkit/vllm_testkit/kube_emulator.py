@@ -2,7 +2,7 @@
 the little a real API server does that kmock 0.8 does not and the operator relies on.
 
 What kmock does not emulate, and what these tests therefore do not show (the kind e2e suite
-does): resourceVersion/uid/generation bookkeeping, owner-reference garbage collection, RBAC,
+does): generation bookkeeping, owner-reference garbage collection, RBAC,
 admission (schema, CEL, defaulting), server-side apply's field ownership (an apply is a merge
 here), and subresources as separate endpoints (/status and /scale patch the whole object).
 
@@ -10,8 +10,10 @@ Added here, as a real API server behaves (named so, in `KubeEmulator`):
 - `metadata.generateName` names the object (Kopf's Events use it);
 - server-side apply of a missing object creates it;
 - a created object gets a `uid` and a `creationTimestamp` (unless the test set them);
-- `labelSelector` on lists and watches (equality and set-based requirements); a watch does not
-  turn an object that stops matching into a DELETED event, as a real one would.
+- `labelSelector` on lists and watches (equality and set-based requirements); on a watch, an
+  object that stops matching comes as DELETED and one that starts matching as ADDED;
+- every write gives the object a new `resourceVersion`, from one counter (etcd's revision),
+  which the operator's cache uses to tell its own writes' echoes from newer changes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import re
 import secrets
@@ -177,6 +180,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         super().__init__(*args, **kwargs)
         self.refusals: dict[tuple[str, str, str | None], tuple[int, str]] = {}
         self.last_write = time.monotonic()  # of any create, update, patch or delete
+        self.revision = itertools.count(1000)  # resourceVersions, as etcd's revision
 
     def idle_for(self) -> float:
         """Seconds since anything was written."""
@@ -189,14 +193,29 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return result
 
     async def _serve_watch(self, request):  # kmock's fallback for watches (private API)
+        """Objects filtered by the label selector, as a real API server's watch cache does:
+        an object whose change takes it out of the selection comes as DELETED, one that
+        enters it as ADDED (what an informer, Kopf's indices included, relies on to forget an
+        object whose labels were stripped)."""
         requirements = _requirements(request)
+        shown: set[tuple[str, str]] = set()  # (namespace, name) this stream holds as selected
         async for event in super()._serve_watch(request):
-            # Objects are filtered; anything else (the stream's start, errors) passes.
             kind = event.get("type") if isinstance(event, dict) else None
-            if kind not in ("ADDED", "MODIFIED", "DELETED") or selects(
-                requirements, event["object"]
-            ):
-                yield event
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                yield event  # the stream's start, errors
+                continue
+            meta = event["object"].get("metadata") or {}
+            key = (meta.get("namespace") or "", meta.get("name") or "")
+            if kind == "DELETED":
+                if key in shown:
+                    shown.discard(key)
+                    yield event
+            elif selects(requirements, event["object"]):
+                yield event if key in shown else {**event, "type": "ADDED"}
+                shown.add(key)
+            elif key in shown:  # out of the selection
+                shown.discard(key)
+                yield {**event, "type": "DELETED"}
 
     async def _handle(self, request):  # kmock's only hook before storage (private API)
         if request.action not in (kmock.action.FETCH, kmock.action.LIST, kmock.action.WATCH):
@@ -215,6 +234,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 meta["name"] = meta["generateName"] + secrets.token_hex(3)
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", _now())
+        if request.action in (kmock.action.CREATE, kmock.action.UPDATE) and data is not None:
+            # A merge patch, an apply or a replacement: stored with the object's new version.
+            data.setdefault("metadata", {})["resourceVersion"] = str(next(self.revision))
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
         key = (request.resource, request.namespace, request.name)
         if (
@@ -333,6 +355,17 @@ def api_calls(emulator: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
         plural = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
         calls.add((verb, r.resource.group or "", plural))
     return calls
+
+
+def operator_requests(emulator: kmock.KubernetesEmulator, since: int = 0) -> list[str]:
+    """The operator's requests after the emulator's first `since`, as "VERB path": not the
+    test's own (kmock's client), not the watch streams (they stay open)."""
+    return [
+        f"{r.method.value} {r.url.path}"
+        for r in list(emulator)[since:]
+        if not r.headers.get("User-Agent", "").startswith("kmock")
+        and r.action != kmock.action.WATCH
+    ]
 
 
 # Every (verb, group, resource) the operator sent in this process; the tests check them against

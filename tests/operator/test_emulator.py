@@ -3,9 +3,20 @@ server-side filtering is what the tests exercise (no client-side "kmock-proof" f
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import aiohttp
 import pytest
 
-from vllm_testkit.kube_emulator import KubeEmulator, create, declare, label_selector, selects
+from vllm_testkit.kube_emulator import (
+    MERGE,
+    KubeEmulator,
+    create,
+    declare,
+    label_selector,
+    selects,
+)
 
 
 def test_label_selector_syntax_of_the_api_server():
@@ -65,3 +76,35 @@ async def test_lists_are_filtered_by_label_selector(kmock):
     response = await kmock.get("/api/v1/namespaces/ns/pods", params={"labelSelector": "a in ()"})
     assert response.status == 400
     assert "needs at least one value" in (await response.json())["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_a_watch_sees_objects_leave_and_enter_its_label_selection(kmock):
+    """As a real API server's watch: stripping the labels is a DELETED event for a watch by
+    them, putting them back an ADDED one (the operator's cache forgets and relearns the object
+    from those)."""
+    declare(kmock)
+    pod = {"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "vllm"}}}
+    await create(kmock, "/api/v1/namespaces/ns/pods", pod)
+    path = "/api/v1/namespaces/ns/pods/a"
+    params = {"watch": "true", "labelSelector": "app=vllm"}
+    async with aiohttp.ClientSession() as session:
+        url = f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/ns/pods"
+        async with session.get(url, params=params) as stream:
+
+            async def next_event() -> tuple[str, dict]:
+                while not (line := await asyncio.wait_for(stream.content.readline(), 5)).strip():
+                    pass
+                event = json.loads(line)
+                return event["type"], event["object"]["metadata"].get("labels") or {}
+
+            assert await next_event() == ("ADDED", {"app": "vllm"})
+            for labels, seen in [({"app": None}, ("DELETED", {})),
+                                 ({"other": "x"}, None),  # still out: nothing
+                                 ({"app": "vllm"}, ("ADDED", {"app": "vllm", "other": "x"})),
+                                 ({"other": "y"}, ("MODIFIED", {"app": "vllm", "other": "y"}))]:  # fmt: skip
+                patch = {"metadata": {"labels": labels}}
+                assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
+                if seen is not None:
+                    assert await next_event() == seen

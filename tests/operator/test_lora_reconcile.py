@@ -6,6 +6,8 @@ dual-stack clusters do."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -23,6 +25,7 @@ from vllm_testkit.kube_emulator import (
     declare,
     events,
     lora_path,
+    operator_requests,
     pod_status,
     running_operator,
     wait_for,
@@ -46,12 +49,12 @@ def double():
     admin.close()
 
 
-async def start_pods(emulator, double: VLLMAdminDouble) -> None:
+async def start_pods(emulator, double: VLLMAdminDouble, max_loras: int = 2) -> None:
     spec = {
         "model": {"uri": "/models/tiny", "servedName": BASE_MODEL},
         "accelerator": "CPU",
         "adminPort": double.port,
-        "lora": {"enabled": True, "maxLoras": 2, "maxRank": 8},
+        "lora": {"enabled": True, "maxLoras": max_loras, "maxRank": 8},
     }
     await create(emulator, CR_PATH, vllmd("tiny", spec, NS))
     await wait_for(lambda: (DEPLOYMENT, NS, "tiny") in emulator.objects, what="the Deployment")
@@ -180,3 +183,33 @@ async def test_one_replica_stays_on_the_pod_that_serves_its_name(kmock, kubeconf
         assert gate(kmock, "tiny-0") == (
             "True", reasons.NO_ADAPTERS, "no LoRA adapter is meant for this pod"
         )  # fmt: skip
+
+
+async def test_a_drift_check_asks_each_server_once_and_the_api_server_nothing(
+    kmock, kubeconfig, double, monkeypatch
+):
+    """At rest with four adapters loaded, every drift check (every 0.5 s here) asks each pod's
+    server for its adapters once, not once per adapter, and sends the API server nothing: the
+    adapters, pods and sets come from the watch cache, and statuses that did not change are
+    not written."""
+    monkeypatch.setenv("VLLM_OPERATOR_DRIFT_CHECK_SECONDS", "0.5")
+    declare(kmock)
+    names = ["a", "b", "c", "d"]
+    async with running_operator(kmock):
+        await start_pods(kmock, double, max_loras=4)
+        for name in names:
+            await add_adapter(kmock, name)
+        await wait_for(
+            lambda: all(condition(kmock, n, "Ready")[0] == "True" for n in names),
+            what="the adapters loaded",
+        )
+        await wait_for(lambda: kmock.idle_for() > 1.0, what="the writes to settle")
+        since = len(list(kmock))
+        before = {pod: len(calls(double, pod, "models")) for pod in HOSTS}
+        window = 3.0
+        await asyncio.sleep(window)
+        sent = operator_requests(kmock, since)
+        asked = {pod: len(calls(double, pod, "models")) - before[pod] for pod in HOSTS}
+    assert sent == []
+    # Once per drift check (at most window / 0.5 + 1 of them); once per adapter would be 4x.
+    assert all(1 <= n <= window / 0.5 + 1 for n in asked.values()), asked

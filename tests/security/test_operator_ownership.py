@@ -5,6 +5,7 @@ attack (or a fault) that worked before the fix.
   VLLMDeployment is Degraded (NameConflict) naming it, and the other children go on.
 - A claim is created when missing and never written again.
 - One refused child does not stop the others (the Deployment still rolls out and scales).
+- A child stripped of its labels (out of the operator's watch) is repaired.
 - The drift check goes on past an object whose reconcile fails.
 - Only pods in the Deployment's owner chain are probed, get adapters (and the API key), and
   have their readiness gate set: a pod that merely carries the labels gets nothing.
@@ -140,32 +141,64 @@ async def test_one_refused_child_does_not_stop_the_others(kmock, kubeconfig):
     assert degraded(kmock)[2] == "PodDisruptionBudget/m: denied by policy"
 
 
-async def test_the_drift_check_goes_on_past_an_object_that_fails(kmock, kubeconfig, monkeypatch):
-    monkeypatch.setenv("VLLM_OPERATOR_DRIFT_CHECK_SECONDS", "0.2")
+async def test_a_child_stripped_of_its_labels_is_repaired(kmock, kubeconfig, monkeypatch):
+    """The operator's watch is by its labels: a child stripped of them leaves the watch (a
+    DELETED event, as a real API server sends), and comes back labelled, without waiting for
+    the drift check (an hour here)."""
+    monkeypatch.setenv("VLLM_OPERATOR_DRIFT_CHECK_SECONDS", "3600")
     declare(kmock)
     async with running_operator(kmock):
-        for name in ("a", "b"):  # listed in this order
-            await create(kmock, CR_PATH, vllmd(name, {"model": {"uri": "/m"}}, NS))
-            await wait_for(lambda n=name: exists(kmock, (SERVICE, NS, n)), what=f"Service {name}")
-        # The reconciles their creation caused are over once nothing was written for a while.
-        await wait_for(lambda: kmock.idle_for() > 0.6, what="the operator idle")
-        kmock.refusals[("get", "vllmdeployments", "a")] = (500, "etcdserver: request timed out")
-        seen = len(list(kmock))
-
-        def reads_of_a() -> int:
-            return sum(str(r.url).endswith("/vllmdeployments/a") for r in list(kmock)[seen:])
-
-        await wait_for(lambda: reads_of_a() >= 2, what="two drift rounds failing on a")
-        # Someone strips b's Service of its labels: the operator's watch (by those labels)
-        # does not see it; only the drift check can repair it.
+        await create(kmock, CR_PATH, vllmd("b", {"model": {"uri": "/m"}}, NS))
+        await wait_for(lambda: exists(kmock, (SERVICE, NS, "b")), what="Service b")
         path = f"/api/v1/namespaces/{NS}/services/b"
         labels = dict.fromkeys(kmock.objects[SERVICE, NS, "b"]["metadata"]["labels"])
         patch = {"metadata": {"labels": labels}}
         assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
         await wait_for(
             lambda: kmock.objects[SERVICE, NS, "b"]["metadata"].get("labels"), timeout=5,
-            what="b's Service repaired by the drift check",
+            what="b's Service repaired",
         )  # fmt: skip
+
+
+async def test_the_drift_check_goes_on_past_an_object_that_fails(kmock, kubeconfig, monkeypatch):
+    """Two LoRA deployments whose servers both restart unseen (no pod event: only the drift
+    check finds their adapters gone); a's reconcile fails (its LoraAdapter's status write
+    times out in etcd), b's server gets its adapter back all the same."""
+    monkeypatch.setenv("VLLM_OPERATOR_DRIFT_CHECK_SECONDS", "0.3")
+    declare(kmock)
+    hosts = {"a": "127.0.0.2", "b": "127.0.0.3"}
+    double = VLLMAdminDouble(list(hosts.values()), free_port())
+    spec = {"model": {"uri": "/models/tiny", "servedName": BASE_MODEL},
+            "adminPort": double.port, "lora": {"enabled": True}}  # fmt: skip
+    try:
+        async with running_operator(kmock) as runner:
+            for name, host in hosts.items():  # listed in this order
+                await create(kmock, CR_PATH, vllmd(name, spec, NS))
+                await wait_for(lambda n=name: exists(kmock, (DEPLOYMENT, NS, n)), what=name)
+                await start_pods(kmock, NS, name, {f"{name}-0": pod_status(host, ready=True)})
+                lora = {
+                    "apiVersion": "serving.vllm.ai/v1alpha1",
+                    "kind": "LoraAdapter",
+                    "metadata": {"name": f"lora-{name}", "namespace": NS},
+                    "spec": {"deploymentRef": {"name": name}, "source": {"uri": f"/a/{name}"}},
+                }
+                await create(
+                    kmock, f"/apis/serving.vllm.ai/v1alpha1/namespaces/{NS}/loraadapters", lora
+                )
+            for host in hosts.values():
+                await wait_for(lambda h=host: double.servers[h].adapters, what=f"{host}'s load")
+            await wait_for(lambda: kmock.idle_for() > 0.6, what="the operator idle")
+
+            kmock.refusals[("patch", "loraadapters", "lora-a")] = (500, "etcdserver: timeout")
+            for host in hosts.values():
+                double.restart(host)
+            await wait_for(
+                lambda: double.servers[hosts["a"]].adapters, what="a's adapter reloaded"
+            )  # its reconcile goes on to the status write, which fails
+            await wait_for(lambda: double.servers[hosts["b"]].adapters, what="b's adapter reloaded")
+    finally:
+        double.close()
+    assert "drift check of team-a/a failed" in runner.output
 
 
 async def test_only_pods_of_our_deployment_get_adapters_keys_or_gates(kmock, kubeconfig):

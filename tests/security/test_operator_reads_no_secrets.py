@@ -10,6 +10,8 @@ through their owner chain (Deployment, ReplicaSet, Pod).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from vllm_operator.model import reasons
@@ -70,8 +72,7 @@ async def test_the_operator_never_asks_for_a_secret(kmock, kubeconfig, monkeypat
         # Standing in for the controllers and the kubelet, which reads the Secrets itself.
         await start_pods(kmock, NS, "m", {"m-0": pod_config_error(NO_SECRET), "m-1": {}})
         await wait_for(lambda: degraded(kmock)[0] == "True", what="Degraded")
-        seen = len(list(kmock))
-        await wait_for(lambda: len(list(kmock)) > seen + 20, what="a few drift rounds")
+        await asyncio.sleep(1.0)  # five drift rounds (which send no request when nothing drifted)
     assert degraded(kmock) == (
         "True",
         reasons.SECRET_NOT_FOUND,
@@ -95,13 +96,9 @@ async def test_a_pod_that_merely_carries_the_labels_puts_nothing_in_the_status(k
             "status": pod_config_error("anything a tenant wants to show"),
         }
         assert (await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=impostor)).status == 200
-        seen = len(list(kmock))
-        status_reads = f"{CR_PATH}/m"
-
-        def read_since() -> bool:
-            return any(str(r.url).endswith(status_reads) for r in list(kmock)[seen:])
-
-        await wait_for(read_since, what="the status refresh the event asked for")
+        # Its event refreshes the status from the watch cache (no request to wait for).
+        await asyncio.sleep(1.0)
+        assert degraded(kmock)[0] == "False"
         # Ours, through its owner chain, does count.
         await start_pods(kmock, NS, "m", {"m-0": pod_config_error(NO_SECRET)})
         await wait_for(lambda: degraded(kmock)[0] == "True", what="Degraded")

@@ -103,7 +103,9 @@ imagePullSecrets:
      Role's (operator.watchNamespaces). Each rule is what the operator was seen sending in its
      tests (tests/golden/operator-api-calls.json, checked by tests/chart/test_chart.py), plus
      what a comment justifies. No rule on Secrets: the operator reads none (a missing one shows
-     in the pods' status, which the kubelet writes). */}}
+     in the pods' status, which the kubelet writes). Every kind it makes, and the sets and pods
+     between its workloads and their servers, it lists and watches (by its managed-by label): it
+     reads them from what the watches hold, so that a cluster at rest costs no request. */}}
 {{- define "vllm.namespacedRules" -}}
 # Its own resources; status is written through the subresource.
 - apiGroups: [serving.vllm.ai]
@@ -133,38 +135,38 @@ imagePullSecrets:
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors, podmonitors]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # spec.autoscaling: KEDA's ScaledObject where its CRDs are installed, else an HPA.
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # ... and to zero, KEDA's HTTP add-on's InterceptorRoute, which holds requests meanwhile.
 - apiGroups: [http.keda.sh]
   resources: [interceptorroutes]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Gateway API Inference Extension pools (spec.inferencePool), where the CRD is installed.
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Pods of its Deployments and LeaderWorkerSets, found through their owner chains
 # (Deployment -> ReplicaSet -> Pod; LeaderWorkerSet -> StatefulSet -> leader Pod ->
 # StatefulSet -> worker Pod): to report those the kubelet cannot start, reach their servers
 # and set the adapters-loaded readiness gate.
 - apiGroups: [apps]
   resources: [replicasets, statefulsets]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]

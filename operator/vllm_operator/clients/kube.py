@@ -8,9 +8,10 @@ under one field manager (`force=True`, as Kubernetes advises controllers).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,19 @@ from .. import MANAGER
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 DISCOVERY_TTL = 300.0  # seconds: CRDs installed later (e.g. the Prometheus Operator's) show up
+# Set while a drift check reads everything from the watch cache: discovery answers are used as
+# last seen, however old, so that a cluster at rest gets no request at all.
+_DISCOVERY_AS_KNOWN = contextvars.ContextVar("discovery_as_known", default=False)
+
+
+@contextlib.contextmanager
+def discovery_as_known() -> Iterator[None]:
+    """Within: `Kube.serves` asks the API server only about groups it never asked about."""
+    token = _DISCOVERY_AS_KNOWN.set(True)
+    try:
+        yield
+    finally:
+        _DISCOVERY_AS_KNOWN.reset(token)
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,14 @@ class Kube:
         )
         return list(result.get("items") or [])
 
+    async def lora_adapters(self, namespace: str, deployment: str) -> list[dict]:
+        """The LoraAdapters of `namespace` whose spec.deploymentRef names `deployment`."""
+        return [
+            adapter
+            for adapter in await self.list("LoraAdapter", namespace, {})
+            if ((adapter.get("spec") or {}).get("deploymentRef") or {}).get("name") == deployment
+        ]
+
     async def apply(self, obj: Mapping[str, Any], *, manager: str = MANAGER) -> dict[str, Any]:
         """Server-side apply of `obj` (which holds only the fields we own)."""
         meta = obj["metadata"]
@@ -212,8 +234,8 @@ class Kube:
         with contextlib.suppress(NotFound):
             await self.request("DELETE", KINDS[kind].path(namespace, name))
 
-    async def patch_status(self, kind: str, namespace: str, name: str, status: Any) -> None:
-        await self.request(
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Any) -> dict:
+        return await self.request(
             "PATCH",
             KINDS[kind].path(namespace, name) + "/status",
             body={"status": status},
@@ -235,9 +257,11 @@ class Kube:
         """Whether the API server serves `kind` (e.g. the Prometheus Operator's CRDs)."""
         k = KINDS[kind]
         cached = self._discovered.get(k.api_version)
-        if cached is None or time.monotonic() - cached[0] > DISCOVERY_TTL:
+        stale = cached is not None and time.monotonic() - cached[0] > DISCOVERY_TTL
+        if cached is None or (stale and not _DISCOVERY_AS_KNOWN.get()):
             try:
-                resources = await self.request("GET", f"/apis/{k.api_version}")
+                root = "/apis" if "/" in k.api_version else "/api"  # the core group's
+                resources = await self.request("GET", f"{root}/{k.api_version}")
                 names = {r["name"] for r in resources.get("resources") or []}
             except NotFound:
                 names = set()

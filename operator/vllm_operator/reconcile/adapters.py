@@ -62,11 +62,7 @@ class AdapterReconciler:
         deleted are unloaded everywhere; their only problems are failed unloads."""
         # Observe.
         cr = await self.kube.get_or_none("VLLMDeployment", namespace, deployment)
-        bodies = [
-            b
-            for b in await self.kube.list("LoraAdapter", namespace, {})
-            if (b.get("spec") or {}).get("deploymentRef", {}).get("name") == deployment
-        ]
+        bodies = await self.kube.lora_adapters(namespace, deployment)
         adapters = [parse_adapter(b) for b in bodies]
         spec, unusable = lora_deployment(deployment, cr, self.settings.images)
         problems = adapter_problems(adapters, spec, unusable)

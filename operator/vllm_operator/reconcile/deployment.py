@@ -91,6 +91,8 @@ class PodsSeen:
     `Reconciler.pod_changed`), and whether replicas were starting (their progress is polled:
     a server loading for an hour sends no event)."""
 
+    # (each pod's own: a multi-node group's failures remembered across its recreations are
+    # not compared with the new pods' events)
     troubles: dict[tuple[str, str], dict[str, Trouble]] = field(default_factory=dict)
     starting: set[tuple[str, str]] = field(default_factory=set)
     # Multi-node groups recreated after a pod failed (pod name -> the pods' uids seen failing,
@@ -384,7 +386,7 @@ async def _write_status(
         deployment = None  # someone else's, of the same name: its replicas are not ours
     at_rest = spec is None or all_serving(deployment, spec.replicas)
     servers, pods = ([], []) if at_rest else await _pods(kube, spec, deployment)
-    found = troubles(pods)
+    found = own = troubles(pods)
     if spec and spec.parallelism.multi_node and seen is not None:
         found = seen.with_group_failures((namespace, name), pods, found, serving=at_rest)
     startup = await _startup_reports(spec, servers, found, admin) if spec else {}
@@ -412,7 +414,7 @@ async def _write_status(
             status["modelCache"] = record  # None: dropped (the status is a merge patch)
     await write_status(kube, "VLLMDeployment", body, status)
     if seen is not None:
-        seen.record((namespace, name), found, starting=bool(startup))
+        seen.record((namespace, name), own, starting=bool(startup))
 
 
 def _stale(spec: DeploymentSpec | None) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import kopf
 
-from ..clients.kube import ApiError, Kube
+from ..clients.cache import CachedKube
+from ..clients.kube import ApiError, Kube, discovery_as_known
 from ..clients.vllm_admin import VLLMAdminClient
 from ..config import Settings
 from ..model.builders import ADAPTERS_LOADED, DEPLOYMENT_LABEL
@@ -57,23 +58,24 @@ class Reconciler:
         await self.deployment(namespace, name, retry=retry)
         await self._adapters_quietly(namespace, name)
 
-    async def child_changed(self, body: Mapping[str, Any], event: str | None) -> None:
+    async def child_changed(self, kind: str, body: Mapping[str, Any], event: str | None) -> None:
         """A child of a VLLMDeployment changed or went (pods became ready, a rollout
         progressed, someone edited or deleted it): its owner, without pruning (only a spec
         change can make a child unwanted). Problems are already in the status and events; the
         CR's own handlers retry."""
+        if event is None:
+            return  # the initial listing, which the resume handlers cover
         refs = body["metadata"].get("ownerReferences") or []
         owner = next((r for r in refs if r.get("kind") == "VLLMDeployment"), None)
-        if owner is None or event is None:
-            return  # event None: the initial listing, which the resume handlers cover
+        if owner is None:
+            return
         with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
             await self.deployment(body["metadata"]["namespace"], owner["name"], prune=False)
 
-    async def service_changed(self, body: Mapping[str, Any], event: str | None) -> None:
-        """A Service of ours changed: a deleted one comes back at once; edits wait for the
-        drift loop."""
-        if event == "DELETED":
-            await self.child_changed(body, event)
+    def observed(self, kind: str, body: Mapping[str, Any]) -> bool:
+        """Kopf has indexed a watch event of `body`: the cache forgets our write of it once
+        the index has caught up. Whether it was our own write coming back."""
+        return isinstance(self.kube, CachedKube) and self.kube.cache.observed(kind, body)
 
     async def pod_changed(self, body: Mapping[str, Any], event: str | None) -> None:
         """A pod of ours appeared, changed or went away. If its trouble (`pods.trouble`) is not
@@ -93,15 +95,26 @@ class Reconciler:
         # A pod that starts changes no trouble and no count of the Deployment's: its event
         # alone starts the progress polls (`check_progress`).
         begins = found is None and event != "DELETED" and starting(body)
-        if self._seen.troubles.get(key, {}).get(meta["name"]) != found or (
-            begins and key not in self._seen.starting
-        ):
+        seen = self._seen.troubles.get(key, {}).get(meta["name"])
+        if seen != found or (begins and key not in self._seen.starting):
             await self._runs.shared(
                 (namespace, "status", deployment), lambda: self.status(namespace, deployment)
             )
         gates = [g.get("conditionType") for g in body["spec"].get("readinessGates") or []]
         if ADAPTERS_LOADED in gates:
             await self._adapters_quietly(namespace, deployment)
+
+    async def set_changed(self, body: Mapping[str, Any], event: str | None) -> None:
+        """A ReplicaSet or StatefulSet of ours changed: the status of its VLLMDeployment
+        follows (pods are found through their sets, whose watch may deliver a new set after
+        its pods)."""
+        deployment = (body["metadata"].get("labels") or {}).get(DEPLOYMENT_LABEL)
+        if event is None or not deployment:
+            return
+        namespace = body["metadata"]["namespace"]
+        await self._runs.shared(
+            (namespace, "status", deployment), lambda: self.status(namespace, deployment)
+        )
 
     async def adapter_changed(self, body: Mapping[str, Any], *, retry: int) -> None:
         """A LoraAdapter was created, changed, found at startup or is being deleted (then it
@@ -120,7 +133,14 @@ class Reconciler:
 
     async def check_drift(self) -> None:
         """Every VLLMDeployment (of the served namespaces) and its adapters, against what the
-        cluster and servers hold."""
+        cluster and servers hold. With the watch cache, the cluster's side costs no request
+        unless something drifted: the watch events should have shown every change already,
+        this is the safety net (the resync of client-go's informers), and each server is asked
+        for its adapters once. Not before the cache is listed (see `clients.cache`): a
+        half-listed cache would show adapters as gone."""
+        if isinstance(self.kube, CachedKube) and not self.kube.cache.ready:
+            log.debug("drift check skipped: the watch cache is still being listed")
+            return
         if self.namespaces is None:
             crs = await self.kube.list_all("VLLMDeployment")
         else:
@@ -132,9 +152,10 @@ class Reconciler:
         for cr in crs:
             meta = cr["metadata"]
             try:
-                with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-                    await self.deployment(meta["namespace"], meta["name"])
-                await self.adapters(meta["namespace"], meta["name"])
+                with discovery_as_known():
+                    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                        await self.deployment(meta["namespace"], meta["name"])
+                    await self.adapters(meta["namespace"], meta["name"])
             except Exception:  # one object's failure never skips the others
                 log.exception("drift check of %s/%s failed", meta["namespace"], meta["name"])
 
