@@ -24,9 +24,10 @@ Measured:
   process (the emulator and the admin double), to tell which of them was the bottleneck;
 - the API requests it made (reads and writes; the watch streams it keeps open, one per watched
   kind and renewed every few minutes, are counted apart), classified by verb and resource: per
-  new VLLMDeployment and per new LoraAdapter (requests on one LoraAdapter and Events about one
-  count for the LoraAdapters; the rest, pods and lists of LoraAdapters included, for the
-  VLLMDeployments), per minute at rest
+  new VLLMDeployment and per new LoraAdapter (requests on one LoraAdapter, Events about one
+  and the pods' readiness gates, which say what adapters a pod holds, count for the
+  LoraAdapters; the rest, lists of LoraAdapters included, for the VLLMDeployments), per minute
+  at rest
   (nothing changed, nothing drifted), per spec change;
 - per spec change (a new image: the Deployment's template changes), made one at a time with the
   whole cluster in place, the seconds from the change to the Deployment's new template, p50/p99.
@@ -227,9 +228,13 @@ def by_kind(requests: Sequence[object]) -> dict[str, int]:
 
 
 def for_adapter(r: object) -> bool:
-    """A request on one LoraAdapter (its status included), or an Event about one. Lists of
-    LoraAdapters are the VLLMDeployments' (their reconciles list them too; no telling apart)."""
-    if getattr(r.resource, "plural", None) == "loraadapters" and r.name:  # type: ignore[attr-defined]
+    """A request on one LoraAdapter (its status included), an Event about one, or a write of
+    a pod's readiness gate (only LoRA deployments' pods have one, rewritten as the adapters
+    they hold change). Lists of LoraAdapters are the VLLMDeployments' (no telling apart)."""
+    plural = getattr(r.resource, "plural", None)  # type: ignore[attr-defined]
+    if plural == "loraadapters" and r.name:  # type: ignore[attr-defined]
+        return True
+    if plural == "pods" and getattr(r, "subresource", None) == "status":
         return True
     data = getattr(r, "data", None)
     involved = (data.get("involvedObject") or {}) if isinstance(data, dict) else {}
@@ -355,10 +360,11 @@ async def scenario(
     watches_per_minute = len(operators(emulator, rest_from, watches=True)) * 60 / rest_seconds
 
     change_from = len(emulator.history)
-    latencies = []
+    latencies, slowest = [], (0.0, 0.0)  # (seconds, when: seconds since the operator started)
     for i in range(min(changes, cluster.count)):
         image = f"registry.example/vllm:change-{i}"
         latencies.append(await change_one(emulator, name(i), image, cap=60))
+        slowest = max(slowest, (latencies[-1], time.monotonic() - operator_started))
     await asyncio.sleep(1.0)
     changed = operators(emulator, change_from)
 
@@ -391,6 +397,7 @@ async def scenario(
                 "p50": round(statistics.median(latencies), 3) if latencies else None,
                 "p99": round(percentile(latencies, 0.99), 3) if latencies else None,
                 "changes": len(latencies),
+                "slowest_at_operator_seconds": round(slowest[1], 1),
             },
         },
     }

@@ -8,7 +8,9 @@ import json
 
 import aiohttp
 import pytest
+from kmock import Server as kmock_server
 
+from vllm_testkit.kube_bench import BenchEmulator
 from vllm_testkit.kube_emulator import (
     MERGE,
     KubeEmulator,
@@ -108,3 +110,39 @@ async def test_a_watch_sees_objects_leave_and_enter_its_label_selection(kmock):
                 assert (await kmock.patch(path, json=patch, headers=MERGE)).status == 200
                 if seen is not None:
                     assert await next_event() == seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("emulator", [KubeEmulator, BenchEmulator])
+async def test_the_bench_emulator_finds_objects_as_kmock_does(emulator):
+    """The benchmarks' emulator looks objects up in an index instead of kmock's scan of every
+    object: the same answers (a name in two namespaces and two kinds, lists by namespace and
+    cluster-wide, a deletion and a re-creation)."""
+    async with emulator() as kmock, kmock_server(kmock):
+        declare(kmock)
+        for ns in ("a", "b"):
+            pod = {"metadata": {"name": "x", "namespace": ns}, "spec": {"ns": ns}}
+            await create(kmock, f"/api/v1/namespaces/{ns}/pods", pod)
+        svc = {"metadata": {"name": "x", "namespace": "a"}, "spec": {"kind": "svc"}}
+        await create(kmock, "/api/v1/namespaces/a/services", svc)
+
+        async def names(path: str) -> list[tuple[str, str]]:
+            items = (await (await kmock.get(path)).json())["items"]
+            return sorted((i["metadata"]["namespace"], i["metadata"]["name"]) for i in items)
+
+        assert (await (await kmock.get("/api/v1/namespaces/b/pods/x")).json())["spec"] == {
+            "ns": "b"
+        }
+        assert await names("/api/v1/namespaces/a/pods") == [("a", "x")]
+        assert await names("/api/v1/pods") == [("a", "x"), ("b", "x")]
+        assert await names("/api/v1/services") == [("a", "x")]
+        assert (await kmock.get("/api/v1/namespaces/c/pods/x")).status == 404
+        assert (await kmock.delete("/api/v1/namespaces/a/pods/x")).status == 200
+        assert (await kmock.get("/api/v1/namespaces/a/pods/x")).status == 404
+        assert await names("/api/v1/pods") == [("b", "x")]
+        await create(
+            kmock, "/api/v1/namespaces/a/pods", {"metadata": {"name": "x", "namespace": "a"}}
+        )
+        assert (await kmock.get("/api/v1/namespaces/a/pods/x")).status == 200
+        conflict = await kmock.post("/api/v1/namespaces/a/pods", json={"metadata": {"name": "x"}})
+        assert conflict.status == 409

@@ -9,8 +9,10 @@ by the callers that arrive while one waits (`KeyedRuns.shared`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -149,8 +151,13 @@ class Reconciler:
                 for ns in self.namespaces
                 for cr in await self.kube.list_all("VLLMDeployment", ns)
             ]
+        started = time.monotonic()
         for cr in crs:
             meta = cr["metadata"]
+            # Reads from the cache do not wait: without this the check would hold the event
+            # loop for all deployments at once (seconds at a thousand), and a spec change
+            # arriving meanwhile would wait for it.
+            await asyncio.sleep(0)
             try:
                 with discovery_as_known():
                     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
@@ -158,6 +165,7 @@ class Reconciler:
                     await self.adapters(meta["namespace"], meta["name"])
             except Exception:  # one object's failure never skips the others
                 log.exception("drift check of %s/%s failed", meta["namespace"], meta["name"])
+        log.debug("drift check of %d deployments: %.2f s", len(crs), time.monotonic() - started)
 
     # --- the reconciles -------------------------------------------------------------------
 
