@@ -357,7 +357,8 @@ async def scenario(
     await asyncio.sleep(rest_seconds)
     at_rest = operators(emulator, rest_from)
     per_minute = len(at_rest) * 60 / rest_seconds
-    watches_per_minute = len(operators(emulator, rest_from, watches=True)) * 60 / rest_seconds
+    watches = operators(emulator, rest_from, watches=True)
+    watches_per_minute = len(watches) * 60 / rest_seconds
 
     change_from = len(emulator.history)
     latencies, slowest = [], (0.0, 0.0)  # (seconds, when: seconds since the operator started)
@@ -388,6 +389,7 @@ async def scenario(
             "new_adapter": per_object(new_adapters, cluster.adapters),
             "requests_per_minute_at_rest": round(per_minute, 1),
             "watch_streams_opened_per_minute_at_rest": round(watches_per_minute, 1),
+            "watch_streams_opened_at_rest": by_kind(watches),
             "at_rest_by_kind_per_minute": {
                 k: round(v * 60 / rest_seconds, 1) for k, v in by_kind(at_rest).items()
             },

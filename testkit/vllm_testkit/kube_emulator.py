@@ -13,7 +13,10 @@ Added here, as a real API server behaves (named so, in `KubeEmulator`):
 - `labelSelector` on lists and watches (equality and set-based requirements); on a watch, an
   object that stops matching comes as DELETED and one that starts matching as ADDED;
 - every write gives the object a new `resourceVersion`, from one counter (etcd's revision),
-  which the operator's cache uses to tell its own writes' echoes from newer changes.
+  which the operator's cache uses to tell its own writes' echoes from newer changes; a list
+  says the revision it is as of, and a watch from a resourceVersion starts after it (kmock
+  replays every object to every new watch). No BOOKMARK events: an idle watch is reopened by
+  Kopf after its inactivity timeout (70 s), which a real API server's bookmarks prevent.
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self.refusals: dict[tuple[str, str, str | None], tuple[int, str]] = {}
         self.last_write = time.monotonic()  # of any create, update, patch or delete
         self.revision = itertools.count(1000)  # resourceVersions, as etcd's revision
+        self.latest_revision = 999
 
     def idle_for(self) -> float:
         """Seconds since anything was written."""
@@ -190,6 +194,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         requirements = _requirements(request)
         result = await super()._serve_list(request)
         result["items"] = [o for o in result["items"] if selects(requirements, o)]
+        # The revision the list is as of, which a watch then starts from.
+        result["metadata"] = {
+            **result.get("metadata", {}),
+            "resourceVersion": str(self.latest_revision),
+        }
         return result
 
     async def _serve_watch(self, request):  # kmock's fallback for watches (private API)
@@ -198,6 +207,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         enters it as ADDED (what an informer, Kopf's indices included, relies on to forget an
         object whose labels were stripped)."""
         requirements = _requirements(request)
+        since = request.params.get("resourceVersion") or ""
         shown: set[tuple[str, str]] = set()  # (namespace, name) this stream holds as selected
         async for event in super()._serve_watch(request):
             kind = event.get("type") if isinstance(event, dict) else None
@@ -206,6 +216,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 continue
             meta = event["object"].get("metadata") or {}
             key = (meta.get("namespace") or "", meta.get("name") or "")
+            version = str(meta.get("resourceVersion") or "")
+            if (
+                kind == "ADDED"
+                and since.isdigit()
+                and version.isdigit()
+                and int(version) <= int(since)
+            ):
+                # kmock replays every object to a new watch; one from a resourceVersion (a
+                # reconnect, or after a list) gets only what changed since, as from a real one.
+                if selects(requirements, event["object"]):
+                    shown.add(key)
+                continue
             if kind == "DELETED":
                 if key in shown:
                     shown.discard(key)
@@ -236,7 +258,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             meta.setdefault("creationTimestamp", _now())
         if request.action in (kmock.action.CREATE, kmock.action.UPDATE) and data is not None:
             # A merge patch, an apply or a replacement: stored with the object's new version.
-            data.setdefault("metadata", {})["resourceVersion"] = str(next(self.revision))
+            self.latest_revision = next(self.revision)
+            data.setdefault("metadata", {})["resourceVersion"] = str(self.latest_revision)
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
         key = (request.resource, request.namespace, request.name)
         if (

@@ -146,3 +146,30 @@ async def test_the_bench_emulator_finds_objects_as_kmock_does(emulator):
         assert (await kmock.get("/api/v1/namespaces/a/pods/x")).status == 200
         conflict = await kmock.post("/api/v1/namespaces/a/pods", json={"metadata": {"name": "x"}})
         assert conflict.status == 409
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_a_watch_from_a_resource_version_starts_after_it(kmock):
+    """As from a real API server: a list says the revision it is as of, and a watch from there
+    (Kopf's, after its list and on every reconnect) gets only later changes, not every object
+    again as kmock's own watch sends them."""
+    declare(kmock)
+    for name in ("a", "b"):
+        await create(
+            kmock, "/api/v1/namespaces/ns/pods", {"metadata": {"name": name, "namespace": "ns"}}
+        )
+    listed = await (await kmock.get("/api/v1/namespaces/ns/pods")).json()
+    since = listed["metadata"]["resourceVersion"]
+    assert since == max(p["metadata"]["resourceVersion"] for p in listed["items"])
+    await create(
+        kmock, "/api/v1/namespaces/ns/pods", {"metadata": {"name": "c", "namespace": "ns"}}
+    )
+    async with aiohttp.ClientSession() as session:
+        url = f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/ns/pods"
+        params = {"watch": "true", "resourceVersion": since}
+        async with session.get(url, params=params) as stream:
+            while not (line := await asyncio.wait_for(stream.content.readline(), 5)).strip():
+                pass
+            event = json.loads(line)
+            assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "c")
