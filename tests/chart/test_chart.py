@@ -554,8 +554,6 @@ JUSTIFIED = {
     # Kopf serving every namespace in a real cluster: CRDs installed after it started
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-    # LoraAdapters are only listed, never fetched alone, in the tests; the same holds for gets
-    ("get", "serving.vllm.ai", "loraadapters"),
 }
 
 

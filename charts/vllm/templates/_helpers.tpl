@@ -107,10 +107,11 @@ imagePullSecrets:
      between its workloads and their servers, it lists and watches (by its managed-by label): it
      reads them from what the watches hold, so that a cluster at rest costs no request. */}}
 {{- define "vllm.namespacedRules" -}}
-# Its own resources; status is written through the subresource.
+# Its own resources, read from its watch streams (never fetched alone); status is written
+# through the subresource.
 - apiGroups: [serving.vllm.ai]
   resources: [vllmdeployments, loraadapters]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [serving.vllm.ai]
   resources: [vllmdeployments/status, loraadapters/status]
   verbs: [patch]
