@@ -16,7 +16,9 @@ Added here, as a real API server behaves (named so, in `KubeEmulator`):
   which the operator's cache uses to tell its own writes' echoes from newer changes; a list
   says the revision it is as of, and a watch from a resourceVersion starts after it (kmock
   replays every object to every new watch). No BOOKMARK events: an idle watch is reopened by
-  Kopf after its inactivity timeout (70 s), which a real API server's bookmarks prevent.
+  Kopf after its inactivity timeout (70 s), which a real API server's bookmarks prevent;
+- a JSON patch (Kopf's finalizers, after a `test` of the resourceVersion) applies whole or is
+  refused with 422 (kmock answered a failed `test` with 500, which Kopf retries unchanged).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import jsonpatch
+import jsonpointer
 import kmock
 from kopf.testing import KopfRunner
 
@@ -165,6 +169,15 @@ def _requirements(request: Any) -> list[Requirement]:
 
 
 @attrs.frozen
+class Unprocessable(kmock.KubernetesError):
+    """A 422, as the API server answers a JSON patch it cannot apply (a failed `test`)."""
+
+    message: str = "unprocessable"
+    status: int = 422
+    reason: str = "Invalid"
+
+
+@attrs.frozen
 class Refused(kmock.KubernetesError):
     """A refusal a test asked for (`KubeEmulator.refusals`): an admission webhook, a quota, an
     etcd timeout."""
@@ -262,6 +275,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
             data.setdefault("metadata", {})["resourceVersion"] = str(self.latest_revision)
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
         key = (request.resource, request.namespace, request.name)
+        if (
+            request.action == kmock.action.UPDATE
+            and isinstance(request.data, list)
+            and key in self.objects
+            and not self.objects[key].deleted
+        ):
+            # A JSON patch: tried on the object first; applied (with a new resourceVersion) or
+            # refused whole.
+            try:
+                jsonpatch.apply_patch(self.objects[key].raw, request.data)
+            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
+                raise Unprocessable(message=f"the patch cannot be applied: {e}") from None
+            self.latest_revision = next(self.revision)
+            version = {"op": "add", "path": "/metadata/resourceVersion"}
+            request.data.append({**version, "value": str(self.latest_revision)})
         if (
             request.action == kmock.action.UPDATE
             and content_type.startswith(APPLY)
