@@ -163,13 +163,16 @@ def test_lora_goals_from_its_result():
     assert [g["met"] for g in listed] == [v["met"] for v in lora.verdicts(result).values()]
 
 
-def orca_result(verdict: str, ratio: float, identical: float, worst_us: float) -> dict:
+def orca_result(
+    verdict: str, ratio: float, identical: float, worst_us: float, cost: float | None = 0.1
+) -> dict:
     """A hand-made document of bench/orca.py, as `goals` reads it."""
     return {
         "throughput": {"ratio_on_off": ratio, "ratio_identical_servers": identical,
                        "verdict": f"{verdict}: on/off gap {1 - ratio:+.2%}"},
         "per_phase": {"per_response": {"worst_case": {
-            "format": "JSON", "case": "new snapshot every response", "added_us": worst_us}}},
+            "format": "JSON", "case": "new snapshot every response", "added_us": worst_us}},
+            "throughput_cost_percent_from_cpu_per_request": cost},
     }  # fmt: skip
 
 
@@ -181,20 +184,22 @@ def test_orca_goals_from_its_result(monkeypatch):
         (0.998, "", ">= 0.995", True),
         (1.001, "", ">= 0.995", True),
         (17.5, "us", "<= 20", True),
+        (0.1, "%", "<= 0.5", True),
     ]
     assert "JSON, new snapshot every response" in listed[2]["figure"]
     assert all("note" not in g for g in listed)
 
-    missed = orca.goals(orca_result("not met", 0.97, 0.99, 23.5))
-    assert [g["met"] for g in missed] == [False, False, False]
+    missed = orca.goals(orca_result("not met", 0.97, 0.99, 23.5, cost=0.8))
+    assert [g["met"] for g in missed] == [False, False, False, False]
 
     # Inconclusive: the run could not resolve 0.5 %, so the ratio is not judged, even above
-    # the goal; the note is the verdict.
-    unsure = orca.goals(orca_result("inconclusive", 0.996, 0.98, 12.0))
-    assert [g["met"] for g in unsure] == [None, False, True]
+    # the goal; the note is the verdict. No engine step count: no cost from the CPU figures.
+    unsure = orca.goals(orca_result("inconclusive", 0.996, 0.98, 12.0, cost=None))
+    assert [g["met"] for g in unsure] == [None, False, True, None]
     assert unsure[0]["note"].startswith("inconclusive: on/off gap")
     assert "note" not in unsure[1]
-    assert goals.table([("orca", {"goals": unsure})]).count("orca ") == 3
+    assert unsure[3]["note"] == "not measured"
+    assert goals.table([("orca", {"goals": unsure})]).count("orca ") == 4
 
 
 def test_autoscale_goals_from_its_result():
