@@ -15,8 +15,10 @@ Added here, as a real API server behaves (named so, in `KubeEmulator`):
 - every write gives the object a new `resourceVersion`, from one counter (etcd's revision),
   which the operator's cache uses to tell its own writes' echoes from newer changes; a list
   says the revision it is as of, and a watch from a resourceVersion starts after it (kmock
-  replays every object to every new watch). No BOOKMARK events: an idle watch is reopened by
-  Kopf after its inactivity timeout (70 s), which a real API server's bookmarks prevent;
+  replays every object to every new watch);
+- a watch that allows bookmarks gets a BOOKMARK when idle for a minute (without them Kopf took
+  each idle stream for dead after 70 s and reopened it), and a watch ends after its
+  `timeoutSeconds`;
 - a JSON patch (Kopf's finalizers, after a `test` of the resourceVersion) applies whole or is
   refused with 422 (kmock answered a failed `test` with 500, which Kopf retries unchanged).
 """
@@ -28,12 +30,13 @@ import contextlib
 import datetime
 import itertools
 import json
+import math
 import re
 import secrets
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +201,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self.last_write = time.monotonic()  # of any create, update, patch or delete
         self.revision = itertools.count(1000)  # resourceVersions, as etcd's revision
         self.latest_revision = 999
+        # An idle watch that allows bookmarks gets one this often (a real API server: about
+        # every minute, which Kopf's 70 s inactivity timeout counts on).
+        self.bookmark_seconds = 60.0
 
     def idle_for(self) -> float:
         """Seconds since anything was written."""
@@ -222,10 +228,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
         requirements = _requirements(request)
         since = request.params.get("resourceVersion") or ""
         shown: set[tuple[str, str]] = set()  # (namespace, name) this stream holds as selected
-        async for event in super()._serve_watch(request):
+        async for event in self._paced(super()._serve_watch(request), request, since):
             kind = event.get("type") if isinstance(event, dict) else None
             if kind not in ("ADDED", "MODIFIED", "DELETED"):
-                yield event  # the stream's start, errors
+                yield event  # the stream's start, bookmarks, errors
                 continue
             meta = event["object"].get("metadata") or {}
             key = (meta.get("namespace") or "", meta.get("name") or "")
@@ -251,6 +257,55 @@ class KubeEmulator(kmock.KubernetesEmulator):
             elif key in shown:  # out of the selection
                 shown.discard(key)
                 yield {**event, "type": "DELETED"}
+
+    async def _paced(self, events: AsyncIterator[Any], request: Any, since: str):
+        """`events` with what a real API server adds over time: a BOOKMARK, carrying the
+        revision the stream has seen, when none came for `bookmark_seconds` and the watch
+        allows bookmarks; the end of the stream after its `timeoutSeconds`."""
+        bookmarks = request.params.get("allowWatchBookmarks") == "true"
+        timeout = request.params.get("timeoutSeconds")
+        ends = time.monotonic() + float(timeout) if timeout else None
+        seen = since if since.isdigit() else None
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        async def pump() -> None:  # kmock's stream cannot be waited on with a timeout
+            try:
+                async for event in events:
+                    queue.put_nowait(event)
+            except Exception as e:
+                queue.put_nowait(e)
+            queue.put_nowait(done)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                wait = self.bookmark_seconds if bookmarks else None
+                if ends is not None:
+                    left = ends - time.monotonic()
+                    if left <= 0:
+                        return
+                    wait = left if wait is None else min(wait, left)
+                try:
+                    event = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks and seen is not None and time.monotonic() < (ends or math.inf):
+                        meta = {"resourceVersion": seen}
+                        yield {"type": "BOOKMARK", "object": {"metadata": meta}}
+                    continue
+                if event is done:
+                    return
+                if isinstance(event, Exception):
+                    raise event
+                meta = (
+                    (event.get("object") or {}).get("metadata") if isinstance(event, dict) else None
+                )
+                version = str((meta or {}).get("resourceVersion") or "")
+                if version.isdigit() and (seen is None or int(version) > int(seen)):
+                    seen = version
+                yield event
+        finally:
+            pumping.cancel()
 
     async def _handle(self, request):  # kmock's only hook before storage (private API)
         if request.action not in (kmock.action.FETCH, kmock.action.LIST, kmock.action.WATCH):

@@ -222,3 +222,55 @@ async def test_a_json_patch_whose_test_fails_is_refused_as_by_the_api_server(kmo
     applied = await kmock.patch(path, json=ops, headers=json_patch)
     assert applied.status == 200
     assert (await applied.json())["metadata"]["finalizers"] == ["f"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=KubeEmulator)
+async def test_an_idle_watch_gets_bookmarks_and_ends_at_its_timeout(kmock):
+    """As from a real API server: a watch that asks for bookmarks (Kopf's do) gets one when
+    nothing happened for a while (every minute there), with the revision it has seen, so Kopf
+    neither takes it for dead after its 70 s inactivity timeout nor replays from an old
+    revision; and a watch ends after its `timeoutSeconds` (Kopf asks for 300)."""
+    kmock.bookmark_seconds = 0.3
+    declare(kmock)
+    await create(
+        kmock, "/api/v1/namespaces/ns/pods", {"metadata": {"name": "a", "namespace": "ns"}}
+    )
+    listed = await (await kmock.get("/api/v1/namespaces/ns/pods")).json()
+    since = listed["metadata"]["resourceVersion"]
+    url = f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/ns/pods"
+    async with aiohttp.ClientSession() as session:
+
+        async def events(params: dict[str, str], seconds: float) -> list[tuple[str, str]]:
+            seen = []
+            async with session.get(url, params={"watch": "true", **params}) as stream:
+                async with asyncio.timeout(seconds):
+                    async for line in stream.content:
+                        if line.strip():
+                            event = json.loads(line)
+                            seen.append(
+                                (event["type"], event["object"]["metadata"]["resourceVersion"])
+                            )
+            return seen
+
+        bookmarked = {
+            "resourceVersion": since,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "1",
+        }
+        assert (await events(bookmarked, 5))[:2] == [("BOOKMARK", since)] * 2  # then it ended
+
+        async def change() -> None:
+            await asyncio.sleep(0.1)
+            patch = {"metadata": {"labels": {"x": "1"}}}
+            await kmock.patch("/api/v1/namespaces/ns/pods/a", json=patch, headers=MERGE)
+
+        changing = asyncio.create_task(change())
+        seen = await events(bookmarked, 5)
+        await changing
+        modified = seen[0][1]
+        assert seen[0][0] == "MODIFIED" and int(modified) > int(since)
+        assert seen[1] == ("BOOKMARK", modified)
+
+        with pytest.raises(TimeoutError):  # no bookmarks unless asked for, no end unless told
+            await events({"resourceVersion": modified}, 1)
