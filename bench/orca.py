@@ -225,6 +225,7 @@ def throughput(
         },
         "api_cpu_us_per_request_added_by_orca": api_added,
         "api_cpu_us_per_request_identical_servers": api_floor,
+        "request_cpu_share_us": share_us,
         "implied_throughput_cost_of_added_api_cpu": api_added["median"] / share_us,
         "idle_api_cpu_ms_per_s_added_by_orca": idle_added,
         "idle_api_cpu_ms_per_s_identical_servers": idle_floor,
@@ -538,11 +539,10 @@ def main() -> None:
         }
         expected["total_us"] = sum(expected.values())
     measured = tput["api_cpu_us_per_request_added_by_orca"]["median"]  # type: ignore[index]
-    # That total over a request's share of the CPUs (CPU-bound, closed loop: CPUS / rps
-    # seconds): the throughput ORCA costs, from figures precise to a microsecond where the
-    # throughput ratio itself resolves a few percent on a shared machine.
-    share_us = CPUS / tput["median"]["off"]["rps"] * 1e6  # type: ignore[index]
-    cost_percent = expected["total_us"] / share_us * 100 if expected else None
+    # That total over a request's share of the CPUs: the throughput ORCA costs, from figures
+    # precise to a microsecond where the throughput ratio resolves a few percent here.
+    share_us = tput["request_cpu_share_us"]
+    cost_percent = expected["total_us"] / share_us * 100 if expected else None  # type: ignore[operator]
     result = {
         "throughput": tput,
         "per_phase": {
